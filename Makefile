@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make plan` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STACK  ?= prod
+
+PLAN_DEPS := $(VENV)/.plan-deps
+TEST_DEPS := $(VENV)/.test-deps
+
+.PHONY: plan test lint serve regions clean
+
+plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print what `pulumi up` would create
+	$(BIN)/fleet plan --stack $(STACK)
+
+regions: $(PLAN_DEPS)
+	$(BIN)/fleet regions
+
+test: $(TEST_DEPS)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(TEST_DEPS)
+	$(BIN)/ruff check .
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(PLAN_DEPS): $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# One resolver run over every file, so pins that meet (protobuf) are solved together.
+$(TEST_DEPS): $(PLAN_DEPS) requirements-dev.txt requirements-ml.txt inference_service/requirements.txt
+	$(BIN)/pip install -q -r requirements-dev.txt -r requirements-ml.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
