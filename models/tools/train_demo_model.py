@@ -37,7 +37,7 @@ def _contrast(rng: random.Random, bg: tuple[int, int, int]) -> tuple[int, int, i
     """A colour far enough from the background to be visible."""
     while True:
         c = _colour(rng)
-        if sum(abs(a - b) for a, b in zip(c, bg)) > 180:
+        if sum(abs(a - b) for a, b in zip(c, bg, strict=True)) > 180:
             return c
 
 
@@ -163,7 +163,8 @@ def main() -> None:
     shutil.copy(root / "runs" / "demo" / "weights" / "best.pt", MODELS_DIR / "demo.pt")
     e2e = Path(YOLO(str(MODELS_DIR / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True, nms=False))
     e2e.replace(MODELS_DIR / "demo-e2e.onnx")
-    raw = Path(YOLO(str(MODELS_DIR / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True))  # nms=None: raw head
+    # nms left unset: the raw head, (1, 4+nc, anchors), that needs NMS in the server
+    raw = Path(YOLO(str(MODELS_DIR / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True))
     raw.replace(MODELS_DIR / "demo-raw.onnx")
     write_samples(MODELS_DIR / "samples", args.seed + 1000)
 

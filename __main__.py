@@ -1,0 +1,68 @@
+"""yolo-fleet: dedicated YOLO endpoints in any Cloud Run region, plus the shared inference API.
+
+Reads the stack config and the region catalog, resolves what runs where (stopping on the first
+mistake, before any resource exists), then declares the image, the API key digests, every dedicated
+endpoint and the shared services.
+"""
+
+from pathlib import Path
+
+import pulumi
+
+from components.api_keys import ApiKeyDigests
+from components.catalog import load_catalog
+from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs, model_path_in_image
+from components.errors import FleetError
+from components.image import ServerImage, ServerImageArgs
+from components.layout import plan_fleet
+from components.service import ServiceInputs
+from components.shared import SharedInference, SharedInferenceArgs
+from components.stack_config import load_stack_config
+
+HERE = Path(__file__).resolve().parent
+DEMO_MODEL = "models/demo-e2e.onnx"
+
+try:
+    config = load_stack_config()
+    catalog = load_catalog(HERE / config.catalog)
+    layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml")
+    missing = sorted({m.file for m in config.models if not (HERE / m.file).is_file()})
+    if missing:
+        raise FleetError(f"Pulumi.{pulumi.get_stack()}.yaml: models: {', '.join(missing)} not found in the "
+                         "repository; the image bakes each model file in")
+except FleetError as error:
+    raise pulumi.RunError(str(error)) from None  # a message, not a traceback
+
+stack = pulumi.get_stack()
+labels = {"managed-by": "yolo-fleet", "stack": stack.lower()}
+
+image = ServerImage("server-image", ServerImageArgs(
+    project=config.project,
+    locations=sorted({catalog.registries[s.region.geography] for s in layout.services}),
+    context=str(HERE),
+    dockerfile=str(HERE / "inference_service" / "Dockerfile"),
+    prebuilt=config.image,
+    labels=labels,
+))
+keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
+
+
+def service_inputs(geography: str, envs: dict[str, str] | None = None) -> ServiceInputs:
+    return ServiceInputs(project=config.project, stack=stack, image=image.ref(catalog.registries[geography]),
+                         api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection,
+                         envs=envs or {})
+
+
+endpoints = [
+    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, service_inputs(plan.region.geography)))
+    for plan in layout.endpoints
+]
+shared = SharedInference("shared", SharedInferenceArgs([
+    (plan, service_inputs(plan.region.geography, {"MODEL_PATH": model_path_in_image(DEMO_MODEL)}))
+    for plan in layout.shared
+]))
+
+pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model}
+                            for plan, e in zip(layout.endpoints, endpoints, strict=True)})
+pulumi.export("shared", shared.urls)
+pulumi.export("image_digest", image.digest)

@@ -1,0 +1,67 @@
+"""How long the offline plan takes for prod (46 services), and how it grows at 2x and 4x the endpoints.
+
+Measures `fleet.program.evaluate` in-process (median of several runs) and one cold `fleet plan` process
+(imports included: what a user waits for). Goal: prod under 5 s.
+
+Run: .venv/bin/python benchmarks/bench_plan.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results import write_section  # noqa: E402
+from fleet.program import PROJECT_DIR, evaluate  # noqa: E402
+
+SERVICE = "gcp:cloudrunv2/service:Service"
+
+
+def models(copies: int) -> str:
+    return json.dumps([{"name": "demo" if i == 0 else f"demo{i + 1}", "regions": "all"} for i in range(copies)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    evaluate("prod")  # warm imports once, as a long-lived process would
+    rows = []
+    base = None
+    for copies in (1, 2, 4):
+        overrides = {"yolo-fleet:models": models(copies)}
+        times = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            plan = evaluate("prod", config_overrides=overrides)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        base = base or median
+        n = len(plan.custom(SERVICE))
+        rows.append(f"| {copies}x | {n} | {len(plan.custom())} | {median:.2f} s | {median / base:.2f}x |")
+        print(rows[-1], flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--stack", "prod"], check=True, cwd=PROJECT_DIR,
+                   stdout=subprocess.DEVNULL)
+    cold = time.perf_counter() - start
+    print(f"cold `fleet plan --stack prod`: {cold:.2f} s")
+    body = "\n".join([
+        "| endpoints | Cloud Run services | resources | evaluate (median) | vs 1x |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Cold `fleet plan --stack prod` process, imports included: **{cold:.2f} s** (goal: under 5 s).",
+        "Growth is linear in the number of services: each adds the same three resources and one component.",
+    ])
+    write_section("plan", "Offline plan (fleet plan)", "python benchmarks/bench_plan.py", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""A dedicated endpoint: one model in one region, single tenant, its own URL and service account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+
+import pulumi
+
+from components.layout import ServicePlan
+from components.service import ServiceInputs, declare_service
+
+MODELS_IN_IMAGE = PurePosixPath("/app/models")
+
+
+def model_path_in_image(repo_file: str) -> str:
+    """models/demo-e2e.onnx in the repository is /app/models/demo-e2e.onnx in the image."""
+    return str(MODELS_IN_IMAGE / PurePosixPath(repo_file).name)
+
+
+@dataclass(frozen=True)
+class DedicatedEndpointArgs:
+    plan: ServicePlan
+    service: ServiceInputs
+
+
+class DedicatedEndpoint(pulumi.ComponentResource):
+    """Cloud Run v2 service + service account for `model` in `region`; outputs url, service_name, region."""
+
+    url: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    region: str
+    model: str
+
+    def __init__(self, name: str, args: DedicatedEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("yolo-fleet:index:DedicatedEndpoint", name, None, opts)
+        plan = args.plan
+        assert plan.model is not None, "a dedicated endpoint serves one model"
+        inputs = replace(
+            args.service,
+            envs={**args.service.envs, "MODEL_PATH": model_path_in_image(plan.model.file)},
+            labels={**args.service.labels, "model": plan.model.name})
+        declared = declare_service(plan, inputs, parent=self)
+        self.url = declared.service.uri
+        self.service_name = declared.service.name
+        self.service_account = declared.account.email
+        self.region = plan.region.id
+        self.model = plan.model.name
+        self.register_outputs({"url": self.url, "service_name": self.service_name, "region": self.region,
+                               "service_account": self.service_account})

@@ -1,0 +1,83 @@
+"""The server image: built once from inference_service/Dockerfile, pushed to one Artifact Registry
+multi-region repository per continent so every endpoint pulls from nearby, and deployed by digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker_build as docker_build
+import pulumi_gcp as gcp
+
+REPOSITORY_ID = "yolo-fleet"
+IMAGE_NAME = "inference-server"
+
+
+def registry_host(location: str) -> str:
+    return f"{location}-docker.pkg.dev"
+
+
+@dataclass(frozen=True)
+class ServerImageArgs:
+    project: str
+    locations: list[str]  # Artifact Registry multi-regions: us, europe, asia
+    context: str  # the repository root (the image copies models/ and inference_service/)
+    dockerfile: str
+    prebuilt: str | None = None  # an image already pushed elsewhere, by digest: no build, no repositories
+    labels: dict[str, str] | None = None
+
+
+class ServerImage(pulumi.ComponentResource):
+    """Outputs `digest` and, per location, the pull reference `<host>/<project>/yolo-fleet/server@sha256:...`."""
+
+    def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("yolo-fleet:index:ServerImage", name, None, opts)
+        self._prebuilt = args.prebuilt
+        self._project = args.project
+        if args.prebuilt:
+            self.digest: pulumi.Output[str] = pulumi.Output.from_input(args.prebuilt.split("@", 1)[1])
+            self.register_outputs({"digest": self.digest})
+            return
+        repositories = [
+            gcp.artifactregistry.Repository(
+                f"{name}-{location}",
+                project=args.project,
+                location=location,
+                repository_id=REPOSITORY_ID,
+                format="DOCKER",
+                description="yolo-fleet inference server images",
+                labels=args.labels,
+                docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=False),
+                cleanup_policies=[gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-recent", action="KEEP",
+                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                        keep_count=10))],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for location in args.locations
+        ]
+        token = gcp.organizations.get_client_config_output().access_token
+        image = docker_build.Image(
+            name,
+            context=docker_build.BuildContextArgs(location=args.context),
+            dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
+            platforms=[docker_build.Platform.LINUX_AMD64],
+            push=True,
+            tags=[f"{self._repository(loc)}:latest" for loc in args.locations],
+            registries=[docker_build.RegistryArgs(address=registry_host(loc), username="oauth2accesstoken",
+                                                  password=pulumi.Output.secret(token))
+                        for loc in args.locations],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=repositories),
+        )
+        self.digest = image.digest
+        self.register_outputs({"digest": self.digest})
+
+    def _repository(self, location: str) -> str:
+        return f"{registry_host(location)}/{self._project}/{REPOSITORY_ID}/{IMAGE_NAME}"
+
+    def ref(self, location: str) -> pulumi.Output[str]:
+        """The image by digest, pulled from `location`'s repository (or the prebuilt reference)."""
+        if self._prebuilt:
+            return pulumi.Output.from_input(self._prebuilt)
+        return self.digest.apply(lambda digest: f"{self._repository(location)}@{digest}")

@@ -1,0 +1,135 @@
+"""The Cloud Run v2 service every endpoint and shared region runs: one builder, typed provider Args.
+
+Dedicated endpoints and shared regions differ only in names, labels and environment; both come from
+here so a Cloud Run knob is wired once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+from pulumi_gcp import cloudrunv2 as run
+
+from components.layout import ServicePlan
+
+CONTAINER_PORT = 8080
+HEALTH_PATH = "/health"
+KEYS_MOUNT = "/secrets/api-keys"
+KEYS_FILE = "sha256.txt"
+INGRESS = {"all": "INGRESS_TRAFFIC_ALL", "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+           "internal-and-cloud-load-balancing": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"}
+EXECUTION_ENVIRONMENT = {"gen1": "EXECUTION_ENVIRONMENT_GEN1", "gen2": "EXECUTION_ENVIRONMENT_GEN2"}
+# Startup probe: the model loads in well under a second, the image pull dominates; allow 2 minutes.
+STARTUP_PERIOD_S, STARTUP_FAILURES = 2, 60
+
+
+def label_value(text: str) -> str:
+    """GCP label values: lowercase letters, digits, '_' and '-', at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower())[:63]
+
+
+def service_account_id(name: str) -> str:
+    """Service account ids are 6-30 characters: keep the readable name, hash what does not fit."""
+    if len(name) < 6:
+        return f"{name}-run"[:30] if len(f"{name}-run") >= 6 else f"{name}-runner"
+    if len(name) <= 30:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:5]
+    return f"{name[:24].rstrip('-')}-{digest}"
+
+
+@dataclass(frozen=True)
+class ServiceInputs:
+    """What a Cloud Run service needs from the rest of the stack."""
+
+    project: str
+    stack: str
+    image: pulumi.Input[str]
+    api_keys_secret: pulumi.Input[str]
+    deletion_protection: bool
+    envs: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DeclaredService:
+    service: run.Service
+    account: gcp.serviceaccount.Account
+
+
+def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Resource) -> DeclaredService:
+    """Declare a service account, its read access to the API key digests, and the Cloud Run service."""
+    s = plan.settings
+    labels = {"region": plan.region.id, "stack": label_value(inputs.stack), "managed-by": "yolo-fleet",
+              "role": plan.role, **inputs.labels}
+    account = gcp.serviceaccount.Account(
+        plan.name,
+        account_id=service_account_id(plan.name),
+        display_name=f"yolo-fleet {plan.name}",
+        description=f"Runs the {plan.role} inference service {plan.name} in {plan.region.id}",
+        project=inputs.project,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    key_access = gcp.secretmanager.SecretIamMember(
+        plan.name,
+        project=inputs.project,
+        secret_id=inputs.api_keys_secret,
+        role="roles/secretmanager.secretAccessor",
+        member=account.email.apply(lambda email: f"serviceAccount:{email}"),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    limits = {"cpu": str(s.cpu), "memory": s.memory}
+    if s.gpu:
+        limits["nvidia.com/gpu"] = "1"
+    envs = {"MODEL_NAME": plan.model.name if plan.model else "", "DEPLOYMENT_NAME": plan.name,
+            "REGION": plan.region.id, "API_KEY_FILE": f"{KEYS_MOUNT}/{KEYS_FILE}",
+            "INFERENCE_THREADS": str(s.cpu), **inputs.envs}
+    container = run.ServiceTemplateContainerArgs(
+        image=inputs.image,
+        ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
+        envs=[run.ServiceTemplateContainerEnvArgs(name=k, value=v) for k, v in envs.items() if v],
+        resources=run.ServiceTemplateContainerResourcesArgs(
+            limits=limits, cpu_idle=s.cpu_idle, startup_cpu_boost=s.startup_cpu_boost),
+        startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
+            http_get=run.ServiceTemplateContainerStartupProbeHttpGetArgs(path=HEALTH_PATH, port=CONTAINER_PORT),
+            period_seconds=STARTUP_PERIOD_S, failure_threshold=STARTUP_FAILURES, timeout_seconds=1),
+        liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
+            http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(path=HEALTH_PATH, port=CONTAINER_PORT),
+            period_seconds=30, failure_threshold=3, timeout_seconds=5),
+        volume_mounts=[run.ServiceTemplateContainerVolumeMountArgs(name="api-keys", mount_path=KEYS_MOUNT)],
+    )
+    template = run.ServiceTemplateArgs(
+        containers=[container],
+        service_account=account.email,
+        scaling=run.ServiceTemplateScalingArgs(min_instance_count=s.min_instances,
+                                               max_instance_count=s.max_instances),
+        max_instance_request_concurrency=s.concurrency,
+        timeout=f"{s.timeout_seconds}s",
+        execution_environment=EXECUTION_ENVIRONMENT[s.execution_environment],
+        labels=labels,
+        volumes=[run.ServiceTemplateVolumeArgs(
+            name="api-keys",
+            secret=run.ServiceTemplateVolumeSecretArgs(
+                secret=inputs.api_keys_secret,
+                items=[run.ServiceTemplateVolumeSecretItemArgs(path=KEYS_FILE, version="latest")]))],
+        node_selector=run.ServiceTemplateNodeSelectorArgs(accelerator="nvidia-l4") if s.gpu else None,
+        gpu_zonal_redundancy_disabled=(not s.gpu_zonal_redundancy) if s.gpu else None,
+    )
+    service = run.Service(
+        plan.name,
+        name=plan.name,
+        project=inputs.project,
+        location=plan.region.id,
+        description=f"yolo-fleet {plan.role} inference: {plan.name}",
+        ingress=INGRESS[s.ingress],
+        invoker_iam_disabled=s.public,
+        deletion_protection=inputs.deletion_protection,
+        labels=labels,
+        template=template,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access]),
+    )
+    return DeclaredService(service, account)

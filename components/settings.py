@@ -1,0 +1,135 @@
+"""Endpoint settings: every Cloud Run knob an endpoint exposes, with safe defaults and Cloud Run's limits.
+
+Limits are checked here, next to the data, so a wrong value fails in `fleet plan` and in tests instead
+of at a user's `pulumi up`. Sources: Cloud Run docs "Configure CPU limits", "Memory limits",
+"GPU support for services", "Maximum concurrent requests", "Request timeout" (checked 2026-11).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CPU_CHOICES = (1, 2, 4, 6, 8)
+MEMORY_CHOICES_GIB = (2, 4, 8, 16, 24, 32)
+# Cloud Run refuses more memory than this per vCPU count, and 6+ vCPU need at least 4 GiB.
+MAX_MEMORY_GIB_FOR_CPU = {1: 4, 2: 8, 4: 16, 6: 24, 8: 32}
+MIN_MEMORY_GIB_FOR_CPU = {1: 2, 2: 2, 4: 2, 6: 4, 8: 4}
+GPU_MIN_CPU = 4
+GPU_MIN_MEMORY_GIB = 16
+MAX_CONCURRENCY = 1000
+MAX_TIMEOUT_SECONDS = 3600
+MAX_INSTANCES_CAP = 1000
+
+Ingress = Literal["all", "internal", "internal-and-cloud-load-balancing"]
+
+
+def memory_gib(value: str) -> int:
+    """'4Gi' -> 4. Raises ValueError with the allowed values on anything else."""
+    allowed = ", ".join(f"{m}Gi" for m in MEMORY_CHOICES_GIB)
+    if not isinstance(value, str) or not value.endswith("Gi") or not value[:-2].isdigit():
+        raise ValueError(f"memory must be one of {allowed} (got {value!r})")
+    gib = int(value[:-2])
+    if gib not in MEMORY_CHOICES_GIB:
+        raise ValueError(f"memory must be one of {allowed} (got {value!r})")
+    return gib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class EndpointSettings(_Strict):
+    """The resolved settings of one Cloud Run service (defaults merged with every override)."""
+
+    cpu: int = Field(2, description="vCPUs per instance: 1, 2, 4, 6 or 8")
+    memory: str = Field("4Gi", description="memory per instance: 2Gi..32Gi")
+    gpu: bool = Field(False, description="attach one nvidia-l4 (needs >= 4 vCPU, >= 16Gi, cpu_idle false)")
+    gpu_zonal_redundancy: bool = Field(False, description="reserve GPU capacity in other zones (costs more)")
+    min_instances: int = Field(0, ge=0, description="0 scales to zero; > 0 keeps instances warm (no cold start)")
+    max_instances: int = Field(10, ge=1, le=MAX_INSTANCES_CAP)
+    concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY, description="requests one instance takes at once")
+    timeout_seconds: int = Field(60, ge=1, le=MAX_TIMEOUT_SECONDS)
+    cpu_idle: bool = Field(True, description="CPU only during requests (request-based billing)")
+    startup_cpu_boost: bool = Field(True, description="extra CPU while starting: shorter cold starts")
+    public: bool = Field(False, description="anyone may invoke at the Cloud Run level (the server still checks "
+                                            "API keys); false requires Google IAM identity tokens")
+    ingress: Ingress = "all"
+    execution_environment: Literal["gen1", "gen2"] = "gen2"
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_choice(cls, v: int) -> int:
+        if v not in CPU_CHOICES:
+            raise ValueError(f"cpu must be one of {', '.join(map(str, CPU_CHOICES))} (got {v})")
+        return v
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_choice(cls, v: object) -> str:
+        memory_gib(v)  # type: ignore[arg-type]
+        return str(v)
+
+    @model_validator(mode="after")
+    def _cloud_run_limits(self) -> Self:
+        gib = memory_gib(self.memory)
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) is greater than max_instances "
+                             f"({self.max_instances})")
+        if gib > MAX_MEMORY_GIB_FOR_CPU[self.cpu]:
+            raise ValueError(f"memory {self.memory} needs more vCPU: cpu {self.cpu} allows at most "
+                             f"{MAX_MEMORY_GIB_FOR_CPU[self.cpu]}Gi")
+        if gib < MIN_MEMORY_GIB_FOR_CPU[self.cpu]:
+            raise ValueError(f"cpu {self.cpu} needs at least {MIN_MEMORY_GIB_FOR_CPU[self.cpu]}Gi of memory "
+                             f"(got {self.memory})")
+        if self.gpu:
+            if self.cpu < GPU_MIN_CPU or gib < GPU_MIN_MEMORY_GIB:
+                raise ValueError(f"gpu needs cpu >= {GPU_MIN_CPU} and memory >= {GPU_MIN_MEMORY_GIB}Gi "
+                                 f"(got cpu {self.cpu}, memory {self.memory})")
+            if self.cpu_idle:
+                raise ValueError("gpu needs cpu_idle: false (Cloud Run GPU services use instance-based billing)")
+        return self
+
+    @property
+    def memory_gib(self) -> int:
+        return memory_gib(self.memory)
+
+
+class SettingsOverride(_Strict):
+    """Any subset of EndpointSettings: what a region, a stack or a model changes."""
+
+    cpu: int | None = None
+    memory: str | None = None
+    gpu: bool | None = None
+    gpu_zonal_redundancy: bool | None = None
+    min_instances: int | None = Field(None, ge=0)
+    max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES_CAP)
+    concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
+    timeout_seconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    cpu_idle: bool | None = None
+    startup_cpu_boost: bool | None = None
+    public: bool | None = None
+    ingress: Ingress | None = None
+    execution_environment: Literal["gen1", "gen2"] | None = None
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_choice(cls, v: int | None) -> int | None:
+        return v if v is None else EndpointSettings._cpu_choice(v)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_choice(cls, v: object) -> str | None:
+        return v if v is None else EndpointSettings._memory_choice(v)  # type: ignore[return-value]
+
+    def changes(self) -> dict[str, object]:
+        return self.model_dump(exclude_none=True)
+
+
+def merge(base: EndpointSettings, *overrides: SettingsOverride) -> EndpointSettings:
+    """Apply overrides in order (last wins) and re-check Cloud Run's cross-field limits."""
+    values = base.model_dump()
+    for override in overrides:
+        values.update(override.changes())
+    return EndpointSettings.model_validate(values)

@@ -1,0 +1,99 @@
+"""Stack configuration (`Pulumi.<stack>.yaml`): what to deploy, validated like the catalog.
+
+Keys live in the `yolo-fleet:` namespace (snake_case, as in the catalog) plus `gcp:project`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Literal
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from components.errors import FleetError, describe
+from components.settings import EndpointSettings, SettingsOverride
+
+NAMESPACE = "yolo-fleet"
+PLACEHOLDER_PROJECT = "my-gcp-project"
+
+
+class ConfigError(FleetError):
+    """The stack configuration is invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """One model of the stack and where its dedicated endpoints run."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$",
+                      description="lowercase letters, digits, '-'; the first part of endpoint names")
+    file: str = Field("models/demo-e2e.onnx", description="ONNX file in this repository, baked into the image")
+    regions: Literal["all", "americas", "europe", "asia-pacific", "middle-east", "africa"] | list[str] = "all"
+    settings: SettingsOverride = SettingsOverride()
+
+    @field_validator("regions")
+    @classmethod
+    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("regions: an empty list deploys nothing; use 'all', a geography or region ids")
+        return v
+
+
+class StackConfig(_Strict):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="gcp:project")
+    catalog: str = "regions.yaml"
+    models: list[ModelSpec] = Field(default_factory=list)
+    settings: SettingsOverride = Field(SettingsOverride(), description="over the catalog, for every service")
+    shared_settings: SettingsOverride = Field(SettingsOverride(), description="over everything, shared services")
+    api_key_sha256: list[str] = Field(min_length=1, description="sha256 hex digests of the API keys (never keys)")
+    image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
+                              description="a prebuilt server image by digest; unset builds inference_service/")
+    deletion_protection: bool = True
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        for digest in v:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"'{digest[:80]}' is not a sha256 hex digest (64 lowercase hex characters); "
+                                 "store `printf %s KEY | sha256sum`, never the key itself")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, v: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique: {', '.join(dupes)} given twice")
+        return v
+
+
+def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
+    """Validate config values (as Pulumi stores them: strings, JSON for objects) into a StackConfig."""
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # a plain string stays a string
+                value = json.loads(value)
+        data[key] = value
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, EndpointSettings])) from None
+
+
+def load_stack_config() -> StackConfig:
+    """Read this stack's config through Pulumi (works for `pulumi up` and under mocks alike)."""
+    all_config: dict[str, Any] = pulumi.runtime.config.CONFIG.get() or pulumi.runtime.config.get_config_env()
+    prefix = f"{NAMESPACE}:"
+    raw = {k.removeprefix(prefix): v for k, v in all_config.items() if k.startswith(prefix)}
+    raw["project"] = pulumi.Config("gcp").get("project")
+    if raw["project"] is None:
+        raw.pop("project")
+    return parse_stack_config(raw, f"Pulumi.{pulumi.get_stack()}.yaml")

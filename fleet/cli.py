@@ -1,0 +1,83 @@
+"""`fleet`: plan and inspect a yolo-fleet stack offline. Exit 0 on success, 2 on a catalog/config mistake."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from components.catalog import load_catalog
+from components.errors import FleetError
+from fleet.program import PROJECT_DIR, evaluate, stack_config
+from fleet.render import render_plan, render_regions
+
+EXIT_INPUT_ERROR = 2
+
+
+def catalog_path(args: argparse.Namespace) -> Path:
+    """--catalog, else the stack's `yolo-fleet:catalog`, else regions.yaml (all relative to the project)."""
+    if args.catalog:
+        return Path(args.catalog)
+    configured = stack_config(args.stack).get("yolo-fleet:catalog", "regions.yaml")
+    return PROJECT_DIR / configured
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    catalog = catalog_path(args)
+    plan = evaluate(args.stack, catalog=catalog)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2, sort_keys=False))
+    else:
+        print(render_plan(plan, load_catalog(catalog)))
+    return 0
+
+
+def cmd_regions(args: argparse.Namespace) -> int:
+    catalog = load_catalog(catalog_path(args))
+    if args.json:
+        print(json.dumps([r.model_dump() for r in catalog.regions], indent=2))
+    else:
+        print(render_regions(catalog))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add this module's commands; other command modules (fleet/<command>.py) offer the same function."""
+    plan = sub.add_parser("plan", parents=[common], help="what `pulumi up` would create, evaluated offline")
+    plan.add_argument("--json", action="store_true", help="resources with inputs as the provider receives them")
+    plan.set_defaults(func=cmd_plan)
+    regions = sub.add_parser("regions", parents=[common], help="the region catalog, with counts per geography")
+    regions.add_argument("--json", action="store_true")
+    regions.set_defaults(func=cmd_regions)
+
+
+# Each module adds its subcommands with register(sub, common); a new command is a module and a line here.
+COMMAND_MODULES: tuple[str, ...] = ("fleet.cli",)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default: prod)")
+    common.add_argument("--catalog", help="region catalog file (default: the stack's, else regions.yaml)")
+    p = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return command(args)
+    except FleetError as error:
+        print(f"fleet {args.command}: stopped before declaring anything:\n{error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

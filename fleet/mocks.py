@@ -1,0 +1,92 @@
+"""Pulumi mocks that stand in for GCP: they echo inputs and fill the outputs the cloud would compute.
+
+Computed values are honest placeholders (`PROJECT_NUMBER` in URLs) or derived from the inputs (the
+image digest is a hash of the build context), never pretend-real values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.mocks import MockMonitor
+
+
+@dataclass
+class RecordedResource:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    custom: bool
+    parent: str | None = None  # the parent's logical name (None for the stack's direct children)
+
+
+def context_digest(context: str, dockerfile: str) -> str:
+    """A stand-in image digest: sha256 over the Dockerfile and the files it copies (server code, models)."""
+    root = Path(context)
+    h = hashlib.sha256(Path(dockerfile).read_bytes() if Path(dockerfile).is_file() else b"")
+    for sub in ("inference_service", "models"):
+        for path in sorted((root / sub).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    project = inputs.get("project", "my-gcp-project")
+    if typ == "gcp:serviceaccount/account:Account":
+        email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
+        return {"email": email, "name": f"projects/{project}/serviceAccounts/{email}",
+                "member": f"serviceAccount:{email}"}
+    if typ == "gcp:cloudrunv2/service:Service":
+        service = inputs.get("name", name)
+        return {"uri": f"https://{service}-PROJECT_NUMBER.{inputs['location']}.run.app", "name": service,
+                "urls": [f"https://{service}-PROJECT_NUMBER.{inputs['location']}.run.app"]}
+    if typ == "gcp:secretmanager/secret:Secret":
+        return {"name": f"projects/{project}/secrets/{inputs['secretId']}"}
+    if typ == "gcp:artifactregistry/repository:Repository":
+        return {"name": inputs["repositoryId"]}
+    if typ == "docker-build:index:Image":
+        digest = context_digest(inputs["context"]["location"], inputs["dockerfile"]["location"])
+        return {"digest": digest, "ref": f"{inputs['tags'][0].rsplit(':', 1)[0]}@{digest}"}
+    return {}
+
+
+class FleetMocks(pulumi.runtime.Mocks):
+    """Records every resource the program declares, in order."""
+
+    def __init__(self) -> None:
+        self.resources: list[RecordedResource] = []
+        self.parents: dict[tuple[str, str], str | None] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        self.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs), bool(args.custom),
+                                               self.parents.get((args.typ, args.name))))
+        return f"{args.name}-id", {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": "offline-placeholder-token", "project": "my-gcp-project", "id": "offline"}, []
+        return {}, []
+
+
+@dataclass
+class RecordingMonitor(MockMonitor):
+    """A MockMonitor that also tells the mocks each resource's parent (MockResourceArgs lacks it)."""
+
+    mocks: FleetMocks = field(default_factory=FleetMocks)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.mocks)
+
+    def RegisterResource(self, request: Any) -> Any:
+        parent = None
+        if request.parent:  # urn:pulumi:<stack>::<project>::<parent types joined by $>::<name>
+            *_, types, name = request.parent.split("::")
+            parent = None if types.rsplit("$", 1)[-1] == "pulumi:pulumi:Stack" else name
+        self.mocks.parents[(request.type, request.name)] = parent
+        return super().RegisterResource(request)

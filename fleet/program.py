@@ -1,0 +1,110 @@
+"""Evaluate the real Pulumi program (`__main__.py`) offline under mocks: the plan `pulumi up` would apply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import runpy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime.stack import wait_for_rpcs
+
+from components.catalog import read_yaml
+from components.errors import FleetError
+from components.stack_config import NAMESPACE, ConfigError
+from fleet.mocks import RecordedResource, RecordingMonitor
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+# How a secret value travels in resource inputs (pulumi.runtime.rpc's special signature).
+SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
+@dataclass
+class Plan:
+    stack: str
+    resources: list[RecordedResource]
+    outputs: dict[str, Any]
+
+    def custom(self, type_token: str | None = None) -> list[RecordedResource]:
+        return [r for r in self.resources if r.custom and (type_token is None or r.type == type_token)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stack": self.stack,
+                "resources": [{"type": r.type, "name": r.name, "inputs": redact(r.inputs)} for r in self.resources],
+                "outputs": self.outputs}
+
+
+def redact(value: Any) -> Any:
+    """Hide secret inputs (registry tokens, secret payloads) from printed plans."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG:
+            return "[secret]"
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """Pulumi.<stack>.yaml's config as Pulumi hands it to a program: strings, JSON for structured values."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        stacks = sorted(p.name.split(".")[1] for p in project_dir.glob("Pulumi.*.yaml"))
+        raise ConfigError(f"{path.name}: no such stack file; stacks here: {', '.join(stacks) or 'none'}")
+    data = read_yaml(path, ConfigError) or {}
+    config = data.get("config") or {} if isinstance(data, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path.name}: expected a 'config:' mapping")
+    out = {}
+    for key, value in config.items():
+        full = key if ":" in key else f"{NAMESPACE}:{key}"
+        out[full] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+async def _resolve(value: Any) -> Any:
+    return await pulumi.Output.from_input(value).future()
+
+
+def _evaluate(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        monitor = RecordingMonitor()
+        pulumi.runtime.set_all_config(config)
+        pulumi.runtime.set_mocks(monitor.mocks, project="yolo-fleet", stack=stack, preview=False, monitor=monitor)
+        root = pulumi.runtime.get_root_resource()
+        sys.path.insert(0, str(project_dir))
+        try:
+            runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+            loop.run_until_complete(wait_for_rpcs())
+        except pulumi.RunError as error:
+            loop.run_until_complete(wait_for_rpcs())  # let the stack's own registration finish quietly
+            raise FleetError(str(error)) from None
+        finally:
+            sys.path.remove(str(project_dir))
+        outputs = {k: loop.run_until_complete(_resolve(v)) for k, v in root.outputs.items()}  # type: ignore[union-attr]
+        resources = sorted(monitor.mocks.resources, key=lambda r: (r.type, r.name))  # registration order varies
+        return Plan(stack, resources, outputs)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def evaluate(stack: str, catalog: str | Path | None = None, project_dir: Path = PROJECT_DIR,
+             config_overrides: dict[str, str] | None = None) -> Plan:
+    """Run `__main__.py` for `stack` under mocks; FleetError on any catalog or config mistake.
+
+    Each evaluation runs in a fresh context (its own root stack, config and event loop), so one process
+    can plan several stacks or catalogs.
+    """
+    config = stack_config(stack, project_dir)
+    if catalog is not None:
+        config[f"{NAMESPACE}:catalog"] = str(Path(catalog).resolve())
+    config.update(config_overrides or {})
+    return contextvars.Context().run(_evaluate, stack, config, project_dir)

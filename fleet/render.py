@@ -1,0 +1,98 @@
+"""Plain-text tables for the terminal: the plan and the region catalog."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from components.catalog import GEOGRAPHIES, Catalog
+from fleet.mocks import RecordedResource
+from fleet.program import Plan
+
+CLOUD_RUN = "gcp:cloudrunv2/service:Service"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _int(value: object) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def resource_regions(plan: Plan) -> dict[tuple[str, str], str]:
+    """(type, name) -> region: its own `location`, else that of the Cloud Run service it serves.
+
+    A service's account and IAM binding share its logical name; anything else is global.
+    """
+    service_region = {r.name: str(r.inputs["location"]) for r in plan.custom(CLOUD_RUN)}
+    return {(r.type, r.name): str(r.inputs.get("location") or service_region.get(r.name, "global"))
+            for r in plan.resources}
+
+
+def service_rows(services: list[RecordedResource], outputs: dict[str, dict]) -> list[list[object]]:
+    urls = {name: e["url"] for name, e in outputs.get("endpoints", {}).items()}
+    urls.update({f"shared@{rid}": url for rid, url in outputs.get("shared", {}).items()})
+    rows = []
+    for s in services:
+        t = s.inputs["template"]
+        limits = t["containers"][0]["resources"]["limits"]
+        role = t["labels"]["role"]
+        url = urls.get(s.name) or urls.get(f"shared@{s.inputs['location']}", "")
+        rows.append([s.name, role, t["labels"].get("model", "-"), s.inputs["location"],
+                     _int(t["scaling"]["minInstanceCount"]), _int(t["scaling"]["maxInstanceCount"]),
+                     limits["cpu"], limits["memory"], "l4" if "nvidia.com/gpu" in limits else "-", url])
+    return rows
+
+
+def render_plan(plan: Plan, catalog: Catalog) -> str:
+    services = sorted(plan.custom(CLOUD_RUN), key=lambda s: (s.inputs["template"]["labels"]["role"], s.name))
+    custom = plan.custom()
+    regions = resource_regions(plan)
+    geography = {r.id: r.geography for r in catalog.regions}
+    out = [f"yolo-fleet plan for stack '{plan.stack}' (offline, under mocks): what `pulumi up` would create", ""]
+
+    out += [f"Cloud Run services ({len(services)})",
+            table(["NAME", "ROLE", "MODEL", "REGION", "MIN", "MAX", "CPU", "MEMORY", "GPU", "URL (after deploy)"],
+                  service_rows(services, plan.outputs)), ""]
+
+    by_type = Counter(r.type for r in custom)
+    out += ["Resources by type", table(["TYPE", "COUNT"], sorted(by_type.items())), ""]
+
+    per_region: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in custom:
+        per_region[regions[(r.type, r.name)]][r.type] += 1
+    region_rows = [[rid, geography.get(rid, "-"), c[CLOUD_RUN], sum(c.values())]
+                   for rid, c in sorted(per_region.items(), key=lambda kv: (kv[0] == "global", kv[0]))]
+    out += ["Resources by region", table(["REGION", "GEOGRAPHY", "SERVICES", "RESOURCES"], region_rows), ""]
+
+    dedicated = [s for s in services if s.inputs["template"]["labels"]["role"] == "dedicated"]
+    warm = sum(int(s.inputs["template"]["scaling"]["minInstanceCount"]) for s in services)
+    out.append(
+        f"Summary: {len(custom)} resources to create; {len(services)} Cloud Run services "
+        f"({len(dedicated)} dedicated in {len({s.inputs['location'] for s in dedicated})} regions, "
+        f"{len(services) - len(dedicated)} shared); {warm} instances kept warm (min_instances), "
+        f"the rest scale to zero.")
+    return "\n".join(out)
+
+
+def render_regions(catalog: Catalog) -> str:
+    shared = set(catalog.shared.regions)
+    rows = [[r.id, r.city, r.country, r.geography, r.tier, "l4" if r.gpu_available else "-",
+             "yes" if r.enabled else "no", "yes" if r.id in shared else "-",
+             ", ".join(f"{k}={v}" for k, v in r.overrides.changes().items()) or "-"]
+            for r in catalog.regions]
+    counts = Counter(r.geography for r in catalog.regions)
+    enabled = Counter(r.geography for r in catalog.enabled)
+    per_geo = [[g, counts[g], enabled[g], catalog.registries.get(g, "-")] for g in GEOGRAPHIES if counts[g]]
+    return "\n".join([
+        table(["REGION", "CITY", "COUNTRY", "GEOGRAPHY", "TIER", "GPU", "ENABLED", "SHARED", "OVERRIDES"], rows),
+        "",
+        table(["GEOGRAPHY", "REGIONS", "ENABLED", "REGISTRY"], per_geo),
+        "",
+        f"{len(catalog.regions)} regions ({len(catalog.enabled)} enabled), "
+        f"{sum(r.gpu_available for r in catalog.regions)} with nvidia-l4, shared inference in "
+        f"{', '.join(catalog.shared.regions)}.",
+    ])

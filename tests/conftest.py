@@ -1,0 +1,52 @@
+"""Shared fixtures: plans of the real program under mocks, and catalog variants written to tmp files."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fleet.program import PROJECT_DIR, Plan, evaluate
+
+CATALOG = PROJECT_DIR / "regions.yaml"
+
+
+@pytest.fixture(scope="session")
+def catalog_data() -> dict[str, Any]:
+    return yaml.safe_load(CATALOG.read_text())
+
+
+@pytest.fixture(scope="session")
+def prod_plan() -> Plan:
+    return evaluate("prod")
+
+
+@pytest.fixture(scope="session")
+def dev_plan() -> Plan:
+    return evaluate("dev")
+
+
+@pytest.fixture
+def write_catalog(tmp_path: Path, catalog_data: dict[str, Any]) -> Callable[..., Path]:
+    """write_catalog(mutate) -> path of a copy of regions.yaml changed by `mutate(data)`."""
+
+    def write(mutate: Callable[[dict[str, Any]], None] | None = None, text: str | None = None) -> Path:
+        path = tmp_path / "regions.yaml"
+        if text is not None:
+            path.write_text(text)
+            return path
+        data = copy.deepcopy(catalog_data)
+        if mutate:
+            mutate(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        return path
+
+    return write
+
+
+def region_entry(data: dict[str, Any], region_id: str) -> dict[str, Any]:
+    return next(r for r in data["regions"] if r["id"] == region_id)
