@@ -1,0 +1,294 @@
+"""The inference core: pure numpy functions from image bytes to detections, no torch, no HTTP.
+
+Every step mirrors what ``ultralytics`` does for an ONNX model (``LetterBox``, ``scale_boxes``,
+``non_max_suppression``, ``Results.summary``) so that a model answers the same here as it does under
+``YOLO(onnx).predict``; the parity tests hold that line. The HTTP layer and the model registry only
+call these functions, which keeps them reusable for a multi-tenant server.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+PAD_VALUE = 114  # the grey ultralytics pads with
+MAX_WH = 7680  # per-class box offset for class-aware NMS, as ultralytics
+MAX_NMS = 30000  # candidates kept before NMS, as ultralytics
+
+
+class InputError(ValueError):
+    """A client mistake: answered with a 4xx and a message naming the field, never a 5xx."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/WebP/BMP bytes to an RGB uint8 (H, W, 3) array with EXIF orientation applied.
+
+    The size is read from the header before any pixel is decoded, so a decompression bomb costs a
+    header parse, not gigabytes. Alpha is dropped rather than composited, as ``cv2.imread`` does.
+    """
+    if not data:
+        raise InputError("file is empty (0 bytes)", "file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"image has too many pixels (limit {max_pixels / 1e6:g} MP): {e}", "file") from e
+    except UnidentifiedImageError as e:
+        raise InputError(f"file is not a supported image ({', '.join(FORMATS)})", "file") from e
+    width, height = im.size
+    if width * height > max_pixels:
+        raise InputError(
+            f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit", "file"
+        )
+    try:
+        im = ImageOps.exif_transpose(im)
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data surfaces only when decoding
+        raise InputError(f"image could not be decoded ({e})", "file") from e
+    if arr.ndim != 3 or min(arr.shape[:2]) < 1:
+        raise InputError("image has no pixels", "file")
+    return arr
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where the original image sits inside the model input, enough to map boxes back."""
+
+    orig_shape: tuple[int, int]  # (h, w) of the decoded image
+    input_shape: tuple[int, int]  # (h, w) of the tensor fed to the model
+
+
+def letterbox_shape(orig_shape: tuple[int, int], imgsz: tuple[int, int], stride: int, auto: bool) -> tuple[int, ...]:
+    """Resized size and paddings of ultralytics ``LetterBox``: (new_w, new_h, top, bottom, left, right).
+
+    ``auto`` pads only to the next stride multiple (what ultralytics does for dynamic-shape ONNX),
+    otherwise to ``imgsz`` exactly. Python's ``round`` (banker's) is used on purpose, as upstream.
+    """
+    h, w = orig_shape
+    r = min(imgsz[0] / h, imgsz[1] / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    dw, dh = imgsz[1] - new_w, imgsz[0] - new_h
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    return new_w, new_h, round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+
+
+def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and 11-bit fixed-point weights of OpenCV's ``INTER_LINEAR`` for one axis.
+
+    Sample positions are ``(i + 0.5) * src / dst - 0.5`` in float32, clamped at the borders, and the
+    weights are rounded to multiples of 1/2048, all exactly as ``cv2.resize`` computes them.
+    """
+    f = ((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5).astype(np.float32)
+    i0 = np.floor(f).astype(np.int64)
+    f -= i0.astype(np.float32)
+    low, high = i0 < 0, i0 >= src - 1
+    f[low | high] = 0
+    i0[low], i0[high] = 0, src - 1
+    w0 = np.rint((np.float32(1) - f) * 2048).astype(np.int32)
+    w1 = np.rint(f * 2048).astype(np.int32)
+    return i0, np.minimum(i0 + 1, src - 1), w0, w1
+
+
+@functools.lru_cache(maxsize=256)
+def _resize_plan(h: int, w: int, new_h: int, new_w: int, c: int) -> tuple[np.ndarray, ...]:
+    """Per-shape gather indices and weights: images from one camera share them, so they are cached."""
+    ys0, ys1, b0, b1 = _taps(h, new_h)
+    xs0, xs1, a0, a1 = _taps(w, new_w)
+    ch = np.arange(c)
+    return (ys0, ys1, b0[:, None], b1[:, None], (xs0[:, None] * c + ch).ravel(), (xs1[:, None] * c + ch).ravel(),
+            np.repeat(a0, c), np.repeat(a1, c))
+
+
+def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+    """Bit-exact numpy port of ``cv2.resize(..., INTER_LINEAR)`` for uint8 images, no OpenCV needed.
+
+    Ultralytics resizes with OpenCV. PIL's ``resize`` antialiases when shrinking and its affine sampler
+    rounds differently (off by one on a third of the pixels), which moved confidences by up to 0.03;
+    reproducing OpenCV's fixed-point arithmetic (horizontal pass, then the vertical pass of its SIMD
+    path) makes the tensors, and so the answers, identical. Returns (new_h, new_w, c) int32 values 0..255.
+    """
+    h, w, c = image.shape
+    ys0, ys1, b0, b1, ix0, ix1, a0, a1 = _resize_plan(h, w, new_h, new_w, c)
+    flat = image.reshape(h, w * c)
+    rows = np.take(flat, ix0, axis=1).astype(np.int32)
+    rows *= a0
+    right = np.take(flat, ix1, axis=1).astype(np.int32)
+    right *= a1
+    rows += right
+    rows >>= 4
+    out = np.take(rows, ys0, axis=0)
+    out *= b0
+    out >>= 16
+    below = np.take(rows, ys1, axis=0)
+    below *= b1
+    below >>= 16
+    out += below
+    out += 2
+    out >>= 2
+    return out.reshape(new_h, new_w, c)
+
+
+def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114."""
+    new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, auto)
+    resized = image if image.shape[:2] == (new_h, new_w) else resize_bilinear(image, new_w, new_h)
+    out_h, out_w = new_h + top + bottom, new_w + left + right
+    tensor = np.empty((1, 3, out_h, out_w), dtype=np.float32)
+    if top or bottom or left or right:
+        tensor.fill(PAD_VALUE / 255)
+    np.divide(resized.transpose(2, 0, 1), np.float32(255), out=tensor[0, :, top : top + new_h, left : left + new_w])
+    return tensor, Letterbox(orig_shape=(image.shape[0], image.shape[1]), input_shape=(out_h, out_w))
+
+
+def _unletterbox(lb: Letterbox) -> tuple[float, float, int, int]:
+    """Gains and paddings (gain_x, gain_y, pad_x, pad_y) recomputed from the shapes, as ultralytics does."""
+    (h0, w0), (h1, w1) = lb.orig_shape, lb.input_shape
+    gain = min(h1 / h0, w1 / w0)
+    new_h, new_w = max(round(h0 * gain), 1), max(round(w0 * gain), 1)
+    return new_w / w0, new_h / h0, round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
+
+
+def scale_boxes(boxes: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Map xyxy boxes from model-input pixels to original pixels and clip them (ultralytics ``scale_boxes``)."""
+    out = scale_points(boxes.reshape(-1, 2, 2), lb)
+    return out.reshape(-1, 4)
+
+
+def scale_points(xy: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """Map (..., 2) points (box corners, keypoints) to original pixels, clipped (ultralytics ``scale_coords``)."""
+    gain_x, gain_y, pad_x, pad_y = _unletterbox(lb)
+    h0, w0 = lb.orig_shape
+    out = xy.astype(np.float32, copy=True)
+    out[..., 0] = ((out[..., 0] - pad_x) / gain_x).clip(0, w0)
+    out[..., 1] = ((out[..., 1] - pad_y) / gain_y).clip(0, h0)
+    return out
+
+
+@dataclass
+class Detections:
+    """Rows of one image's result in original pixels: xyxy boxes, scores, classes and task extras."""
+
+    boxes: np.ndarray  # (n, 4) float32 x1, y1, x2, y2
+    scores: np.ndarray  # (n,) float32
+    classes: np.ndarray  # (n,) int64
+    keypoints: np.ndarray | None = None  # (n, k, 3) x, y, visibility for pose
+
+
+def postprocess_e2e(output: np.ndarray, conf: float, max_det: int = 300) -> np.ndarray:
+    """End-to-end exports already ran their own top-k: keep rows scoring above ``conf`` (N, 6 + extra)."""
+    pred = output[0]
+    return pred[pred[:, 4] > conf][:max_det]
+
+
+def xywh2xyxy(xywh: np.ndarray) -> np.ndarray:
+    """Centre/size boxes to corner boxes."""
+    out = np.empty_like(xywh)
+    half = xywh[:, 2:4] / 2
+    out[:, :2] = xywh[:, :2] - half
+    out[:, 2:4] = xywh[:, :2] + half
+    return out
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS like ``torchvision.ops.nms``: indices kept, by descending score; IoU > ``iou`` suppresses."""
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes[order]
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = np.arange(i + 1, len(order))[~suppressed[i + 1 :]]
+        if not len(rest):
+            break
+        iw = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(0)
+        ih = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(0)
+        inter = iw * ih
+        suppressed[rest[inter / (areas[i] + areas[rest] - inter) > iou]] = True
+    return order[np.asarray(keep, dtype=np.int64)]
+
+
+def postprocess_raw(output: np.ndarray, conf: float, iou: float, nc: int, max_det: int = 300) -> np.ndarray:
+    """Raw exports (1, 4 + nc + extra, anchors): best class per anchor, ``conf`` filter, class-aware NMS.
+
+    Returns rows (N, 6 + extra) shaped like the end-to-end output: x1, y1, x2, y2, score, class, extras.
+    """
+    pred = output[0].T  # (anchors, 4 + nc + extra)
+    cls_scores = pred[:, 4 : 4 + nc]
+    best = cls_scores.max(1)
+    pred, cls_scores, best = pred[best > conf], cls_scores[best > conf], best[best > conf]
+    if not len(pred):
+        return np.zeros((0, pred.shape[1] - nc + 2), dtype=np.float32)
+    rows = np.concatenate(
+        [xywh2xyxy(pred[:, :4]), best[:, None], cls_scores.argmax(1)[:, None].astype(np.float32), pred[:, 4 + nc :]],
+        axis=1,
+    )
+    if len(rows) > MAX_NMS:
+        rows = rows[np.argsort(-rows[:, 4], kind="stable")[:MAX_NMS]]
+    keep = nms(rows[:, :4] + rows[:, 5:6] * MAX_WH, rows[:, 4], iou)[:max_det]
+    return rows[keep]
+
+
+def to_detections(rows: np.ndarray, lb: Letterbox, kpt_shape: tuple[int, int] | None = None) -> Detections:
+    """Map (N, 6 + extra) rows in model-input pixels to original-image detections."""
+    keypoints = None
+    if kpt_shape is not None:
+        kpts = rows[:, 6 : 6 + kpt_shape[0] * kpt_shape[1]].reshape(len(rows), *kpt_shape)
+        keypoints = kpts.astype(np.float32, copy=True)
+        keypoints[..., :2] = scale_points(kpts[..., :2], lb)
+    return Detections(
+        boxes=scale_boxes(rows[:, :4], lb),
+        scores=rows[:, 4].astype(np.float32),
+        classes=rows[:, 5].astype(np.int64),
+        keypoints=keypoints,
+    )
+
+
+def summarize(det: Detections, names: dict[int, str], orig_shape: tuple[int, int], normalize: bool,
+              decimals: int) -> list[dict]:
+    """The ``results`` list of the wire format, like ultralytics ``Results.summary(normalize, decimals)``."""
+    h, w = orig_shape if normalize else (1, 1)
+    results = []
+    rows = zip(det.boxes.tolist(), det.scores.tolist(), det.classes.tolist(), strict=True)
+    for i, (box, score, cls) in enumerate(rows):
+        item: dict = {
+            "name": names.get(cls, str(cls)),
+            "class": cls,
+            "confidence": round(score, decimals),
+            "box": {
+                "x1": round(box[0] / w, decimals),
+                "y1": round(box[1] / h, decimals),
+                "x2": round(box[2] / w, decimals),
+                "y2": round(box[3] / h, decimals),
+            },
+        }
+        if det.keypoints is not None:
+            kpt = det.keypoints[i]
+            item["keypoints"] = {
+                "x": (kpt[:, 0] / w).astype(float).round(decimals).tolist(),
+                "y": (kpt[:, 1] / h).astype(float).round(decimals).tolist(),
+            }
+            if kpt.shape[1] == 3:
+                item["keypoints"]["visible"] = kpt[:, 2].astype(float).round(decimals).tolist()
+        results.append(item)
+    return results
