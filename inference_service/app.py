@@ -1,0 +1,295 @@
+"""The HTTP layer: FastAPI routes over the inference core, in the Ultralytics predict wire format.
+
+Errors are always JSON ``{"error": "<what is wrong>", "field": "<form field or null>"}``: 401 for a
+missing or wrong key, 413 for a body over the cap, 422 for a field (or image) the server cannot use,
+503 while the model loads. Client mistakes never become 5xx.
+"""
+
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from inference_service import __version__, core
+from inference_service.auth import AuthError, KeyStore
+from inference_service.model import Model
+from inference_service.params import FIELDS, PredictParams, parse_params
+from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
+
+STATIC_DIR = Path(__file__).parent / "static"
+SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+STARTED = time.time()
+
+log = logging.getLogger("inference_service")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable; ``__main__`` fills it from flags and the environment."""
+
+    model_path: Path
+    model_name: str | None = None
+    api_key_file: Path | None = None
+    allow_anonymous: bool = False
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_imgsz: int = 2048
+    intra_op_threads: int | None = None  # default: every CPU we may use
+    inference_workers: int = 1  # concurrent session.run calls; workers x intra-op threads = CPUs
+    samples_dir: Path | None = None  # default: samples/ next to the model
+
+
+class NotReady(Exception):
+    """The model is still loading (or failed to): 503 with a reason."""
+
+
+class ModelProvider(Protocol):
+    """Where the predict handler gets its model. Dedicated mode holds one; a shared mode can resolve by path."""
+
+    def start(self) -> None: ...
+
+    def status(self) -> tuple[str, str | None]: ...
+
+    def get(self) -> Model: ...
+
+
+class SingleModel:
+    """Dedicated mode: one model, loaded in a background thread so the port opens (and /health answers 503)
+    while onnxruntime optimises the graph."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.model: Model | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._load, name="model-loader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            start = time.perf_counter()
+            s = self.settings
+            self.model = Model(s.model_path, s.model_name, s.intra_op_threads)
+            self.metrics.model_ready.set(1)
+            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s threads=%d", self.model.info.name,
+                     (time.perf_counter() - start) * 1000, self.model.info.task, self.model.info.imgsz,
+                     self.model.info.end2end, self.model.threads)
+        except Exception as e:  # any failure must surface in /health and the logs, not kill the loader silently
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("model %s failed to load", self.settings.model_path)
+
+    def status(self) -> tuple[str, str | None]:
+        if self.model is not None:
+            return "ready", None
+        return ("failed", self.error) if self.error else ("loading", None)
+
+    def get(self) -> Model:
+        if self.model is None:
+            raise NotReady(f"model failed to load: {self.error}" if self.error else "model is loading, retry shortly")
+        return self.model
+
+
+def error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+def _field_of(exc: RequestValidationError) -> str | None:
+    errors = exc.errors()
+    loc = errors[0].get("loc", ()) if errors else ()
+    return str(loc[-1]) if loc else None
+
+
+def create_app(settings: Settings, provider: ModelProvider | None = None) -> FastAPI:
+    """The app for one dedicated endpoint; pass ``provider`` to serve models resolved some other way."""
+    metrics = Metrics()
+    provider = provider or SingleModel(settings, metrics)
+    keys = KeyStore(None if settings.allow_anonymous else settings.api_key_file)
+    if keys.anonymous and not settings.allow_anonymous:
+        raise ValueError("an API key file is required unless allow_anonymous is set")
+    samples_dir = settings.samples_dir or settings.model_path.parent / "samples"
+    executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="inference")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        provider.start()
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="YOLO inference server", version=__version__, lifespan=lifespan, docs_url="/docs",
+                  redoc_url=None)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
+    app.state.settings, app.state.provider, app.state.metrics = settings, provider, metrics
+
+    @app.exception_handler(core.InputError)
+    async def _input_error(_: Request, exc: core.InputError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        return error(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(NotReady)
+    async def _not_ready(_: Request, exc: NotReady) -> JSONResponse:
+        return error(503, str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_: Request, exc: TooLarge) -> JSONResponse:
+        return error(413, too_large_message(settings.max_body_bytes), "file")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        field = _field_of(exc)
+        return error(422, f"invalid {field}: {exc.errors()[0].get('msg', 'invalid value')}", field)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return error(500, "internal server error")
+
+    def require_key(request: Request) -> None:
+        keys.check(request.headers.get("authorization"))
+
+    def resolve_model() -> Model:
+        model = provider.get()
+        if reason := model.unsupported():
+            raise core.InputError(reason, None, 422)
+        return model
+
+    def health() -> JSONResponse:
+        state, err = provider.status()
+        latency = provider.get().last_inference_ms if state == "ready" else 0.0
+        body = {"healthy": state == "ready", "status": state, "latencyMs": round(latency, 2), "error": err}
+        return JSONResponse(body, status_code=200 if state == "ready" else 503)
+
+    app.get("/health", summary="Readiness (the Cloud Run startup probe)")(health)
+    app.get("/api/deployments/{owner}/{deployment}/health", summary="Readiness, deployment path")(health)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def predict(
+        request: Request, _: Annotated[None, Depends(require_key)], model: Annotated[Model, Depends(resolve_model)]
+    ) -> dict[str, Any]:
+        """Ultralytics-compatible predict: multipart ``file`` plus optional conf, iou, imgsz, normalize, decimals."""
+        started = time.perf_counter()
+        form = await request.form(max_files=2, max_fields=len(FIELDS))
+        fields: dict[str, str] = {}
+        upload = None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key != "file":
+                    raise core.InputError(f"unexpected file part {key!r}; send the image as 'file'", key)
+                upload = value
+            else:
+                fields[key] = value
+        if "source" in fields:
+            raise core.InputError("URL sources are not supported by this server; upload the image bytes as the "
+                                  "'file' part", "source")
+        if "file" in fields:
+            raise core.InputError("'file' must be a file part (multipart/form-data upload), not a text field", "file")
+        params = parse_params(fields, model.info, settings.max_imgsz)
+        if upload is None:
+            raise core.InputError("missing image: send it as the multipart 'file' part", "file")
+        data = await upload.read()
+        return await run_predict(model, data, params, started)
+
+    async def run_predict(model: Model, data: bytes, params: PredictParams, started: float) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        image, tensor, lb = await run_in_threadpool(prepare, model, data, params)
+        t1 = time.perf_counter()
+        outputs = await asyncio.get_running_loop().run_in_executor(executor, model.infer, tensor)
+        t2 = time.perf_counter()
+        results = await run_in_threadpool(finish, model, outputs, lb, params)
+        t3 = time.perf_counter()
+        model.last_inference_ms = (t2 - t1) * 1000
+        for stage, seconds in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2)):
+            metrics.stage.labels(stage).observe(seconds)
+        info = model.info
+        return {
+            "images": [{
+                "shape": [int(image.shape[0]), int(image.shape[1])],
+                "speed": {"preprocess": _ms(t1 - t0), "inference": _ms(t2 - t1), "postprocess": _ms(t3 - t2)},
+                "results": results,
+            }],
+            "metadata": {
+                "imageCount": 1,
+                "classNames": {str(k): v for k, v in info.names.items()},
+                "model": info.name,
+                "task": info.task,
+                "functionTimeCall": _ms(time.perf_counter() - started),
+                "functionTimeAlive": _ms(time.time() - STARTED),
+                "version": {"server": __version__},
+            },
+        }
+
+    def prepare(model: Model, data: bytes, params: PredictParams) -> tuple[np.ndarray, np.ndarray, core.Letterbox]:
+        image = core.decode_image(data, settings.max_pixels)
+        tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
+        return image, tensor, lb
+
+    def finish(model: Model, outputs: list[np.ndarray], lb: core.Letterbox, params: PredictParams) -> list[dict]:
+        det = model.postprocess(outputs, lb, params.conf, params.iou)
+        return core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
+
+    app.post("/predict", summary="Run the model on one image")(predict)
+    app.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path")(predict)
+
+    @app.get("/", include_in_schema=False)
+    def test_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/info", summary="What the Test page needs: model, task, default imgsz, samples")
+    def page_info() -> dict[str, Any]:
+        state, _ = provider.status()
+        model = provider.get() if state == "ready" else None
+        return {
+            "model": model.info.name if model else settings.model_name,
+            "task": model.info.task if model else None,
+            "imgsz": model.info.imgsz[0] if model else None,
+            "stride": model.info.stride if model else None,
+            "authRequired": not keys.anonymous,
+            "samples": _samples(samples_dir),
+            "version": __version__,
+        }
+
+    @app.get("/samples/{name}", include_in_schema=False)
+    def sample(name: str) -> FileResponse:
+        if name not in _samples(samples_dir):
+            raise HTTPException(404, f"no sample named {name!r}")
+        return FileResponse(samples_dir / name)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _samples(samples_dir: Path) -> list[str]:
+    if not samples_dir.is_dir():
+        return []
+    return sorted(p.name for p in samples_dir.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES and p.is_file())
