@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import BmpImagePlugin, Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+FORMATS_BY_MAGIC = {b"\xff\xd8": "JPEG", b"\x89P": "PNG", b"RI": "WEBP", b"BM": "BMP"}
 PAD_VALUE = 114  # the grey ultralytics pads with
 MAX_WH = 7680  # per-class box offset for class-aware NMS, as ultralytics
 MAX_NMS = 30000  # candidates kept before NMS, as ultralytics
@@ -32,6 +33,21 @@ class InputError(ValueError):
         self.status = status
 
 
+def _open(data: bytes) -> Image.Image:
+    """Open by magic number with the one PIL plugin it names: no guessing across every format PIL knows,
+    no global ``Image.open`` hooks (ultralytics patches it when imported), and pixels stay undecoded."""
+    fp = io.BytesIO(data)
+    if data.startswith(b"\xff\xd8\xff"):
+        return JpegImagePlugin.JpegImageFile(fp)
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PngImagePlugin.PngImageFile(fp)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WebPImagePlugin.WebPImageFile(fp)
+    if data.startswith(b"BM"):
+        return BmpImagePlugin.BmpImageFile(fp)
+    raise InputError(f"file is not a supported image ({', '.join(FORMATS)})", "file")
+
+
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode JPEG/PNG/WebP/BMP bytes to an RGB uint8 (H, W, 3) array with EXIF orientation applied.
 
@@ -41,13 +57,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise InputError("file is empty (0 bytes)", "file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"image has too many pixels (limit {max_pixels / 1e6:g} MP): {e}", "file") from e
-    except UnidentifiedImageError as e:
-        raise InputError(f"file is not a supported image ({', '.join(FORMATS)})", "file") from e
+        im = _open(data)
+    except (OSError, SyntaxError, ValueError, struct.error) as e:  # PIL's ways of saying "bad header"
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"file is not a valid {FORMATS_BY_MAGIC.get(data[:2], 'image')} ({e})", "file") from e
     width, height = im.size
     if width * height > max_pixels:
         raise InputError(
@@ -58,7 +72,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         if im.mode != "RGB":
             im = im.convert("RGB")
         arr = np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data surfaces only when decoding
+    except (OSError, SyntaxError, ValueError, struct.error) as e:  # truncated or corrupt data shows when decoding
         raise InputError(f"image could not be decoded ({e})", "file") from e
     if arr.ndim != 3 or min(arr.shape[:2]) < 1:
         raise InputError("image has no pixels", "file")
@@ -117,12 +131,14 @@ def _resize_plan(h: int, w: int, new_h: int, new_w: int, c: int) -> tuple[np.nda
 
 
 def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
-    """Bit-exact numpy port of ``cv2.resize(..., INTER_LINEAR)`` for uint8 images, no OpenCV needed.
+    """Numpy port of ``cv2.resize(..., INTER_LINEAR)`` for uint8 images, no OpenCV needed.
 
     Ultralytics resizes with OpenCV. PIL's ``resize`` antialiases when shrinking and its affine sampler
     rounds differently (off by one on a third of the pixels), which moved confidences by up to 0.03;
     reproducing OpenCV's fixed-point arithmetic (horizontal pass, then the vertical pass of its SIMD
-    path) makes the tensors, and so the answers, identical. Returns (new_h, new_w, c) int32 values 0..255.
+    path) makes the tensors, and so the answers, identical when shrinking (what letterboxing does to
+    camera images). Enlarging tiny images may differ by one level where OpenCV switches to scalar code.
+    Returns (new_h, new_w, c) int32 values 0..255.
     """
     h, w, c = image.shape
     ys0, ys1, b0, b1, ix0, ix1, a0, a1 = _resize_plan(h, w, new_h, new_w, c)
