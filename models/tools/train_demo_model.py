@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=MODELS_DIR, help="where the model files go (default: models/)")
     args = ap.parse_args()
 
     from ultralytics import YOLO  # dev-only dependency (requirements-ml.txt)
@@ -159,14 +160,15 @@ def main() -> None:
     best = YOLO(str(root / "runs" / "demo" / "weights" / "best.pt"))
     metrics = best.val(data=str(data), imgsz=args.imgsz, device="cpu", plots=False, verbose=False)
 
-    MODELS_DIR.mkdir(exist_ok=True)
-    shutil.copy(root / "runs" / "demo" / "weights" / "best.pt", MODELS_DIR / "demo.pt")
-    e2e = Path(YOLO(str(MODELS_DIR / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True, nms=False))
-    e2e.replace(MODELS_DIR / "demo-e2e.onnx")
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "runs" / "demo" / "weights" / "best.pt", out / "demo.pt")
+    e2e = Path(YOLO(str(out / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True, nms=False))
+    e2e.replace(out / "demo-e2e.onnx")
     # nms left unset: the raw head, (1, 4+nc, anchors), that needs NMS in the server
-    raw = Path(YOLO(str(MODELS_DIR / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True))
-    raw.replace(MODELS_DIR / "demo-raw.onnx")
-    write_samples(MODELS_DIR / "samples", args.seed + 1000)
+    raw = Path(YOLO(str(out / "demo.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=True))
+    raw.replace(out / "demo-raw.onnx")
+    write_samples(out / "samples", args.seed + 1000)
 
     summary = {
         "classes": list(CLASSES), "train_images": args.train, "val_images": args.val, "epochs": args.epochs,
@@ -174,7 +176,7 @@ def main() -> None:
         "mAP50": round(float(metrics.box.map50), 3), "mAP50-95": round(float(metrics.box.map), 3),
         "precision": round(float(metrics.box.mp), 3), "recall": round(float(metrics.box.mr), 3),
     }
-    (MODELS_DIR / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 
