@@ -113,6 +113,17 @@ class SettingsOverride(_Strict):
     ingress: Ingress | None = None
     execution_environment: Literal["gen1", "gen2"] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_values(cls, data: object) -> object:
+        """`min_instances:` with no value is a half-finished edit, not "inherit": say so."""
+        if isinstance(data, dict):
+            empty = [k for k, v in data.items() if v is None]
+            if empty:
+                raise ValueError(f"{', '.join(map(str, empty))}: empty value; give one, or remove the key to "
+                                 "inherit it")
+        return data
+
     @field_validator("cpu")
     @classmethod
     def _cpu_choice(cls, v: int | None) -> int | None:

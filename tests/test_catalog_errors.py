@@ -69,6 +69,8 @@ CASES = [
                  "less than or equal to 1000"], id="concurrency-over-limit"),
     pytest.param(lambda d: d["shared"].update(regions=["us-central1", "mars-north1"]),
                  ["shared.regions", "'mars-north1' is not in the catalog"], id="shared-region-unknown"),
+    pytest.param(override("us-west1", max_instances=None), ["regions[us-west1].overrides",
+                 "max_instances: empty value"], id="empty-value"),
     pytest.param(lambda d: region_entry(d, "us-west1").pop("city"), ["regions[us-west1].city",
                  "required field is missing"], id="missing-field"),
 ]
