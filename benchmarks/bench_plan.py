@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.results import write_section  # noqa: E402
-from fleet.program import PROJECT_DIR, evaluate  # noqa: E402
+from benchmarks.results import write_section
+from fleet.program import PROJECT_DIR, evaluate
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 

@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HEADER = "# Benchmark results\n\nEach section is rewritten by the benchmark named in it; numbers from one run on one machine.\n"
+HEADER = ("# Benchmark results\n\n"
+          "Each section is rewritten by the benchmark named in it; numbers from one run on one machine.\n")
 
 
 def machine() -> str:
