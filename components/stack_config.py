@@ -13,7 +13,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from components.errors import FleetError, describe
-from components.settings import EndpointSettings, SettingsOverride
+from components.settings import MAX_INSTANCES_CAP, EndpointSettings, SettingsOverride
 
 NAMESPACE = "yolo-fleet"
 PLACEHOLDER_PROJECT = "my-gcp-project"
@@ -54,6 +54,10 @@ class StackConfig(_Strict):
     image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
                               description="a prebuilt server image by digest; unset builds inference_service/")
     deletion_protection: bool = True
+    # Read by the policy pack (policy/), not by the program: limits a pull request is checked against.
+    max_instances_cap: int | None = Field(None, ge=1, le=MAX_INSTANCES_CAP,
+                                          description="no service of the stack may set max_instances above this")
+    monthly_budget_usd: float | None = Field(None, gt=0, description="always-on (min_instances) cost limit, USD/month")
 
     @field_validator("api_key_sha256")
     @classmethod
@@ -88,12 +92,16 @@ def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
         raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, EndpointSettings])) from None
 
 
+def stack_config_from_values(all_config: dict[str, Any], stack: str) -> StackConfig:
+    """Validate a stack's config as Pulumi hands it over ('yolo-fleet:models', 'gcp:project', ...)."""
+    prefix = f"{NAMESPACE}:"
+    raw = {k.removeprefix(prefix): v for k, v in all_config.items() if k.startswith(prefix)}
+    if all_config.get("gcp:project") is not None:
+        raw["project"] = all_config["gcp:project"]
+    return parse_stack_config(raw, f"Pulumi.{stack}.yaml")
+
+
 def load_stack_config() -> StackConfig:
     """Read this stack's config through Pulumi (works for `pulumi up` and under mocks alike)."""
     all_config: dict[str, Any] = pulumi.runtime.config.CONFIG.get() or pulumi.runtime.config.get_config_env()
-    prefix = f"{NAMESPACE}:"
-    raw = {k.removeprefix(prefix): v for k, v in all_config.items() if k.startswith(prefix)}
-    raw["project"] = pulumi.Config("gcp").get("project")
-    if raw["project"] is None:
-        raw.pop("project")
-    return parse_stack_config(raw, f"Pulumi.{pulumi.get_stack()}.yaml")
+    return stack_config_from_values(all_config, pulumi.get_stack())

@@ -1,0 +1,61 @@
+"""What the policies know about a stack beyond its resources: its config, catalog, resolved layout, prices.
+
+Read from the project's files (Pulumi.<stack>.yaml, its catalog, fleet/prices.yaml), the same files
+`pulumi up` and `fleet plan` read, so the pack judges a change against the catalog it came with. The
+stack comes from each resource's URN (`urn:pulumi:<stack>::...`).
+"""
+
+from __future__ import annotations
+
+import functools
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.catalog import Catalog, load_catalog
+from components.layout import FleetLayout, plan_fleet
+from components.settings import EndpointSettings
+from components.stack_config import StackConfig, stack_config_from_values
+from fleet.pricing import DEFAULT_PRICES, PriceBook, load_prices
+from fleet.program import PROJECT_DIR, stack_config
+
+
+@dataclass(frozen=True)
+class StackFacts:
+    stack: str
+    config: StackConfig
+    catalog: Catalog
+    layout: FleetLayout
+    prices: PriceBook
+
+    def settings_of(self, service: str) -> EndpointSettings | None:
+        """The catalog's resolved settings for a service the layout declares, None for any other."""
+        return next((s.settings for s in self.layout.services if s.name == service), None)
+
+
+def load_facts(stack: str, project_dir: Path = PROJECT_DIR, catalog: str | Path | None = None,
+               prices: str | Path = DEFAULT_PRICES) -> StackFacts:
+    """FleetError (exit 2 in the CLI) if the stack file, its catalog or the price file is invalid."""
+    config = stack_config_from_values(stack_config(stack, project_dir), stack)
+    loaded = load_catalog(Path(catalog) if catalog else project_dir / config.catalog)
+    layout = plan_fleet(loaded, config, f"Pulumi.{stack}.yaml")
+    return StackFacts(stack, config, loaded, layout, load_prices(prices))
+
+
+def stack_of(urn: str) -> str:
+    """'urn:pulumi:prod::yolo-fleet::gcp:cloudrunv2/service:Service::demo-iowa' -> 'prod'."""
+    return urn.split("::", 1)[0].split(":", 2)[2]
+
+
+# `fleet policy` and `fleet diff` set this to judge a plan against given facts (another catalog, an old
+# commit's files); under `pulumi preview --policy-pack policy` it is unset and the project's files are read.
+FACTS: ContextVar[StackFacts | None] = ContextVar("FACTS", default=None)
+
+
+@functools.cache
+def _project_facts(stack: str) -> StackFacts:
+    return load_facts(stack)
+
+
+def facts_for(urn: str) -> StackFacts:
+    return FACTS.get() or _project_facts(stack_of(urn))

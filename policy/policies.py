@@ -1,0 +1,299 @@
+"""The yolo-fleet guardrails as Pulumi CrossGuard policies: what a pull request may not deploy.
+
+The same Policy objects run in `pulumi preview --policy-pack policy` (policy/__main__.py builds the
+pack) and in `fleet policy` / `fleet diff` (fleet/policy.py feeds them the mocked program's resources).
+Props are the provider inputs in camelCase. A value that is unknown during preview (the image digest
+before the build) is "can't tell yet", never a violation. Each message names the resource and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from components.settings import GPU_MIN_CPU, GPU_MIN_MEMORY_GIB
+from fleet.pricing import CLOUD_RUN, price_services, service_shape
+from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
+from policy.facts import StackFacts, facts_for
+
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+# The alert policies every Cloud Run service gets (contract with the monitoring component): one per kind,
+# userLabels {service, region, alert, managed-by: yolo-fleet}.
+ALERTS = ("error-ratio", "latency-p95", "max-instances")
+INVOKER_ROLE = "roles/run.invoker"
+PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+# Cloud Run IAM resources that can grant the invoker role: type -> the input naming the service.
+INVOKER_GRANTS = {
+    "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": "name",
+    "gcp:cloudrunv2/serviceIamBinding:ServiceIamBinding": "name",
+    "gcp:cloudrunv2/serviceIamPolicy:ServiceIamPolicy": "name",
+    "gcp:cloudrun/iamMember:IamMember": "service",
+    "gcp:cloudrun/iamBinding:IamBinding": "service",
+    "gcp:cloudrun/iamPolicy:IamPolicy": "service",
+}
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+GPU_LIMIT = "nvidia.com/gpu"
+
+Options = Mapping[str, Any]
+
+
+def _int(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _where(name: str, props: Any) -> str:
+    region = dig(props, "location")
+    return f"{name} ({region})" if isinstance(region, str) else name
+
+
+def check_max_instances_cap(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    cap = facts.config.max_instances_cap
+    if cap is None:
+        return
+    value = dig(props, "template", "scaling", "maxInstanceCount")
+    fix = (f"lower max_instances (regions.yaml overrides, or the stack's or model's settings) or raise "
+           f"yolo-fleet:max_instances_cap in Pulumi.{facts.stack}.yaml in a reviewed change")
+    if value is None:
+        yield f"{_where(name, props)}: max_instances is not set (Cloud Run allows 100), above the {facts.stack} " \
+              f"stack's cap of {cap}; set max_instances"
+    elif known(value) and value > cap:
+        yield f"{_where(name, props)}: max_instances {_int(value)} is above the {facts.stack} stack's cap of " \
+              f"{cap}; {fix}"
+
+
+def check_min_within_max(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    low = dig(props, "template", "scaling", "minInstanceCount")
+    high = dig(props, "template", "scaling", "maxInstanceCount")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+        yield f"{_where(name, props)}: min_instances {_int(low)} is greater than max_instances {_int(high)}; " \
+              "Cloud Run would refuse the revision. Lower min_instances or raise max_instances"
+
+
+def check_region_in_catalog(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    location = dig(props, "location")
+    if not isinstance(location, str):
+        return
+    region = next((r for r in facts.catalog.regions if r.id == location), None)
+    if region is None:
+        yield f"{name}: region {location} is not in the catalog; add it to regions.yaml (with its tier and " \
+              "geography) or deploy to a catalog region (`fleet regions` lists them)"
+    elif not region.enabled:
+        yield f"{name}: region {location} is disabled in the catalog (enabled: false); enable it in regions.yaml " \
+              "or remove the service"
+
+
+def check_gpu_where_offered(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    limits = dig(props, "template", "containers", 0, "resources", "limits")
+    accelerator = dig(props, "template", "nodeSelector", "accelerator")
+    gpu = dig(limits, GPU_LIMIT) if isinstance(limits, Mapping) else None
+    if not known(limits, accelerator) or (gpu is None and accelerator is None):
+        return
+    problems = []
+    region = next((r for r in facts.catalog.regions if r.id == dig(props, "location")), None)
+    if region is not None and not region.gpu_available:
+        problems.append(f"{region.id} offers no GPU (gpu_available is false in regions.yaml); choose one of "
+                        f"{', '.join(r.id for r in facts.catalog.regions if r.gpu_available)}")
+    if accelerator != "nvidia-l4" or gpu is None:
+        problems.append("a GPU needs both the nvidia.com/gpu limit and node selector accelerator nvidia-l4")
+    cpu, memory = cpu_count(dig(limits, "cpu") or "1"), memory_gib(dig(limits, "memory") or "512Mi")
+    if (cpu or 0) < GPU_MIN_CPU or (memory or 0) < GPU_MIN_MEMORY_GIB:
+        problems.append(f"a GPU needs cpu >= {GPU_MIN_CPU} and memory >= {GPU_MIN_MEMORY_GIB}Gi "
+                        f"(got cpu {dig(limits, 'cpu')}, memory {dig(limits, 'memory')})")
+    if dig(props, "template", "containers", 0, "resources", "cpuIdle") is not False:
+        problems.append("a GPU needs cpu_idle: false (instance-based billing)")
+    for problem in problems:
+        yield f"{_where(name, props)}: {problem}"
+
+
+def check_image_pinned(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    containers = dig(props, "template", "containers")
+    for i in range(len(containers) if isinstance(containers, Sequence) else 0):
+        image = dig(containers, i, "image")
+        if isinstance(image, str) and not DIGEST.search(image):
+            yield f"{_where(name, props)}: container image '{image}' is not pinned by digest; deploy " \
+                  "'<repository>@sha256:<digest>' (unset yolo-fleet:image to build, or give a digest)"
+
+
+def _public_invoker(resource_type: str, props: Any) -> bool | None:
+    """Does this resource let anyone invoke a Cloud Run service? None while unknown."""
+    if resource_type == CLOUD_RUN:
+        value = dig(props, "invokerIamDisabled")
+        return None if value is UNKNOWN else value is True
+    if resource_type.endswith("IamPolicy"):
+        data = dig(props, "policyData")
+        if not isinstance(data, str):
+            return None
+        bindings = json.loads(data).get("bindings", [])
+        return any(b.get("role") == INVOKER_ROLE and PUBLIC_MEMBERS & set(b.get("members", [])) for b in bindings)
+    role, member, members = dig(props, "role"), dig(props, "member"), dig(props, "members")
+    if not known(role, member, members):
+        return None
+    granted = {member} if member else set(members or [])
+    return role == INVOKER_ROLE and bool(PUBLIC_MEMBERS & granted)
+
+
+def check_public_invoker(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    resource_type, name, props = r.resource_type, r.name, r.props
+    service = dig(props, "name") if resource_type == CLOUD_RUN else dig(props, INVOKER_GRANTS[resource_type])
+    if _public_invoker(resource_type, props) is not True or not isinstance(service, str):
+        return
+    settings = facts.settings_of(service)
+    if settings is not None and settings.public:
+        return
+    how = "invoker_iam_disabled is true" if resource_type == CLOUD_RUN else f"{INVOKER_ROLE} is granted to allUsers"
+    reason = "is not a catalog service" if settings is None else "has public: false in the catalog and stack config"
+    yield f"{name}: anyone can invoke Cloud Run service {service} ({how}) but {service} {reason}; set " \
+          "`public: true` for it in regions.yaml or the stack settings if it is meant to be public, else remove " \
+          "the public grant"
+
+
+def check_required_labels(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    labels = dig(props, "labels")
+    if labels is UNKNOWN:
+        return
+    missing = [key for key in options.get("labels", ()) if not dig(labels, key)]
+    if missing:
+        yield f"{_where(name, props)}: missing label(s) {', '.join(missing)}; declare services through " \
+              "components/service.py, which sets them"
+    expected = {"managed-by": "yolo-fleet", "stack": facts.stack.lower(), "region": dig(props, "location")}
+    wrong = [f"{k}={dig(labels, k)!r} (expected {v!r})" for k, v in expected.items()
+             if isinstance(dig(labels, k), str) and isinstance(v, str) and dig(labels, k) != v]
+    if wrong:
+        yield f"{_where(name, props)}: wrong label value(s) {', '.join(wrong)}"
+
+
+def check_deletion_protection(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
+    name, props = r.name, r.props
+    if facts.stack in options.get("stacks", ()) and dig(props, "deletionProtection") is False:
+        yield f"{_where(name, props)}: deletion protection is off in the {facts.stack} stack; set " \
+              f"yolo-fleet:deletion_protection: true in Pulumi.{facts.stack}.yaml"
+
+
+def check_alert_policies(resources: list[Any], facts: StackFacts, options: Options) -> Iterator[tuple[str, str]]:
+    """(message, urn) for every Cloud Run service without exactly one alert policy of each kind."""
+    have: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for r in resources:
+        if r.resource_type != ALERT_POLICY:
+            continue
+        labels = dig(r.props, "userLabels")
+        if labels is UNKNOWN:
+            return  # can't tell yet
+        if dig(labels, "managed-by") == "yolo-fleet":
+            have[(dig(labels, "service"), dig(labels, "region"))][dig(labels, "alert")] += 1
+    for r in resources:
+        if r.resource_type != CLOUD_RUN:
+            continue
+        service, region = dig(r.props, "name"), dig(r.props, "location")
+        if not known(service, region):
+            continue
+        service = service or r.name
+        counts = have[(service, region)]
+        missing = [a for a in ALERTS if not counts[a]]
+        doubled = [a for a in ALERTS if counts[a] > 1]
+        if missing:
+            yield (f"{service} ({region}) lacks its {', '.join(missing)} alert policy (or policies); every "
+                   f"Cloud Run service needs {', '.join(ALERTS)} alert policies (userLabels service, region, "
+                   "alert, managed-by: yolo-fleet), which the fleet's monitoring component declares", r.urn)
+        if doubled:
+            yield f"{service} ({region}) has more than one {', '.join(doubled)} alert policy; keep exactly one", r.urn
+
+
+def check_monthly_budget(resources: list[Any], facts: StackFacts, options: Options) -> Iterator[tuple[str, str]]:
+    budget = facts.config.monthly_budget_usd
+    if budget is None:
+        return
+    services = [r for r in resources if r.resource_type == CLOUD_RUN]
+    shapes = [service_shape(r.name, r.props) for r in services]
+    if any(s is None for s in shapes):
+        return  # a size or count is unknown until the update: can't tell yet
+    regions = {r.id for r in facts.catalog.regions}  # other regions are region-in-catalog's to report
+    costs = price_services([s for s in shapes if s and s.region in regions], facts.catalog, facts.prices)
+    total = sum(c.always_on for c in costs)
+    if total > budget:
+        top = sorted((c for c in costs if c.always_on), key=lambda c: -c.always_on)[:5]
+        listed = ", ".join(f"{c.shape.name} ${c.always_on:,.2f}" for c in top)
+        yield (f"always-on cost ${total:,.2f}/month (min_instances kept warm) is above the {facts.stack} stack's "
+               f"budget of ${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); largest: "
+               f"{listed}. Lower min_instances or raise the budget in a reviewed change", "")
+
+
+ResourceCheck = Callable[[Any, StackFacts, Options], Iterator[str]]
+StackCheck = Callable[[list[Any], StackFacts, Options], Iterator[tuple[str, str]]]
+
+
+def _options(schema: PolicyConfigSchema | None, args: ResourceValidationArgs | StackValidationArgs) -> Options:
+    """Schema defaults under whatever config the engine (or `fleet policy`) passed."""
+    defaults = {k: v["default"] for k, v in (schema.properties if schema else {}).items() if "default" in v}
+    return {**defaults, **args.get_config()}
+
+
+def _resource_policy(name: str, description: str, types: frozenset[str], check: ResourceCheck,
+                     level: EnforcementLevel, schema: PolicyConfigSchema | None = None) -> ResourceValidationPolicy:
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        if args.resource_type in types:
+            for message in check(args, facts_for(args.urn), _options(schema, args)):
+                report(message)
+
+    return ResourceValidationPolicy(name=name, description=description, validate=validate,
+                                    enforcement_level=level, config_schema=schema)
+
+
+def _stack_policy(name: str, description: str, check: StackCheck, level: EnforcementLevel) -> StackValidationPolicy:
+    def validate(args: StackValidationArgs, report: ReportViolation) -> None:
+        if args.resources:
+            facts = facts_for(args.resources[0].urn)
+            for message, urn in check(args.resources, facts, _options(None, args)):
+                report(message, urn or None)
+
+    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=level)
+
+
+SERVICES = frozenset({CLOUD_RUN})
+MANDATORY, ADVISORY = EnforcementLevel.MANDATORY, EnforcementLevel.ADVISORY
+
+POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
+    _resource_policy("max-instances-cap", "Cloud Run max_instances stays within the stack's cap",
+                     SERVICES, check_max_instances_cap, MANDATORY),
+    _resource_policy("min-within-max", "Cloud Run min_instances is at most max_instances",
+                     SERVICES, check_min_within_max, MANDATORY),
+    _resource_policy("region-in-catalog", "Cloud Run services run only in enabled catalog regions",
+                     SERVICES, check_region_in_catalog, MANDATORY),
+    _resource_policy("gpu-where-offered", "GPUs only where the catalog offers them, with the CPU and memory they need",
+                     SERVICES, check_gpu_where_offered, MANDATORY),
+    _resource_policy("image-pinned-by-digest", "Cloud Run images are deployed by digest",
+                     SERVICES, check_image_pinned, MANDATORY),
+    _resource_policy("public-invoker-only-where-marked",
+                     "No unauthenticated invoker unless the catalog marks the service public",
+                     SERVICES | frozenset(INVOKER_GRANTS), check_public_invoker, MANDATORY),
+    _resource_policy("required-labels", "Cloud Run services carry the fleet's labels", SERVICES,
+                     check_required_labels, ADVISORY,
+                     PolicyConfigSchema({"labels": {"type": "array", "items": {"type": "string"},
+                                                    "default": ["managed-by", "stack", "region", "role"]}})),
+    _resource_policy("deletion-protection-in-prod", "Deletion protection is on in production stacks", SERVICES,
+                     check_deletion_protection, MANDATORY,
+                     PolicyConfigSchema({"stacks": {"type": "array", "items": {"type": "string"},
+                                                    "default": ["prod"]}})),
+    _stack_policy("alert-policies", "Every Cloud Run service has its three alert policies",
+                  check_alert_policies, MANDATORY),
+    _stack_policy("monthly-budget", "Always-on cost stays within the stack's monthly budget",
+                  check_monthly_budget, MANDATORY),
+]
