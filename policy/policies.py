@@ -210,9 +210,9 @@ def check_alert_policies(resources: list[Any], facts: StackFacts, options: Optio
         missing = [a for a in ALERTS if not counts[a]]
         doubled = [a for a in ALERTS if counts[a] > 1]
         if missing:
-            yield (f"{service} ({region}) lacks its {', '.join(missing)} alert policy (or policies); every "
-                   f"Cloud Run service needs {', '.join(ALERTS)} alert policies (userLabels service, region, "
-                   "alert, managed-by: yolo-fleet), which the fleet's monitoring component declares", r.urn)
+            yield (f"{service} ({region}) lacks alert policies: {', '.join(missing)}; every Cloud Run service needs "
+                   "one of each, with userLabels service, region, alert, managed-by (the monitoring component "
+                   "declares them)", r.urn)
         if doubled:
             yield f"{service} ({region}) has more than one {', '.join(doubled)} alert policy; keep exactly one", r.urn
 

@@ -1,0 +1,142 @@
+"""`fleet cost`: what a stack costs per month at Cloud Run's list prices, offline.
+
+Always-on cost (instances kept warm by min_instances) is split from traffic cost at an assumed request
+rate and latency per service; totals per region, model and geography. The prices and formulas are
+fleet/pricing.py's, the same ones the policy pack's budget check uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from components.catalog import Catalog, load_catalog
+from components.errors import FleetError
+from fleet.cli import catalog_path
+from fleet.pricing import (
+    CLOUD_RUN,
+    DEFAULT_PRICES,
+    PriceBook,
+    ServiceCost,
+    Traffic,
+    load_prices,
+    price_services,
+    service_shape,
+)
+from fleet.program import PROJECT_DIR, Plan, evaluate
+from fleet.render import table
+
+
+def stack_costs(plan: Plan, catalog: Catalog, book: PriceBook, traffic: Traffic) -> list[ServiceCost]:
+    shapes = [service_shape(r.name, r.inputs) for r in plan.custom(CLOUD_RUN)]
+    return price_services([s for s in shapes if s], catalog, book, traffic)
+
+
+def traffic_from(args: argparse.Namespace) -> Traffic:
+    if args.requests_per_second < 0 or args.latency_ms <= 0:
+        raise FleetError(f"--requests-per-second must be >= 0 and --latency-ms > 0 (got {args.requests_per_second} "
+                         f"and {args.latency_ms})")
+    return Traffic(args.requests_per_second, args.latency_ms)
+
+
+def totals(costs: Sequence[ServiceCost], key: Callable[[ServiceCost], str]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"services": 0, "always_on": 0.0, "traffic": 0.0,
+                                                             "total": 0.0})
+    for c in costs:
+        group = out[key(c)]
+        group["services"] += 1
+        group["always_on"] += c.always_on
+        group["traffic"] += c.traffic
+        group["total"] += c.total
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["total"], kv[0])))
+
+
+GROUPS: dict[str, Callable[[ServiceCost], str]] = {
+    "region": lambda c: c.shape.region,
+    "model": lambda c: c.shape.model,
+    "geography": lambda c: c.geography,
+}
+
+
+def cost_report(stack: str, costs: Sequence[ServiceCost], traffic: Traffic, book: PriceBook) -> dict[str, Any]:
+    return {
+        "stack": stack,
+        "assumptions": {"requests_per_second_per_service": traffic.requests_per_second,
+                        "latency_ms": traffic.latency_ms, "seconds_per_month": book.seconds_per_month,
+                        "prices": shown(book.path), "free_tier": "not subtracted"},
+        "services": [{"name": c.shape.name, "region": c.shape.region, "tier": c.tier, "model": c.shape.model,
+                      "geography": c.geography, "min_instances": c.shape.min_instances,
+                      "max_instances": c.shape.max_instances, "cpu": c.shape.cpu, "memory_gib": c.shape.memory_gib,
+                      "gpus": c.shape.gpus, "billing": "request" if c.shape.request_based else "instance",
+                      "always_on": round(c.always_on, 2), "traffic": round(c.traffic, 2),
+                      "total": round(c.total, 2), "capped_by_max_instances": c.capped} for c in costs],
+        **{f"by_{name}": {k: {f: round(v, 2) for f, v in t.items()} for k, t in totals(costs, key).items()}
+           for name, key in GROUPS.items()},
+        "total": {"always_on": round(sum(c.always_on for c in costs), 2),
+                  "traffic": round(sum(c.traffic for c in costs), 2), "total": round(sum(c.total for c in costs), 2)},
+    }
+
+
+def shown(path: str) -> str:
+    """The price file relative to the project when it is in it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(PROJECT_DIR)) if resolved.is_relative_to(PROJECT_DIR) else path
+
+
+def usd(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def render_cost(stack: str, costs: Sequence[ServiceCost], traffic: Traffic, book: PriceBook) -> str:
+    rows = [[c.shape.name, c.shape.region, c.tier, c.shape.min_instances, c.shape.max_instances, f"{c.shape.cpu:g}",
+             f"{c.shape.memory_gib:g}Gi", c.shape.gpus or "-", "request" if c.shape.request_based else "instance",
+             usd(c.always_on), usd(c.traffic) + (" (capped)" if c.capped else ""), usd(c.total)]
+            for c in sorted(costs, key=lambda c: (-c.total, c.shape.name))]
+    out = [f"yolo-fleet cost for stack '{stack}', USD per month at Cloud Run list prices ({shown(book.path)})", "",
+           table(["SERVICE", "REGION", "TIER", "MIN", "MAX", "CPU", "MEMORY", "GPU", "BILLING", "ALWAYS-ON",
+                  "TRAFFIC", "TOTAL"], rows), ""]
+    for name, key in GROUPS.items():
+        group_rows = [[k, int(t["services"]), usd(t["always_on"]), usd(t["traffic"]), usd(t["total"])]
+                      for k, t in totals(costs, key).items()]
+        out += [f"By {name}", table([name.upper(), "SERVICES", "ALWAYS-ON", "TRAFFIC", "TOTAL"], group_rows), ""]
+    always_on, traffic_cost = sum(c.always_on for c in costs), sum(c.traffic for c in costs)
+    capped = [c.shape.name for c in costs if c.capped]
+    out.append(f"Total: {usd(always_on + traffic_cost)}/month = {usd(always_on)} always-on (min_instances kept warm) "
+               f"+ {usd(traffic_cost)} traffic at {traffic.requests_per_second:g} requests/s per service, "
+               f"{traffic.latency_ms:g} ms each ({book.seconds_per_month:,} s/month; free tier not subtracted).")
+    if capped:
+        out.append(f"{len(capped)} service(s) cannot serve that rate within max_instances (priced at the cap): "
+                   f"{', '.join(capped)}.")
+    return "\n".join(out)
+
+
+def add_pricing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests-per-second", type=float, default=Traffic.requests_per_second,
+                   help="assumed requests per second on every service (default: %(default)s)")
+    p.add_argument("--latency-ms", type=float, default=Traffic.latency_ms,
+                   help="how long one request keeps an instance busy, ms (default: %(default)s)")
+    p.add_argument("--prices", type=Path, default=DEFAULT_PRICES, help="price file (default: fleet/prices.yaml)")
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    traffic = traffic_from(args)
+    book = load_prices(args.prices)
+    catalog = catalog_path(args)
+    costs = stack_costs(evaluate(args.stack, catalog=catalog), load_catalog(catalog), book, traffic)
+    if args.json:
+        print(json.dumps(cost_report(args.stack, costs, traffic, book), indent=2))
+    else:
+        print(render_cost(args.stack, costs, traffic, book))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("cost", parents=[common], help="monthly cost at list prices: always-on and traffic, per "
+                                                      "region, model and geography")
+    add_pricing_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cost)
