@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -28,7 +29,7 @@ from pulumi_policy.proxy import unknown_checking_proxy
 from fleet.mocks import RecordedResource
 from fleet.program import evaluate
 from fleet.render import table
-from policy.config import PolicySetting, load_pack_config
+from policy.config import PACK_FILE, PolicySetting, load_pack_config
 from policy.facts import FACTS, StackFacts, load_facts
 from policy.policies import POLICIES
 
@@ -85,7 +86,7 @@ def render_violations(violations: Sequence[Violation]) -> str:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    settings = load_pack_config()
+    settings = load_pack_config(args.policy_config)
     facts = load_facts(args.stack, catalog=args.catalog)
     plan = evaluate(args.stack, catalog=args.catalog)
     violations = run_policies(plan.resources, facts, settings)
@@ -109,4 +110,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("policy", parents=[common], help="run the policy pack over the offline plan (exit 1 on a "
                                                         "mandatory violation)")
     p.add_argument("--json", action="store_true", help="violations as JSON")
+    p.add_argument("--policy-config", type=Path, default=PACK_FILE, metavar="FILE",
+                   help="enforcement levels and settings (default: policy/PulumiPolicy.yaml's config)")
     p.set_defaults(func=cmd_policy)
