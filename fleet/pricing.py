@@ -114,7 +114,7 @@ def service_shape(name: str, props: Any) -> ServiceShape | None:
         cpu=cpu_count(cpu or DEFAULT_CPU) or 0.0, memory_gib=memory_gib(memory or DEFAULT_MEMORY) or 0.0,
         gpus=int(float(gpus or 0)), min_instances=int(min_count or 0),
         max_instances=int(max_count or DEFAULT_MAX_INSTANCES), request_based=cpu_idle is not False,
-        gpu_zonal_redundancy=not redundancy_off)
+        gpu_zonal_redundancy=bool(gpus) and not redundancy_off)
 
 
 @dataclass(frozen=True)
