@@ -118,6 +118,7 @@ def test_bad_price_file_and_bad_flags_exit_2(tmp_path, capsys):
     prices = tmp_path / "prices.yaml"
     prices.write_text("seconds_per_month: 2628000\ntiers:\n  1: {request_vcpu_second: {usd: -1}}\n")
     assert main(["cost", "--prices", str(prices)]) == 2
-    assert "prices.yaml: tiers[1].request_vcpu_second.usd: Input should be greater than or equal to 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "prices.yaml: tiers[1].request_vcpu_second.usd: Input should be greater than or equal to 0" in err
     assert main(["cost", "--latency-ms", "0"]) == 2
     assert "--latency-ms > 0" in capsys.readouterr().err
