@@ -81,7 +81,8 @@ def gpu_plan() -> Plan:
 
 def test_real_prod_and_dev_plans_pass_every_resource_policy(prod_plan, dev_plan):
     for plan in (prod_plan, dev_plan):
-        violations = [v for v in judged(plan, plan.stack) if v.policy != "alert-policies"]
+        monitored = any(r.type == ALERT_POLICY for r in plan.resources)  # once the monitoring component lands
+        violations = [v for v in judged(plan, plan.stack) if monitored or v.policy != "alert-policies"]
         assert violations == [], plan.stack
 
 
