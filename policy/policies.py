@@ -24,6 +24,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from components.catalog import Region
 from components.settings import GPU_MIN_CPU, GPU_MIN_MEMORY_GIB
 from fleet.pricing import CLOUD_RUN, price_services, service_shape
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
@@ -59,6 +60,10 @@ def _where(name: str, props: Any) -> str:
     return f"{name} ({region})" if isinstance(region, str) else name
 
 
+def _region(facts: StackFacts, region_id: Any) -> Region | None:
+    return next((region for region in facts.catalog.regions if region.id == region_id), None)
+
+
 def check_max_instances_cap(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
     name, props = r.name, r.props
     cap = facts.config.max_instances_cap
@@ -89,7 +94,7 @@ def check_region_in_catalog(r: Any, facts: StackFacts, options: Options) -> Iter
     location = dig(props, "location")
     if not isinstance(location, str):
         return
-    region = next((r for r in facts.catalog.regions if r.id == location), None)
+    region = _region(facts, location)
     if region is None:
         yield f"{name}: region {location} is not in the catalog; add it to regions.yaml (with its tier and " \
               "geography) or deploy to a catalog region (`fleet regions` lists them)"
@@ -106,10 +111,10 @@ def check_gpu_where_offered(r: Any, facts: StackFacts, options: Options) -> Iter
     if not known(limits, accelerator) or (gpu is None and accelerator is None):
         return
     problems = []
-    region = next((r for r in facts.catalog.regions if r.id == dig(props, "location")), None)
+    region = _region(facts, dig(props, "location"))
     if region is not None and not region.gpu_available:
         problems.append(f"{region.id} offers no GPU (gpu_available is false in regions.yaml); choose one of "
-                        f"{', '.join(r.id for r in facts.catalog.regions if r.gpu_available)}")
+                        f"{', '.join(g.id for g in facts.catalog.regions if g.gpu_available)}")
     if accelerator != "nvidia-l4" or gpu is None:
         problems.append("a GPU needs both the nvidia.com/gpu limit and node selector accelerator nvidia-l4")
     cpu, memory = cpu_count(dig(limits, "cpu") or "1"), memory_gib(dig(limits, "memory") or "512Mi")
@@ -141,7 +146,10 @@ def _public_invoker(resource_type: str, props: Any) -> bool | None:
         data = dig(props, "policyData")
         if not isinstance(data, str):
             return None
-        bindings = json.loads(data).get("bindings", [])
+        try:
+            bindings = json.loads(data).get("bindings", [])
+        except (ValueError, AttributeError):
+            return None
         return any(b.get("role") == INVOKER_ROLE and PUBLIC_MEMBERS & set(b.get("members", [])) for b in bindings)
     role, member, members = dig(props, "role"), dig(props, "member"), dig(props, "members")
     if not known(role, member, members):
@@ -158,7 +166,8 @@ def check_public_invoker(r: Any, facts: StackFacts, options: Options) -> Iterato
     settings = facts.settings_of(service)
     if settings is not None and settings.public:
         return
-    how = "invoker_iam_disabled is true" if resource_type == CLOUD_RUN else f"{INVOKER_ROLE} is granted to allUsers"
+    how = ("invoker_iam_disabled is true" if resource_type == CLOUD_RUN
+           else f"{INVOKER_ROLE} is granted to allUsers or allAuthenticatedUsers")
     reason = "is not a catalog service" if settings is None else "has public: false in the catalog and stack config"
     yield f"{name}: anyone can invoke Cloud Run service {service} ({how}) but {service} {reason}; set " \
           "`public: true` for it in regions.yaml or the stack settings if it is meant to be public, else remove " \
