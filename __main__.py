@@ -11,21 +11,22 @@ import pulumi
 
 from components.api_keys import ApiKeyDigests
 from components.catalog import load_catalog
-from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs, model_path_in_image
+from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
 from components.image import ServerImage, ServerImageArgs
 from components.layout import plan_fleet
+from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
 from components.service import ServiceInputs
 from components.shared import SharedInference, SharedInferenceArgs
 from components.stack_config import load_stack_config
 
 HERE = Path(__file__).resolve().parent
-DEMO_MODEL = "models/demo-e2e.onnx"
 
 try:
     config = load_stack_config()
     catalog = load_catalog(HERE / config.catalog)
     layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml")
+    routes = plan_routes(config, layout.shared, f"Pulumi.{pulumi.get_stack()}.yaml")
     missing = sorted({m.file for m in config.models if not (HERE / m.file).is_file()})
     if missing:
         raise FleetError(f"Pulumi.{pulumi.get_stack()}.yaml: models: {', '.join(missing)} not found in the "
@@ -57,12 +58,18 @@ endpoints = [
     DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, service_inputs(plan.region.geography)))
     for plan in layout.endpoints
 ]
-shared = SharedInference("shared", SharedInferenceArgs([
-    (plan, service_inputs(plan.region.geography, {"MODEL_PATH": model_path_in_image(DEMO_MODEL)}))
-    for plan in layout.shared
-]))
+shared = routing = None
+if routes:  # the shared API: a service and bucket per shared region, behind one balancer
+    shared = SharedInference("shared", SharedInferenceArgs(
+        [(plan, service_inputs(plan.region.geography)) for plan in layout.shared], config.tenants, routes, labels))
+    routing = SharedRouting("shared-lb", SharedRoutingArgs(
+        config.project, stack, routes,
+        {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
-pulumi.export("shared", shared.urls)
+pulumi.export("shared", shared.urls if shared else {})
+if routing:
+    pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
+    pulumi.export("shared_buckets", shared.buckets)
 pulumi.export("image_digest", image.digest)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pulumi
@@ -53,6 +54,10 @@ class ServiceInputs:
     deletion_protection: bool
     envs: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    volumes: list[run.ServiceTemplateVolumeArgs] = field(default_factory=list)
+    volume_mounts: list[run.ServiceTemplateContainerVolumeMountArgs] = field(default_factory=list)
+    # Access the service account needs before the service starts (it mounts what they grant): member -> grants.
+    grants: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None
 
 
 @dataclass
@@ -74,14 +79,16 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         project=inputs.project,
         opts=pulumi.ResourceOptions(parent=parent),
     )
+    member = account.email.apply(lambda email: f"serviceAccount:{email}")
     key_access = gcp.secretmanager.SecretIamMember(
         plan.name,
         project=inputs.project,
         secret_id=inputs.api_keys_secret,
         role="roles/secretmanager.secretAccessor",
-        member=account.email.apply(lambda email: f"serviceAccount:{email}"),
+        member=member,
         opts=pulumi.ResourceOptions(parent=parent),
     )
+    grants = inputs.grants(member) if inputs.grants else []
     limits = {"cpu": str(s.cpu), "memory": s.memory}
     if s.gpu:
         limits["nvidia.com/gpu"] = "1"
@@ -100,7 +107,8 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
             http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(path=HEALTH_PATH, port=CONTAINER_PORT),
             period_seconds=30, failure_threshold=3, timeout_seconds=5),
-        volume_mounts=[run.ServiceTemplateContainerVolumeMountArgs(name="api-keys", mount_path=KEYS_MOUNT)],
+        volume_mounts=[run.ServiceTemplateContainerVolumeMountArgs(name="api-keys", mount_path=KEYS_MOUNT),
+                       *inputs.volume_mounts],
     )
     template = run.ServiceTemplateArgs(
         containers=[container],
@@ -115,7 +123,8 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
             name="api-keys",
             secret=run.ServiceTemplateVolumeSecretArgs(
                 secret=inputs.api_keys_secret,
-                items=[run.ServiceTemplateVolumeSecretItemArgs(path=KEYS_FILE, version="latest")]))],
+                items=[run.ServiceTemplateVolumeSecretItemArgs(path=KEYS_FILE, version="latest")])),
+            *inputs.volumes],
         node_selector=run.ServiceTemplateNodeSelectorArgs(accelerator="nvidia-l4") if s.gpu else None,
         gpu_zonal_redundancy_disabled=(not s.gpu_zonal_redundancy) if s.gpu else None,
     )
@@ -130,6 +139,6 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         deletion_protection=inputs.deletion_protection,
         labels=labels,
         template=template,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access, *grants]),
     )
     return DeclaredService(service, account)

@@ -1,31 +1,107 @@
-"""The shared multi-tenant inference service: one Cloud Run service in each shared region.
+"""The shared multi-tenant inference service: one Cloud Run service and one model bucket in each shared region.
 
-Multi-tenant routing (buckets of tenant models, the global load balancer) builds on these services.
-Until the server's shared mode exists they run the bundled demo model so each region answers health.
+Each region's service mounts only its own region's bucket (read-only) and can read only that bucket, so
+a tenant's models, uploaded to its data region's bucket, never leave that region. Tenants (owner, data
+region, API key digests; never keys) come from stack config as a Secret Manager file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pulumi
+import pulumi_gcp as gcp
+import yaml
+from pulumi_gcp import cloudrunv2 as run
+from pulumi_gcp import storage
 
 from components.layout import ServicePlan
-from components.service import ServiceInputs, declare_service
+from components.routing import SharedRoutes
+from components.service import ServiceInputs, declare_service, label_value
+from components.stack_config import TenantSpec
+
+MODELS_DIR = "/models"
+TENANTS_MOUNT = "/secrets/tenants"
+TENANTS_FILE = "tenants.yaml"
+MAX_BUCKET_NAME = 63
+
+
+def bucket_name(project: str, stack: str, region_id: str) -> str:
+    """Globally unique per project, stack and region; at most 63 characters."""
+    return f"{project}-{label_value(stack)}-models-{region_id}"[:MAX_BUCKET_NAME].rstrip("-")
+
+
+def tenants_file(tenants: dict[str, TenantSpec]) -> str:
+    """The server's tenants file: `tenants: {owner: {data_region, key_sha256}}`."""
+    return yaml.safe_dump({"tenants": {owner: t.model_dump() for owner, t in sorted(tenants.items())}},
+                          sort_keys=True)
 
 
 @dataclass(frozen=True)
 class SharedInferenceArgs:
     regions: list[tuple[ServicePlan, ServiceInputs]]  # one service per shared region, with its inputs
+    tenants: dict[str, TenantSpec]
+    routes: SharedRoutes  # the public host of each region: the peers a service redirects to
+    labels: dict[str, str]
 
 
 class SharedInference(pulumi.ComponentResource):
-    """Outputs `urls`, `service_names` and `regions`, each keyed by region id."""
+    """Outputs `urls`, `service_names`, `buckets` and `regions`, each keyed by region id."""
 
     def __init__(self, name: str, args: SharedInferenceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:SharedInference", name, None, opts)
-        declared = {plan.region.id: declare_service(plan, inputs, parent=self) for plan, inputs in args.regions}
+        child = pulumi.ResourceOptions(parent=self)
+        project = args.regions[0][1].project
+        stack = args.regions[0][1].stack
+        secret = gcp.secretmanager.Secret(
+            f"{name}-tenants", project=project, secret_id=f"yolo-fleet-{label_value(stack)}-tenants",
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            labels=args.labels, opts=child)
+        version = gcp.secretmanager.SecretVersion(
+            f"{name}-tenants", secret=secret.id, secret_data=pulumi.Output.secret(tenants_file(args.tenants)),
+            opts=child)
+        tenants_secret = pulumi.Output.all(secret.secret_id, version.id).apply(lambda v: v[0])
+
+        declared, buckets = {}, {}
+        for plan, inputs in args.regions:
+            rid = plan.region.id
+            bucket = storage.Bucket(
+                plan.name, name=bucket_name(project, stack, rid), project=project, location=rid,
+                uniform_bucket_level_access=True, public_access_prevention="enforced",
+                versioning=storage.BucketVersioningArgs(enabled=True), force_destroy=False,
+                labels={**args.labels, "region": rid, "role": "shared-models"}, opts=child)
+            buckets[rid] = bucket.name
+
+            def grants(member: pulumi.Output[str], plan: ServicePlan = plan,
+                       bucket: storage.Bucket = bucket) -> list[pulumi.Resource]:
+                return [
+                    storage.BucketIAMMember(plan.name, bucket=bucket.name, role="roles/storage.objectViewer",
+                                            member=member, opts=child),
+                    gcp.secretmanager.SecretIamMember(
+                        f"{plan.name}-tenants", project=project, secret_id=tenants_secret,
+                        role="roles/secretmanager.secretAccessor", member=member, opts=child),
+                ]
+
+            peers = ",".join(f"{other}={args.routes.url(other)}" for other in args.routes.hosts if other != rid)
+            inputs = replace(
+                inputs, grants=grants,
+                envs={**inputs.envs, "MODE": "shared", "MODELS_DIR": MODELS_DIR, "REGION": rid, "PEERS": peers,
+                      "TENANTS_FILE": f"{TENANTS_MOUNT}/{TENANTS_FILE}"},
+                volumes=[*inputs.volumes,
+                         run.ServiceTemplateVolumeArgs(
+                             name="models", gcs=run.ServiceTemplateVolumeGcsArgs(bucket=bucket.name, read_only=True)),
+                         run.ServiceTemplateVolumeArgs(
+                             name="tenants", secret=run.ServiceTemplateVolumeSecretArgs(
+                                 secret=tenants_secret,
+                                 items=[run.ServiceTemplateVolumeSecretItemArgs(path=TENANTS_FILE,
+                                                                                version="latest")]))],
+                volume_mounts=[*inputs.volume_mounts,
+                               run.ServiceTemplateContainerVolumeMountArgs(name="models", mount_path=MODELS_DIR),
+                               run.ServiceTemplateContainerVolumeMountArgs(name="tenants", mount_path=TENANTS_MOUNT)])
+            declared[rid] = declare_service(plan, inputs, parent=self)
         self.urls = {rid: d.service.uri for rid, d in declared.items()}
         self.service_names = {rid: d.service.name for rid, d in declared.items()}
+        self.buckets = buckets
         self.regions = list(declared)
-        self.register_outputs({"urls": self.urls, "service_names": self.service_names, "regions": self.regions})
+        self.register_outputs({"urls": self.urls, "service_names": self.service_names, "buckets": self.buckets,
+                               "regions": self.regions})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any, Literal
 
 import pulumi
@@ -17,6 +18,10 @@ from components.settings import MAX_INSTANCES_CAP, EndpointSettings, SettingsOve
 
 NAMESPACE = "yolo-fleet"
 PLACEHOLDER_PROJECT = "my-gcp-project"
+# Tenant owners become URL path segments and model directories: GitHub-style names, nothing else.
+OWNER = re.compile(r"^[a-z0-9](?:-?[a-z0-9]){0,38}$")
+MAX_OWNER = 39
+DOMAIN = r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 
 
 class ConfigError(FleetError):
@@ -44,6 +49,26 @@ class ModelSpec(_Strict):
         return v
 
 
+def check_digests(digests: list[str]) -> list[str]:
+    for digest in digests:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"'{digest[:80]}' is not a sha256 hex digest (64 lowercase hex characters); "
+                             "store `printf %s KEY | sha256sum`, never the key itself")
+    return digests
+
+
+class TenantSpec(_Strict):
+    """One tenant of the shared API: where its models live (and never leave) and its API key digests."""
+
+    data_region: str = Field(description="one of the catalog's shared regions; requests are routed there")
+    key_sha256: list[str] = Field(min_length=1, description="sha256 hex digests of the tenant's API keys")
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        return check_digests(v)
+
+
 class StackConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="gcp:project")
     catalog: str = "regions.yaml"
@@ -54,6 +79,9 @@ class StackConfig(_Strict):
     image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
                               description="a prebuilt server image by digest; unset builds inference_service/")
     deletion_protection: bool = True
+    tenants: dict[str, TenantSpec] = Field(default_factory=dict, description="shared API tenants by owner name")
+    shared_domain: str | None = Field(None, pattern=DOMAIN, max_length=200,
+                                      description="the shared API's domain; us., eu., ap. hosts under it")
     # Read by the policy pack (policy/), not by the program: limits a pull request is checked against.
     max_instances_cap: int | None = Field(None, ge=1, le=MAX_INSTANCES_CAP,
                                           description="no service of the stack may set max_instances above this")
@@ -62,10 +90,16 @@ class StackConfig(_Strict):
     @field_validator("api_key_sha256")
     @classmethod
     def _digests(cls, v: list[str]) -> list[str]:
-        for digest in v:
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(f"'{digest[:80]}' is not a sha256 hex digest (64 lowercase hex characters); "
-                                 "store `printf %s KEY | sha256sum`, never the key itself")
+        return check_digests(v)
+
+    @field_validator("tenants", mode="before")
+    @classmethod
+    def _owner_names(cls, v: object) -> object:
+        for owner in v if isinstance(v, dict) else ():
+            if not isinstance(owner, str) or len(owner) > MAX_OWNER or not OWNER.match(owner):
+                raise ValueError(f"tenant '{str(owner)[:80]}': owner names are URL path segments and model "
+                                 f"directories: 1-{MAX_OWNER} lowercase letters, digits and single inner '-' "
+                                 "(no '..', '/', '_' or other characters)")
         return v
 
     @field_validator("models")
@@ -89,7 +123,7 @@ def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, EndpointSettings])) from None
+        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, TenantSpec, EndpointSettings])) from None
 
 
 def stack_config_from_values(all_config: dict[str, Any], stack: str) -> StackConfig:

@@ -36,6 +36,11 @@ def context_digest(context: str, dockerfile: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def resource_id(name: str) -> str:
+    """The id the mocks give a resource: what references to it (`backend.id`, `neg.id`) resolve to."""
+    return f"{name}-id"
+
+
 def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     project = inputs.get("project", "my-gcp-project")
     if typ == "gcp:serviceaccount/account:Account":
@@ -50,6 +55,10 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"name": f"projects/{project}/secrets/{inputs['secretId']}"}
     if typ == "gcp:artifactregistry/repository:Repository":
         return {"name": inputs["repositoryId"]}
+    if typ == "gcp:compute/globalAddress:GlobalAddress":
+        return {"address": "203.0.113.10"}  # TEST-NET-3 (RFC 5737): documentation-only, never a real address
+    if typ == "gcp:storage/bucket:Bucket":
+        return {"url": f"gs://{inputs['name']}"}
     if typ == "docker-build:index:Image":
         digest = context_digest(inputs["context"]["location"], inputs["dockerfile"]["location"])
         return {"digest": digest, "ref": f"{inputs['tags'][0].rsplit(':', 1)[0]}@{digest}"}
@@ -66,7 +75,7 @@ class FleetMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         self.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs), bool(args.custom),
                                                self.parents.get((args.typ, args.name))))
-        return f"{args.name}-id", {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
+        return resource_id(args.name), {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":

@@ -6,10 +6,14 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from components.catalog import GEOGRAPHIES, Catalog
-from fleet.mocks import RecordedResource
+from fleet.mocks import RecordedResource, resource_id
 from fleet.program import Plan
 
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
+URL_MAP = "gcp:compute/uRLMap:URLMap"
+BACKEND = "gcp:compute/backendService:BackendService"
+NEG = "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup"
+BUCKET = "gcp:storage/bucket:Bucket"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -28,7 +32,8 @@ def resource_regions(plan: Plan) -> dict[tuple[str, str], str]:
     A service's account and IAM binding share its logical name; anything else is global.
     """
     service_region = {r.name: str(r.inputs["location"]) for r in plan.custom(CLOUD_RUN)}
-    return {(r.type, r.name): str(r.inputs.get("location") or service_region.get(r.name, "global"))
+    return {(r.type, r.name): str(r.inputs.get("location") or r.inputs.get("region")
+                                  or service_region.get(r.name, "global"))
             for r in plan.resources}
 
 
@@ -47,6 +52,39 @@ def service_rows(services: list[RecordedResource], outputs: dict[str, dict]) -> 
     return rows
 
 
+def balancer_routes(plan: Plan) -> list[tuple[str, str, str, str]]:
+    """(host, path, region, Cloud Run service) for every rule of the shared API's URL map, as declared."""
+    negs = {resource_id(r.name): r.inputs for r in plan.custom(NEG)}
+    backend = {resource_id(r.name): negs[r.inputs["backends"][0]["group"]] for r in plan.custom(BACKEND)}
+
+    def target(backend_id: str) -> tuple[str, str]:
+        neg = backend[backend_id]
+        return neg["region"], neg["cloudRun"]["service"]
+
+    rows = []
+    for url_map in (m for m in plan.custom(URL_MAP) if m.inputs.get("hostRules")):
+        matchers = {m["name"]: m for m in url_map.inputs["pathMatchers"]}
+        for rule in url_map.inputs["hostRules"]:
+            matcher = matchers[rule["pathMatcher"]]
+            for host in rule["hosts"]:
+                rows += [(host, ", ".join(p["paths"]), *target(p["service"])) for p in matcher.get("pathRules", [])]
+                rows.append((host, "* (default)", *target(matcher["defaultService"])))
+    return rows
+
+
+def render_routing(plan: Plan) -> list[str]:
+    routes = balancer_routes(plan)
+    if not routes:
+        return []
+    address = plan.outputs.get("shared_balancer", {}).get("ip_address", "")
+    buckets = [[b.inputs["location"], b.inputs["name"], "read-only /models of that region's shared service"]
+               for b in sorted(plan.custom(BUCKET), key=lambda b: b.inputs["location"])]
+    return [f"Shared inference routing (HTTPS load balancer at {address}; point each host's DNS A record there)",
+            table(["HOST", "PATH", "REGION", "SERVICE"], routes), "",
+            "Tenant model buckets (models never leave their region)",
+            table(["REGION", "BUCKET", "MOUNTED"], buckets), ""]
+
+
 def render_plan(plan: Plan, catalog: Catalog) -> str:
     services = sorted(plan.custom(CLOUD_RUN), key=lambda s: (s.inputs["template"]["labels"]["role"], s.name))
     custom = plan.custom()
@@ -59,6 +97,7 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
                   service_rows(services, plan.outputs)), ""]
 
     by_type = Counter(r.type for r in custom)
+    out += render_routing(plan)
     out += ["Resources by type", table(["TYPE", "COUNT"], sorted(by_type.items())), ""]
 
     per_region: dict[str, Counter[str]] = defaultdict(Counter)

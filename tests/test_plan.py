@@ -8,6 +8,7 @@ import re
 import pytest
 
 from components.catalog import load_catalog
+from components.errors import FleetError
 from components.service import service_account_id
 from fleet.cli import main
 from fleet.program import PROJECT_DIR, Plan, evaluate
@@ -35,11 +36,23 @@ def test_prod_creates_exactly_these_resources(prod_plan):
     assert counts == {
         SERVICE: 46,
         "gcp:serviceaccount/account:Account": 46,  # one identity per service
-        "gcp:secretmanager/secretIamMember:SecretIamMember": 46,  # each reads the key digests
-        "gcp:secretmanager/secret:Secret": 1,
-        "gcp:secretmanager/secretVersion:SecretVersion": 1,
+        # each reads the key digests; the 3 shared services also read the tenants file
+        "gcp:secretmanager/secretIamMember:SecretIamMember": 49,
+        "gcp:secretmanager/secret:Secret": 2,  # API key digests, tenants file
+        "gcp:secretmanager/secretVersion:SecretVersion": 2,
         "gcp:artifactregistry/repository:Repository": 3,  # us, europe, asia
         "docker-build:index:Image": 1,
+        "gcp:storage/bucket:Bucket": 3,  # tenant models, one per shared region
+        "gcp:storage/bucketIAMMember:BucketIAMMember": 3,  # each shared service reads its own bucket
+        # the shared API's balancer: a serverless NEG and a backend per region, HTTPS + HTTP->HTTPS redirect
+        "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup": 3,
+        "gcp:compute/backendService:BackendService": 3,
+        "gcp:compute/uRLMap:URLMap": 2,
+        "gcp:compute/managedSslCertificate:ManagedSslCertificate": 1,
+        "gcp:compute/globalAddress:GlobalAddress": 1,
+        "gcp:compute/targetHttpsProxy:TargetHttpsProxy": 1,
+        "gcp:compute/targetHttpProxy:TargetHttpProxy": 1,
+        "gcp:compute/globalForwardingRule:GlobalForwardingRule": 2,
     }
 
 
@@ -98,7 +111,10 @@ def test_every_service_is_labelled_and_wired(prod_plan):
                             c["image"]), "deployed by digest"
         envs = {e["name"]: e["value"] for e in c["envs"]}
         assert envs["API_KEY_FILE"] == "/secrets/api-keys/sha256.txt"
-        assert envs["MODEL_PATH"] == "/app/models/demo-e2e.onnx"
+        if labels["role"] == "dedicated":
+            assert envs["MODEL_PATH"] == "/app/models/demo-e2e.onnx"
+        else:
+            assert envs["MODE"] == "shared" and envs["MODELS_DIR"] == "/models" and "MODEL_PATH" not in envs
         assert s["deletionProtection"] is True
 
 
@@ -141,7 +157,11 @@ def test_turning_a_region_off_removes_exactly_its_resources(prod_plan, write_cat
 
 
 def test_turning_a_shared_region_off_removes_its_shared_service(write_catalog):
-    plan = evaluate("prod", catalog=write_catalog(lambda d: region_entry(d, "asia-east1").update(enabled=False)))
+    catalog = write_catalog(lambda d: region_entry(d, "asia-east1").update(enabled=False))
+    with pytest.raises(FleetError, match=r"tenants\.initech\.data_region: 'asia-east1' is not a shared region"):
+        evaluate("prod", catalog=catalog)  # a tenant's data lives there: move the tenant first
+    tenants = {"acme": {"data_region": "us-central1", "key_sha256": ["1" * 64]}}
+    plan = evaluate("prod", catalog=catalog, config_overrides={"yolo-fleet:tenants": json.dumps(tenants)})
     assert {s["location"] for s in services(plan, "shared").values()} == {"us-central1", "europe-west1"}
     assert len(services(plan, "dedicated")) == 42
 
