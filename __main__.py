@@ -2,7 +2,7 @@
 
 Reads the stack config and the region catalog, resolves what runs where (stopping on the first
 mistake, before any resource exists), then declares the image, the API key digests, every dedicated
-endpoint and the shared services.
+endpoint, and the shared services with their model buckets and the load balancer in front of them.
 """
 
 from pathlib import Path
@@ -48,10 +48,9 @@ image = ServerImage("server-image", ServerImageArgs(
 keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
 
 
-def service_inputs(geography: str, envs: dict[str, str] | None = None) -> ServiceInputs:
+def service_inputs(geography: str) -> ServiceInputs:
     return ServiceInputs(project=config.project, stack=stack, image=image.ref(catalog.registries[geography]),
-                         api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection,
-                         envs=envs or {})
+                         api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection)
 
 
 endpoints = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -148,3 +149,16 @@ def test_tenant_mistakes_stop_the_plan_with_a_clear_message(tenants, message):
 def test_domain_mistakes_stop_the_plan(domain, message):
     with pytest.raises(FleetError, match=message):
         evaluate("dev", config_overrides={"yolo-fleet:shared_domain": domain})
+
+
+def test_fleet_plan_exits_2_on_a_tenant_in_another_region(monkeypatch, capsys):
+    tenants = {"acme": tenant(data_region="europe-west4")}
+    monkeypatch.setattr("fleet.cli.evaluate", functools.partial(
+        evaluate, config_overrides={"yolo-fleet:tenants": json.dumps(tenants)}))
+    assert main(["plan", "--stack", "dev"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "", "nothing planned"
+    assert captured.err.splitlines() == [
+        "fleet plan: stopped before declaring anything:",
+        "Pulumi.dev.yaml: tenants.acme.data_region: 'europe-west4' is not a shared region; choose one of "
+        "us-central1, europe-west1, asia-east1"]
