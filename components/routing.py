@@ -40,6 +40,10 @@ def plan_routes(config: StackConfig, shared: list[ServicePlan], source: str) -> 
     if config.shared_domain is None:
         raise FleetError(f"{source}: shared_domain is required: the shared services are only reachable through "
                          "the load balancer, on this domain (e.g. 'inference.example.com')")
+    gen1 = [p.region.id for p in shared if p.settings.execution_environment != "gen2"]
+    if gen1:
+        raise FleetError(f"{source}: shared in regions[{gen1[0]}]: execution_environment: the shared services "
+                         "mount their model bucket, which Cloud Run supports only on gen2")
     prefixes = {p.region.id: HOST_PREFIX[p.region.geography] for p in shared}
     clash = sorted({p for p in prefixes.values() if list(prefixes.values()).count(p) > 1})
     if clash:
@@ -98,8 +102,9 @@ class SharedRouting(pulumi.ComponentResource):
                                                                   service=backends[region])
                             for owner, region in sorted(routes.tenants.items())] or None)],
             opts=child)
+        # Auto-named: adding a host replaces the certificate, and the new one must exist before the old goes.
         certificate = compute.ManagedSslCertificate(
-            name, name=prefix, project=args.project, type="MANAGED",
+            name, project=args.project, type="MANAGED",
             managed=compute.ManagedSslCertificateManagedArgs(domains=[routes.domain, *routes.hosts.values()]),
             opts=child)
         address = compute.GlobalAddress(name, name=prefix, project=args.project, address_type="EXTERNAL",

@@ -57,8 +57,6 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"name": inputs["repositoryId"]}
     if typ == "gcp:compute/globalAddress:GlobalAddress":
         return {"address": "203.0.113.10"}  # TEST-NET-3 (RFC 5737): documentation-only, never a real address
-    if typ == "gcp:storage/bucket:Bucket":
-        return {"url": f"gs://{inputs['name']}"}
     if typ == "docker-build:index:Image":
         digest = context_digest(inputs["context"]["location"], inputs["dockerfile"]["location"])
         return {"digest": digest, "ref": f"{inputs['tags'][0].rsplit(':', 1)[0]}@{digest}"}

@@ -151,6 +151,15 @@ def test_domain_mistakes_stop_the_plan(domain, message):
         evaluate("dev", config_overrides={"yolo-fleet:shared_domain": domain})
 
 
+def test_shared_services_need_gen2_to_mount_their_bucket():
+    gen1, gen2 = json.dumps({"execution_environment": "gen1"}), json.dumps({"execution_environment": "gen2"})
+    with pytest.raises(FleetError, match=r"Pulumi\.dev\.yaml: shared in regions\[us-central1\]: "
+                                         r"execution_environment: .* only on gen2"):
+        evaluate("dev", config_overrides={"yolo-fleet:shared_settings": gen1})
+    plan = evaluate("dev", config_overrides={"yolo-fleet:settings": gen1, "yolo-fleet:shared_settings": gen2})
+    assert plan.custom("gcp:storage/bucket:Bucket"), "dedicated endpoints may still run gen1"
+
+
 def test_fleet_plan_exits_2_on_a_tenant_in_another_region(monkeypatch, capsys):
     tenants = {"acme": tenant(data_region="europe-west4")}
     monkeypatch.setattr("fleet.cli.evaluate", functools.partial(
