@@ -27,7 +27,7 @@ def _int(value: object) -> str:
 
 
 def resource_regions(plan: Plan) -> dict[tuple[str, str], str]:
-    """(type, name) -> region: its own `location`, else that of the Cloud Run service it serves.
+    """(type, name) -> region: its own `location` (or `region`), else that of the Cloud Run service it serves.
 
     A service's account and IAM binding share its logical name; anything else is global.
     """
