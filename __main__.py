@@ -15,6 +15,7 @@ from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
 from components.image import ServerImage, ServerImageArgs
 from components.layout import plan_fleet
+from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
 from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
 from components.service import ServiceInputs
 from components.shared import SharedInference, SharedInferenceArgs
@@ -48,9 +49,13 @@ image = ServerImage("server-image", ServerImageArgs(
 keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
 
 
-def service_inputs(geography: str) -> ServiceInputs:
+channels = notification_channels(config.notification_channels, config.project)
+
+
+def service_inputs(geography: str, uptime_host: str | None = None) -> ServiceInputs:
     return ServiceInputs(project=config.project, stack=stack, image=image.ref(catalog.registries[geography]),
-                         api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection)
+                         api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection,
+                         monitoring=MonitoringInputs(config.project, stack, channels, config.slo, uptime_host))
 
 
 endpoints = [
@@ -60,10 +65,13 @@ endpoints = [
 shared = routing = None
 if routes:  # the shared API: a service and bucket per shared region, behind one balancer
     shared = SharedInference("shared", SharedInferenceArgs(
-        [(plan, service_inputs(plan.region.geography)) for plan in layout.shared], config.tenants, routes, labels))
+        [(plan, service_inputs(plan.region.geography, uptime_host=routes.hosts[plan.region.id]))
+         for plan in layout.shared], config.tenants, routes, labels))
     routing = SharedRouting("shared-lb", SharedRoutingArgs(
         config.project, stack, routes,
         {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
+
+dashboard = FleetDashboard("dashboard", config.project, stack)
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})

@@ -16,6 +16,7 @@ import pulumi_gcp as gcp
 from pulumi_gcp import cloudrunv2 as run
 
 from components.layout import ServicePlan
+from components.monitoring import MonitoringInputs, declare_monitoring
 
 CONTAINER_PORT = 8080
 HEALTH_PATH = "/health"
@@ -58,6 +59,7 @@ class ServiceInputs:
     volume_mounts: list[run.ServiceTemplateContainerVolumeMountArgs] = field(default_factory=list)
     # Access the service account needs before the service starts (it mounts what they grant): member -> grants.
     grants: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None
+    monitoring: MonitoringInputs | None = None  # alerts, uptime check, SLOs (the program always sets it)
 
 
 @dataclass
@@ -141,4 +143,6 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         template=template,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access, *grants]),
     )
+    if inputs.monitoring:
+        declare_monitoring(plan, service.uri, inputs.monitoring, parent)
     return DeclaredService(service, account)

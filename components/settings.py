@@ -57,6 +57,18 @@ class EndpointSettings(_Strict):
                                             "API keys); false requires Google IAM identity tokens")
     ingress: Ingress = "all"
     execution_environment: Literal["gen1", "gen2"] = "gen2"
+    alert_error_ratio: float = Field(0.05, gt=0, le=1, description="alert when 5xx / all requests exceeds this")
+    alert_latency_p95_ms: int = Field(2000, ge=1, description="alert when p95 request latency exceeds this")
+    alert_duration_seconds: int = Field(300, ge=60, le=86400,
+                                        description="how long a condition must hold before it alerts (x60 s)")
+
+    @field_validator("alert_duration_seconds")
+    @classmethod
+    def _whole_minutes(cls, v: int | None) -> int | None:
+        if v is not None and v % 60:
+            raise ValueError(f"alert_duration_seconds must be a multiple of 60 (got {v}): Cloud Monitoring "
+                             "evaluates conditions per minute")
+        return v
 
     @field_validator("cpu")
     @classmethod
@@ -112,6 +124,9 @@ class SettingsOverride(_Strict):
     public: bool | None = None
     ingress: Ingress | None = None
     execution_environment: Literal["gen1", "gen2"] | None = None
+    alert_error_ratio: float | None = Field(None, gt=0, le=1)
+    alert_latency_p95_ms: int | None = Field(None, ge=1)
+    alert_duration_seconds: int | None = Field(None, ge=60, le=86400)
 
     @model_validator(mode="before")
     @classmethod
@@ -133,6 +148,11 @@ class SettingsOverride(_Strict):
     @classmethod
     def _memory_choice(cls, v: object) -> str | None:
         return v if v is None else EndpointSettings._memory_choice(v)  # type: ignore[return-value]
+
+    @field_validator("alert_duration_seconds")
+    @classmethod
+    def _whole_minutes(cls, v: int | None) -> int | None:
+        return EndpointSettings._whole_minutes(v)
 
     def changes(self) -> dict[str, object]:
         return self.model_dump(exclude_none=True)

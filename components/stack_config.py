@@ -11,7 +11,7 @@ import re
 from typing import Any, Literal
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.errors import FleetError, describe
 from components.settings import MAX_INSTANCES_CAP, EndpointSettings, SettingsOverride
@@ -69,6 +69,32 @@ class TenantSpec(_Strict):
         return check_digests(v)
 
 
+class NotificationChannelSpec(_Strict):
+    """Where alerts go: any Cloud Monitoring channel type, with the labels that type needs."""
+
+    type: Literal["email", "slack", "pagerduty", "sms", "webhook_tokenauth", "pubsub", "google_chat"]
+    display_name: str = Field(min_length=1, max_length=100)
+    labels: dict[str, str] = Field(description="e.g. {email_address: oncall@example.com}")
+
+    @model_validator(mode="after")
+    def _required_label(self) -> NotificationChannelSpec:
+        needed = {"email": "email_address", "sms": "number", "slack": "channel_name", "pubsub": "topic",
+                  "webhook_tokenauth": "url", "pagerduty": "service_key", "google_chat": "space"}[self.type]
+        if needed not in self.labels:
+            raise ValueError(f"labels: a {self.type} channel needs '{needed}'")
+        return self
+
+
+class SloSpec(_Strict):
+    """Per-endpoint service level objectives (off unless enabled)."""
+
+    enabled: bool = False
+    availability_goal: float = Field(0.995, gt=0, lt=1, description="share of requests that are not 5xx")
+    latency_goal: float = Field(0.95, gt=0, lt=1, description="share of requests faster than latency_ms")
+    latency_ms: int = Field(1000, ge=1)
+    rolling_period_days: int = Field(28, ge=1, le=30)
+
+
 class StackConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="gcp:project")
     catalog: str = "regions.yaml"
@@ -86,6 +112,9 @@ class StackConfig(_Strict):
     max_instances_cap: int | None = Field(None, ge=1, le=MAX_INSTANCES_CAP,
                                           description="no service of the stack may set max_instances above this")
     monthly_budget_usd: float | None = Field(None, gt=0, description="always-on (min_instances) cost limit, USD/month")
+    notification_channels: list[NotificationChannelSpec] = Field(default_factory=list,
+                                                                 description="where alerts are sent; none required")
+    slo: SloSpec = SloSpec()
 
     @field_validator("api_key_sha256")
     @classmethod
@@ -123,7 +152,8 @@ def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, TenantSpec, EndpointSettings])) from None
+        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, TenantSpec, EndpointSettings,
+                                                      NotificationChannelSpec, SloSpec])) from None
 
 
 def stack_config_from_values(all_config: dict[str, Any], stack: str) -> StackConfig:

@@ -51,6 +51,8 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         service = inputs.get("name", name)
         return {"uri": f"https://{service}-PROJECT_NUMBER.{inputs['location']}.run.app", "name": service,
                 "urls": [f"https://{service}-PROJECT_NUMBER.{inputs['location']}.run.app"]}
+    if typ == "gcp:monitoring/notificationChannel:NotificationChannel":
+        return {"name": f"projects/{project}/notificationChannels/{name}"}
     if typ == "gcp:secretmanager/secret:Secret":
         return {"name": f"projects/{project}/secrets/{inputs['secretId']}"}
     if typ == "gcp:artifactregistry/repository:Repository":

@@ -33,11 +33,27 @@ def resource_regions(plan: Plan) -> dict[tuple[str, str], str]:
     """
     service_region = {r.name: str(r.inputs["location"]) for r in plan.custom(CLOUD_RUN)}
     return {(r.type, r.name): str(r.inputs.get("location") or r.inputs.get("region")
-                                  or service_region.get(r.name, "global"))
+                                  or service_region.get(r.name)
+                                  or service_region.get((r.inputs.get("userLabels") or {}).get("service"), "global"))
             for r in plan.resources}
 
 
-def service_rows(services: list[RecordedResource], outputs: dict[str, dict]) -> list[list[object]]:
+def monitoring_summary(plan: Plan) -> dict[str, str]:
+    """Service name -> '3 alerts, uptime, 2 SLOs': what watches it (resources labelled service=<name>)."""
+    kinds = {"gcp:monitoring/alertPolicy:AlertPolicy": "alerts", "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+             "uptime", "gcp:monitoring/slo:Slo": "SLOs"}
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in plan.custom():
+        service = (r.inputs.get("userLabels") or {}).get("service")
+        if r.type in kinds and service:
+            counts[service][kinds[r.type]] += 1
+    return {name: ", ".join("uptime" if kind == "uptime" else f"{c[kind]} {kind}"
+                            for kind in ("alerts", "uptime", "SLOs") if c[kind])
+            for name, c in counts.items()}
+
+
+def service_rows(services: list[RecordedResource], outputs: dict[str, dict],
+                 monitoring: dict[str, str]) -> list[list[object]]:
     urls = {name: e["url"] for name, e in outputs.get("endpoints", {}).items()}
     urls.update({f"shared@{rid}": url for rid, url in outputs.get("shared", {}).items()})
     rows = []
@@ -48,7 +64,8 @@ def service_rows(services: list[RecordedResource], outputs: dict[str, dict]) -> 
         url = urls.get(s.name) or urls.get(f"shared@{s.inputs['location']}", "")
         rows.append([s.name, role, t["labels"].get("model", "-"), s.inputs["location"],
                      _int(t["scaling"]["minInstanceCount"]), _int(t["scaling"]["maxInstanceCount"]),
-                     limits["cpu"], limits["memory"], "l4" if "nvidia.com/gpu" in limits else "-", url])
+                     limits["cpu"], limits["memory"], "l4" if "nvidia.com/gpu" in limits else "-",
+                     monitoring.get(s.name, "none"), url])
     return rows
 
 
@@ -93,8 +110,9 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
     out = [f"yolo-fleet plan for stack '{plan.stack}' (offline, under mocks): what `pulumi up` would create", ""]
 
     out += [f"Cloud Run services ({len(services)})",
-            table(["NAME", "ROLE", "MODEL", "REGION", "MIN", "MAX", "CPU", "MEMORY", "GPU", "URL (after deploy)"],
-                  service_rows(services, plan.outputs)), ""]
+            table(["NAME", "ROLE", "MODEL", "REGION", "MIN", "MAX", "CPU", "MEMORY", "GPU", "MONITORING",
+                   "URL (after deploy)"],
+                  service_rows(services, plan.outputs, monitoring_summary(plan))), ""]
 
     by_type = Counter(r.type for r in custom)
     out += render_routing(plan)

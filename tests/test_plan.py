@@ -53,6 +53,11 @@ def test_prod_creates_exactly_these_resources(prod_plan):
         "gcp:compute/targetHttpsProxy:TargetHttpsProxy": 1,
         "gcp:compute/targetHttpProxy:TargetHttpProxy": 1,
         "gcp:compute/globalForwardingRule:GlobalForwardingRule": 2,
+        "gcp:monitoring/alertPolicy:AlertPolicy": 138,  # error ratio, p95 latency, pinned at max: per service
+        "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig": 4,  # only where min_instances > 0
+        "gcp:monitoring/customService:CustomService": 46,  # SLOs are enabled in prod
+        "gcp:monitoring/slo:Slo": 92,  # availability and latency per service
+        "gcp:monitoring/dashboard:Dashboard": 1,
     }
 
 
@@ -153,6 +158,11 @@ def test_turning_a_region_off_removes_exactly_its_resources(prod_plan, write_cat
         (SERVICE, "demo-south-carolina"),
         ("gcp:serviceaccount/account:Account", "demo-south-carolina"),
         ("gcp:secretmanager/secretIamMember:SecretIamMember", "demo-south-carolina"),
+        *(("gcp:monitoring/alertPolicy:AlertPolicy", f"demo-south-carolina-{kind}")
+          for kind in ("error-ratio", "latency-p95", "max-instances")),
+        ("gcp:monitoring/customService:CustomService", "demo-south-carolina"),
+        ("gcp:monitoring/slo:Slo", "demo-south-carolina-availability"),
+        ("gcp:monitoring/slo:Slo", "demo-south-carolina-latency"),
     }
 
 

@@ -1,0 +1,226 @@
+"""Monitoring for every Cloud Run service: three alert policies, an uptime check where it costs nothing
+extra, optional SLOs, and one dashboard per stack.
+
+Every alert carries `userLabels` {service, region, alert, managed-by} and filters on that one service
+and location: the policy pack checks both, and on-call can tell at a glance which endpoint is hurting.
+Uptime checks exist only where min_instances > 0: a probe every minute would keep a scale-to-zero
+endpoint awake and billed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+from pulumi_gcp import monitoring
+
+from components.layout import ServicePlan
+from components.stack_config import NotificationChannelSpec, SloSpec
+
+ALERT_KINDS = ("error-ratio", "latency-p95", "max-instances")
+REQUESTS = "run.googleapis.com/request_count"
+LATENCIES = "run.googleapis.com/request_latencies"
+INSTANCES = "run.googleapis.com/container/instance_count"
+STARTUPS = "run.googleapis.com/container/startup_latencies"
+
+
+def service_filter(name: str, region: str, metric: str, extra: str = "") -> str:
+    """A Cloud Monitoring filter for one metric of one Cloud Run service in one region."""
+    base = (f'resource.type = "cloud_run_revision" AND resource.labels.service_name = "{name}" '
+            f'AND resource.labels.location = "{region}" AND metric.type = "{metric}"')
+    return f"{base} AND {extra}" if extra else base
+
+
+@dataclass(frozen=True)
+class MonitoringInputs:
+    """What a service's monitoring needs from the stack."""
+
+    project: str
+    stack: str
+    channels: list[pulumi.Input[str]] = field(default_factory=list)
+    slo: SloSpec = field(default_factory=SloSpec)
+    # The public host the uptime check probes; None: the service's own run.app host.
+    uptime_host: pulumi.Input[str] | None = None
+
+
+def _runbook(plan: ServicePlan, project: str, what: str, checks: list[str]) -> monitoring.AlertPolicyDocumentationArgs:
+    console = (f"https://console.cloud.google.com/run/detail/{plan.region.id}/{plan.name}/metrics"
+               f"?project={project}")
+    lines = [f"**{plan.name}** ({plan.role}, {plan.region.id}): {what}", "", "Check:",
+             *[f"- {c}" for c in checks],
+             f"- `fleet monitor --endpoint {plan.name}` and `fleet logs --endpoint {plan.name} --severity ERROR`",
+             f"- Cloud Run metrics: {console}"]
+    return monitoring.AlertPolicyDocumentationArgs(content="\n".join(lines), mime_type="text/markdown",
+                                                  subject=f"[yolo-fleet] {plan.name}: {what}")
+
+
+def _threshold(filter_: str, aligner: str, reducer: str, value: float, duration: int,
+               denominator: str | None = None) -> monitoring.AlertPolicyConditionConditionThresholdArgs:
+    aggregation = [monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)]
+    return monitoring.AlertPolicyConditionConditionThresholdArgs(
+        filter=filter_, aggregations=aggregation, comparison="COMPARISON_GT", threshold_value=value,
+        duration=f"{duration}s",
+        trigger=monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
+        denominator_filter=denominator,
+        denominator_aggregations=aggregation if denominator else None,
+        evaluation_missing_data="EVALUATION_MISSING_DATA_INACTIVE",
+    )
+
+
+def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], inputs: MonitoringInputs,
+                       parent: pulumi.Resource) -> list[pulumi.CustomResource]:
+    """Alert policies (always), an uptime check (min_instances > 0), SLOs (when enabled) for one service."""
+    s, name, region = plan.settings, plan.name, plan.region.id
+    opts = pulumi.ResourceOptions(parent=parent)
+    requests = service_filter(name, region, REQUESTS)
+    conditions = {
+        "error-ratio": (
+            f"5xx ratio above {s.alert_error_ratio:.1%} for {s.alert_duration_seconds // 60} min", "ERROR",
+            _threshold(service_filter(name, region, REQUESTS, 'metric.labels.response_code_class = "5xx"'),
+                       "ALIGN_RATE", "REDUCE_SUM", s.alert_error_ratio, s.alert_duration_seconds, requests),
+            ["the latest revision and its logs: a bad image or model file fails every request",
+             "health: `curl https://<url>/health`", "recent deploys: `pulumi stack history`"]),
+        "latency-p95": (
+            f"p95 latency above {s.alert_latency_p95_ms} ms for {s.alert_duration_seconds // 60} min", "WARNING",
+            _threshold(service_filter(name, region, LATENCIES), "ALIGN_PERCENTILE_95", "REDUCE_MAX",
+                       float(s.alert_latency_p95_ms), s.alert_duration_seconds),
+            ["cold starts (startup latency) if min_instances is 0: raise min_instances",
+             "CPU utilisation near 100%: raise cpu or lower concurrency",
+             "image sizes sent by clients (large uploads decode slowly)"]),
+        "max-instances": (
+            f"pinned at max_instances ({s.max_instances}) for {s.alert_duration_seconds // 60} min", "WARNING",
+            _threshold(service_filter(name, region, INSTANCES, 'metric.labels.state = "active"'), "ALIGN_MAX",
+                       "REDUCE_SUM", s.max_instances - 0.5, s.alert_duration_seconds),
+            ["requests queue or get 429 while pinned: raise max_instances in regions.yaml or the stack config",
+             "a traffic spike or a client retry loop in the request logs"]),
+    }
+    resources: list[pulumi.CustomResource] = []
+    for kind, (what, severity, threshold, checks) in conditions.items():
+        resources.append(monitoring.AlertPolicy(
+            f"{name}-{kind}",
+            project=inputs.project,
+            display_name=f"{name}: {what}",
+            combiner="OR",
+            conditions=[monitoring.AlertPolicyConditionArgs(display_name=what, condition_threshold=threshold)],
+            documentation=_runbook(plan, inputs.project, what, checks),
+            notification_channels=inputs.channels,
+            severity=severity,
+            alert_strategy=monitoring.AlertPolicyAlertStrategyArgs(auto_close="1800s"),
+            user_labels={"service": name, "region": region, "alert": kind, "managed-by": "yolo-fleet",
+                         "stack": inputs.stack.lower()},
+            opts=opts,
+        ))
+    if s.min_instances > 0:
+        host = inputs.uptime_host or service_uri.apply(lambda uri: uri.removeprefix("https://").split("/")[0])
+        resources.append(monitoring.UptimeCheckConfig(
+            f"{name}-uptime",
+            project=inputs.project,
+            display_name=f"{name} /health",
+            period="60s",
+            timeout="10s",
+            http_check=monitoring.UptimeCheckConfigHttpCheckArgs(path="/health", port=443, use_ssl=True,
+                                                                 validate_ssl=True),
+            monitored_resource=monitoring.UptimeCheckConfigMonitoredResourceArgs(
+                type="uptime_url", labels={"project_id": inputs.project, "host": host}),
+            user_labels={"service": name, "region": region, "managed-by": "yolo-fleet"},
+            opts=opts,
+        ))
+    if inputs.slo.enabled:
+        resources.extend(_slos(plan, inputs, opts))
+    return resources
+
+
+def _slos(plan: ServicePlan, inputs: MonitoringInputs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+    name, region, slo = plan.name, plan.region.id, inputs.slo
+    labels = {"service": name, "region": region, "managed-by": "yolo-fleet"}
+    custom = monitoring.CustomService(
+        name, project=inputs.project, service_id=f"yolo-fleet-{name}", display_name=f"yolo-fleet {name} ({region})",
+        user_labels=labels, opts=opts)
+    availability = monitoring.Slo(
+        f"{name}-availability",
+        project=inputs.project,
+        service=custom.service_id,
+        slo_id=f"{name}-availability"[:63],
+        display_name=f"{name}: {slo.availability_goal:.1%} of requests not 5xx, {slo.rolling_period_days} days",
+        goal=slo.availability_goal,
+        rolling_period_days=slo.rolling_period_days,
+        user_labels=labels,
+        request_based_sli=monitoring.SloRequestBasedSliArgs(
+            good_total_ratio=monitoring.SloRequestBasedSliGoodTotalRatioArgs(
+                bad_service_filter=service_filter(name, region, REQUESTS, 'metric.labels.response_code_class = "5xx"'),
+                total_service_filter=service_filter(name, region, REQUESTS))),
+        opts=opts,
+    )
+    latency = monitoring.Slo(
+        f"{name}-latency",
+        project=inputs.project,
+        service=custom.service_id,
+        slo_id=f"{name}-latency"[:63],
+        display_name=f"{name}: {slo.latency_goal:.1%} of requests under {slo.latency_ms} ms, "
+                     f"{slo.rolling_period_days} days",
+        goal=slo.latency_goal,
+        rolling_period_days=slo.rolling_period_days,
+        user_labels=labels,
+        request_based_sli=monitoring.SloRequestBasedSliArgs(
+            distribution_cut=monitoring.SloRequestBasedSliDistributionCutArgs(
+                distribution_filter=service_filter(name, region, LATENCIES),
+                range=monitoring.SloRequestBasedSliDistributionCutRangeArgs(max=float(slo.latency_ms)))),
+        opts=opts,
+    )
+    return [custom, availability, latency]
+
+
+def notification_channels(specs: list[NotificationChannelSpec], project: str,
+                          parent: pulumi.Resource | None = None) -> list[pulumi.Output[str]]:
+    """Declare the configured channels; alert policies reference them by resource name."""
+    return [gcp.monitoring.NotificationChannel(
+        f"alerts-{i}-{spec.type}",
+        project=project, type=spec.type, display_name=spec.display_name, labels=spec.labels,
+        user_labels={"managed-by": "yolo-fleet"},
+        opts=pulumi.ResourceOptions(parent=parent)).name for i, spec in enumerate(specs)]
+
+
+def _chart(title: str, metric: str, aligner: str, reducer: str, stack_filter: str, extra: str = "",
+           unit: str = "") -> dict[str, Any]:
+    filter_ = f'{stack_filter} AND metric.type = "{metric}"' + (f" AND {extra}" if extra else "")
+    return {"title": title, "xyChart": {
+        "dataSets": [{"plotType": "LINE", "targetAxis": "Y1", "timeSeriesQuery": {"timeSeriesFilter": {
+            "filter": filter_,
+            "aggregation": {"alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer,
+                            "groupByFields": ["resource.label.location"]}}}}],
+        "yAxis": {"label": unit, "scale": "LINEAR"}}}
+
+
+def dashboard_document(stack: str) -> dict[str, Any]:
+    """The stack's dashboard: traffic, errors, latency, instances and cold starts, one line per region."""
+    stack_filter = ('resource.type = "cloud_run_revision" AND metadata.user_labels."managed-by" = "yolo-fleet" '
+                    f'AND metadata.user_labels."stack" = "{stack.lower()}"')
+    charts = [
+        _chart("Requests/s by region", REQUESTS, "ALIGN_RATE", "REDUCE_SUM", stack_filter, unit="req/s"),
+        _chart("5xx errors/s by region", REQUESTS, "ALIGN_RATE", "REDUCE_SUM", stack_filter,
+               'metric.labels.response_code_class = "5xx"', "err/s"),
+        _chart("p50 latency by region", LATENCIES, "ALIGN_DELTA", "REDUCE_PERCENTILE_50", stack_filter, unit="ms"),
+        _chart("p95 latency by region", LATENCIES, "ALIGN_DELTA", "REDUCE_PERCENTILE_95", stack_filter, unit="ms"),
+        _chart("Active instances by region", INSTANCES, "ALIGN_MAX", "REDUCE_SUM", stack_filter,
+               'metric.labels.state = "active"', "instances"),
+        _chart("Cold starts by region (container startups)", STARTUPS, "ALIGN_DELTA", "REDUCE_COUNT", stack_filter,
+               unit="startups"),
+    ]
+    tiles = [{"xPos": (i % 2) * 6, "yPos": (i // 2) * 4, "width": 6, "height": 4, "widget": chart}
+             for i, chart in enumerate(charts)]
+    return {"displayName": f"yolo-fleet {stack}", "mosaicLayout": {"columns": 12, "tiles": tiles}}
+
+
+class FleetDashboard(pulumi.ComponentResource):
+    """One Cloud Monitoring dashboard per stack."""
+
+    def __init__(self, name: str, project: str, stack: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("yolo-fleet:index:FleetDashboard", name, None, opts)
+        dashboard = monitoring.Dashboard(name, project=project, dashboard_json=json.dumps(dashboard_document(stack)),
+                                         opts=pulumi.ResourceOptions(parent=self))
+        self.dashboard_id = dashboard.id
+        self.register_outputs({"dashboard_id": self.dashboard_id})

@@ -1,0 +1,143 @@
+"""Alerts, uptime checks, SLOs and the dashboard, as the mocked program declares them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from components.errors import FleetError
+from fleet.cli import main
+from fleet.program import Plan, evaluate
+from tests.conftest import region_entry
+
+ALERT = "gcp:monitoring/alertPolicy:AlertPolicy"
+UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
+SLO = "gcp:monitoring/slo:Slo"
+SERVICE = "gcp:cloudrunv2/service:Service"
+
+
+def alerts(plan: Plan, service: str) -> dict[str, dict]:
+    return {r.inputs["userLabels"]["alert"]: r.inputs for r in plan.custom(ALERT)
+            if r.inputs["userLabels"]["service"] == service}
+
+
+def threshold(policy: dict) -> dict:
+    return policy["conditions"][0]["conditionThreshold"]
+
+
+def test_every_service_has_its_three_alerts_on_itself_only(prod_plan):
+    for service in prod_plan.custom(SERVICE):
+        name, region = service.inputs["name"], service.inputs["location"]
+        policies = alerts(prod_plan, name)
+        assert set(policies) == {"error-ratio", "latency-p95", "max-instances"}, name
+        for policy in policies.values():
+            assert policy["userLabels"]["region"] == region and policy["userLabels"]["managed-by"] == "yolo-fleet"
+            f = threshold(policy)["filter"]
+            assert f'resource.labels.service_name = "{name}"' in f and f'resource.labels.location = "{region}"' in f
+            assert threshold(policy)["comparison"] == "COMPARISON_GT"
+            assert name in policy["documentation"]["content"], "the runbook names the endpoint"
+            assert f"fleet logs --endpoint {name}" in policy["documentation"]["content"]
+
+
+def test_alert_conditions_measure_the_right_thing(prod_plan):
+    policies = alerts(prod_plan, "demo-iowa")
+    ratio = threshold(policies["error-ratio"])
+    assert 'response_code_class = "5xx"' in ratio["filter"] and "run.googleapis.com/request_count" in ratio["filter"]
+    assert "response_code_class" not in ratio["denominatorFilter"], "5xx over all requests"
+    assert ratio["thresholdValue"] == 0.05 and ratio["duration"] == "300s"
+    latency = threshold(policies["latency-p95"])
+    assert latency["aggregations"][0]["perSeriesAligner"] == "ALIGN_PERCENTILE_95"
+    assert "run.googleapis.com/request_latencies" in latency["filter"] and latency["thresholdValue"] == 2000
+    pinned = threshold(policies["max-instances"])
+    assert 'metric.labels.state = "active"' in pinned["filter"]
+    assert pinned["thresholdValue"] == 9.5, "fires once active instances reach max_instances (10)"
+    assert threshold(alerts(prod_plan, "demo-eemshaven")["max-instances"])["thresholdValue"] == 19.5
+
+
+def test_thresholds_follow_overrides(write_catalog):
+    path = write_catalog(lambda d: region_entry(d, "us-east1").setdefault("overrides", {}).update(
+        alert_latency_p95_ms=3500, alert_duration_seconds=600, alert_error_ratio=0.01))
+    plan = evaluate("prod", catalog=path)
+    east = alerts(plan, "demo-south-carolina")
+    assert threshold(east["latency-p95"])["thresholdValue"] == 3500
+    assert threshold(east["error-ratio"])["thresholdValue"] == 0.01
+    assert {threshold(p)["duration"] for p in east.values()} == {"600s"}
+    assert threshold(alerts(plan, "demo-oregon")["latency-p95"])["thresholdValue"] == 2000
+    plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:settings": json.dumps(
+        {"alert_latency_p95_ms": 900})})
+    assert threshold(alerts(plan, "demo-south-carolina")["latency-p95"])["thresholdValue"] == 900, "stack wins"
+
+
+def test_alert_duration_must_be_whole_minutes(write_catalog, capsys):
+    path = write_catalog(lambda d: d["defaults"].update(alert_duration_seconds=90))
+    assert main(["plan", "--catalog", str(path)]) == 2
+    assert "alert_duration_seconds must be a multiple of 60 (got 90)" in capsys.readouterr().err
+
+
+def test_uptime_checks_only_where_instances_stay_warm(prod_plan):
+    checks = {r.inputs["userLabels"]["service"]: r.inputs for r in prod_plan.custom(UPTIME)}
+    warm = {s.inputs["name"] for s in prod_plan.custom(SERVICE)
+            if s.inputs["template"]["scaling"]["minInstanceCount"] > 0}
+    assert set(checks) == warm == {"demo-iowa", "shared-iowa", "shared-st-ghislain", "shared-changhua-county"}
+    assert checks["demo-iowa"]["monitoredResource"]["labels"]["host"] == "demo-iowa-PROJECT_NUMBER.us-central1.run.app"
+    # shared services only accept the balancer's traffic: probe them through their public host
+    assert checks["shared-st-ghislain"]["monitoredResource"]["labels"]["host"] == "eu.inference.example.com"
+    assert all(c["httpCheck"]["path"] == "/health" and c["httpCheck"]["useSsl"] for c in checks.values())
+
+
+def test_raising_min_instances_adds_an_uptime_check(write_catalog):
+    plan = evaluate("prod", catalog=write_catalog(
+        lambda d: region_entry(d, "asia-northeast1").setdefault("overrides", {}).update(min_instances=1)))
+    assert "demo-tokyo" in {r.inputs["userLabels"]["service"] for r in plan.custom(UPTIME)}
+
+
+def test_slos_when_enabled(prod_plan, dev_plan):
+    slos = [r.inputs for r in prod_plan.custom(SLO) if r.inputs["userLabels"]["service"] == "demo-iowa"]
+    assert sorted(s["goal"] for s in slos) == [0.95, 0.995]
+    latency = next(s for s in slos if "distributionCut" in s["requestBasedSli"])
+    assert latency["requestBasedSli"]["distributionCut"]["range"]["max"] == 1000
+    assert 'service_name = "demo-iowa"' in latency["requestBasedSli"]["distributionCut"]["distributionFilter"]
+    assert len(prod_plan.custom(SLO)) == 2 * len(prod_plan.custom(SERVICE))
+    assert not dev_plan.custom(SLO), "off unless enabled"
+
+
+def test_one_dashboard_per_stack(prod_plan):
+    (dashboard,) = prod_plan.custom("gcp:monitoring/dashboard:Dashboard")
+    doc = json.loads(dashboard.inputs["dashboardJson"])
+    widgets = [t["widget"] for t in doc["mosaicLayout"]["tiles"]]
+    titles = [w["title"] for w in widgets]
+    assert titles == ["Requests/s by region", "5xx errors/s by region", "p50 latency by region",
+                      "p95 latency by region", "Active instances by region",
+                      "Cold starts by region (container startups)"]
+    for w in widgets:
+        ts = w["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]
+        assert 'metadata.user_labels."stack" = "prod"' in ts["filter"]
+        assert ts["aggregation"]["groupByFields"] == ["resource.label.location"]
+    assert "startup_latencies" in widgets[5]["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]["filter"]
+
+
+def test_notification_channels_from_config():
+    channels = [{"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@example.com"}}]
+    plan = evaluate("dev", config_overrides={"yolo-fleet:notification_channels": json.dumps(channels)})
+    (channel,) = plan.custom("gcp:monitoring/notificationChannel:NotificationChannel")
+    assert channel.inputs["labels"] == {"email_address": "oncall@example.com"}
+    expected = f"projects/my-gcp-project-dev/notificationChannels/{channel.name}"
+    assert all(p.inputs["notificationChannels"] == [expected] for p in plan.custom(ALERT))
+
+
+@pytest.mark.parametrize(("channels", "message"), [
+    ([{"type": "email", "display_name": "On-call", "labels": {}}], "needs 'email_address'"),
+    ([{"type": "carrier-pigeon", "display_name": "x", "labels": {}}], "notification_channels[0].type"),
+])
+def test_bad_notification_channel(channels, message):
+    with pytest.raises(FleetError, match=re.escape(message)):
+        evaluate("dev", config_overrides={"yolo-fleet:notification_channels": json.dumps(channels)})
+
+
+def test_plan_shows_what_watches_each_service(capsys):
+    assert main(["plan"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^demo-iowa\s.*\s3 alerts, uptime, 2 SLOs\s", out, re.M)
+    assert re.search(r"^demo-tokyo\s.*\s3 alerts, 2 SLOs\s", out, re.M)
