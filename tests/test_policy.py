@@ -23,7 +23,7 @@ from fleet.pricing import Traffic, load_prices
 from fleet.program import Plan, evaluate
 from policy.config import PackConfigError, load_pack_config
 from policy.facts import load_facts
-from policy.policies import ALERT_POLICY, ALERTS, POLICIES
+from policy.policies import ALERT_POLICY, POLICIES
 from tests.conftest import region_entry
 
 SERVICE = "gcp:cloudrunv2/service:Service"
@@ -65,13 +65,6 @@ def by_policy(violations: list[Violation], policy: str) -> dict[str, str]:
     return {v.resource: v.message for v in violations if v.policy == policy}
 
 
-def alert_policies(plan: Plan) -> list[RecordedResource]:
-    """Alert policies as the monitoring component declares them (contract: userLabels service/region/alert)."""
-    return [RecordedResource(ALERT_POLICY, f"{s.name}-{alert}", {"userLabels": {
-        "service": s.inputs["name"], "region": s.inputs["location"], "alert": alert, "managed-by": "yolo-fleet"}},
-        True) for s in plan.custom(SERVICE) for alert in ALERTS]
-
-
 @pytest.fixture(scope="module")
 def gpu_plan() -> Plan:
     model = {"name": "demo", "file": "models/demo-e2e.onnx", "regions": ["us-central1"],
@@ -79,11 +72,9 @@ def gpu_plan() -> Plan:
     return evaluate("prod", config_overrides={"yolo-fleet:models": json.dumps([model])})
 
 
-def test_real_prod_and_dev_plans_pass_every_resource_policy(prod_plan, dev_plan):
+def test_real_prod_and_dev_plans_pass_every_policy(prod_plan, dev_plan):
     for plan in (prod_plan, dev_plan):
-        monitored = any(r.type == ALERT_POLICY for r in plan.resources)  # once the monitoring component lands
-        violations = [v for v in judged(plan, plan.stack) if monitored or v.policy != "alert-policies"]
-        assert violations == [], plan.stack
+        assert judged(plan, plan.stack) == [], plan.stack
 
 
 def test_max_instances_above_the_stack_cap_is_refused():
@@ -194,23 +185,22 @@ def test_deletion_protection_off_in_prod_is_refused_but_fine_in_dev(dev_plan):
 
 
 def test_every_service_needs_its_three_alert_policies(prod_plan):
-    found = by_policy(run_policies(prod_plan.resources, load_facts("prod"), SETTINGS), "alert-policies")
-    real_alerts = [r for r in prod_plan.resources if r.type == ALERT_POLICY]
-    if not real_alerts:  # until the monitoring component lands, the real plan fails this policy
-        assert len(found) == 46
-        assert "demo-iowa (us-central1) lacks alert policies: error-ratio, latency-p95, max-instances" in \
-            found["demo-iowa"]
-    complete = prod_plan.resources + (alert_policies(prod_plan) if not real_alerts else [])
-    assert by_policy(run_policies(complete, load_facts("prod"), SETTINGS), "alert-policies") == {}
-    alerts = [r for r in complete if r.type == ALERT_POLICY]
-    without_latency = [r for r in complete if not (r.type == ALERT_POLICY and r.inputs["userLabels"]["service"] ==
-                                                   "demo-tokyo" and r.inputs["userLabels"]["alert"] == "latency-p95")]
+    alerts = [r for r in prod_plan.resources if r.type == ALERT_POLICY]
+    assert len(alerts) == 3 * 46  # the monitoring component's, as the real plan declares them
+    assert by_policy(judged(prod_plan), "alert-policies") == {}
+    without_alerts = [r for r in prod_plan.resources if r.type != ALERT_POLICY]
+    found = by_policy(run_policies(without_alerts, load_facts("prod"), SETTINGS), "alert-policies")
+    assert len(found) == 46
+    assert "demo-iowa (us-central1) lacks alert policies: error-ratio, latency-p95, max-instances" in found["demo-iowa"]
+    without_latency = [r for r in prod_plan.resources if not (r.type == ALERT_POLICY and r.inputs["userLabels"][
+        "service"] == "demo-tokyo" and r.inputs["userLabels"]["alert"] == "latency-p95")]
     found = by_policy(run_policies(without_latency, load_facts("prod"), SETTINGS), "alert-policies")
     assert list(found) == ["demo-tokyo"] and "lacks alert policies: latency-p95" in found["demo-tokyo"]
     tokyo = next(a for a in alerts if a.inputs["userLabels"]["service"] == "demo-tokyo")
-    doubled = [*complete, RecordedResource(ALERT_POLICY, f"{tokyo.name}-again", copy.deepcopy(tokyo.inputs), True)]
-    assert "more than one" in by_policy(run_policies(doubled, load_facts("prod"), SETTINGS), "alert-policies")[
-        "demo-tokyo"]
+    doubled = [*prod_plan.resources, RecordedResource(ALERT_POLICY, f"{tokyo.name}-again", copy.deepcopy(tokyo.inputs),
+                                                      True)]
+    found = by_policy(run_policies(doubled, load_facts("prod"), SETTINGS), "alert-policies")
+    assert list(found) == ["demo-tokyo"] and "more than one" in found["demo-tokyo"]
 
 
 def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(prod_plan, capsys):
@@ -251,12 +241,22 @@ def test_fleet_policy_exits_1_on_a_mandatory_violation_and_lists_it(write_catalo
     assert "mandatory" in line and "demo-iowa" in line and "max_instances 50" in line
 
 
-def test_fleet_policy_exits_0_when_only_advisory_violations_remain(tmp_path, capsys):
+def test_fleet_policy_exits_0_when_every_policy_passes(capsys):
+    assert main(["policy", "--stack", "prod"]) == 0
+    assert capsys.readouterr().out.startswith("Stack 'prod': all 10 policies pass")
+
+
+def test_fleet_policy_levels_come_from_the_policy_config(write_catalog, tmp_path, capsys):
+    catalog = write_catalog(lambda d: region_entry(d, "us-central1").update(overrides={"max_instances": 50}))
     levels = tmp_path / "PulumiPolicy.yaml"
-    levels.write_text("config:\n  alert-policies: advisory\n  max-instances-cap: disabled\n")
-    assert main(["policy", "--stack", "dev", "--policy-config", str(levels), "--json"]) == 0
+    levels.write_text("config:\n  max-instances-cap: advisory\n")
+    assert main(["policy", "--catalog", str(catalog), "--policy-config", str(levels), "--json"]) == 0
     violations = json.loads(capsys.readouterr().out)["violations"]
-    assert all(v["level"] == "advisory" for v in violations)
+    assert [(v["policy"], v["level"], v["resource"]) for v in violations] == [
+        ("max-instances-cap", "advisory", "demo-iowa")]
+    levels.write_text("config:\n  max-instances-cap: disabled\n")
+    assert main(["policy", "--catalog", str(catalog), "--policy-config", str(levels), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["violations"] == []
 
 
 def test_fleet_policy_config_mistakes_exit_2(tmp_path, capsys):
