@@ -239,7 +239,8 @@ def test_plan_json_is_what_the_provider_receives(capsys):
 def test_plan_table_for_people(capsys):
     assert main(["plan", "--stack", "prod"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^demo-iowa\s+dedicated\s+demo\s+us-central1\s+1\s+10\s+2\s+4Gi\s+-\s+https://demo-iowa-",
+    assert re.search(r"^demo-iowa\s+dedicated\s+demo\s+us-central1\s+1\s+10\s+2\s+4Gi\s+-\s+3 alerts, uptime, 2 SLOs\s+"
+                     r"https://demo-iowa-",
                      out, re.M)
     assert re.search(r"^shared-st-ghislain\s+shared\s+-\s+europe-west1\s+1\s+20\s+4\s+8Gi", out, re.M)
     assert re.search(r"^europe-west1\s+europe\s+2\s+", out, re.M), "per-region table: endpoint + shared service"
