@@ -58,7 +58,8 @@ def main() -> None:
         *rows,
         "",
         f"Cold `fleet plan --stack prod` process, imports included: **{cold:.2f} s** (goal: under 5 s).",
-        "Growth is linear in the number of services: each adds the same three resources and one component.",
+        "Each dedicated endpoint adds the same resources (service, account, key access, alerts, SLOs), so time grows "
+        "about linearly with endpoints; timings share the machine with other work, so compare ratios.",
     ])
     write_section("plan", "Offline plan (fleet plan)", "python benchmarks/bench_plan.py", body)
 
