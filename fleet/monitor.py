@@ -1,0 +1,282 @@
+"""`fleet monitor`: requests, errors, latency percentiles and instances per endpoint, from Cloud Monitoring.
+
+Endpoint names come from the program the plan evaluates (its Cloud Run services), so the list never drifts.
+`FLEET_MONITORING_ENDPOINT=host:port` sends queries to an insecure gRPC server instead of Google's (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from components.errors import FleetError
+from fleet.program import evaluate, stack_config
+from fleet.render import table
+
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400, "30d": 30 * 86400}
+POINTS_PER_RANGE = 24  # alignment periods per range: the resolution of --plot
+SERVICE_TYPE = "gcp:cloudrunv2/service:Service"
+# Transient errors (UNAVAILABLE, 429) are retried this long per query before the endpoint is reported as failed.
+RETRY_SECONDS = 20.0
+QUERY_TIMEOUT_SECONDS = 30.0
+NO_CREDENTIALS = "no credentials: run `gcloud auth application-default login`"
+
+
+@dataclass
+class Endpoint:
+    name: str
+    region: str
+
+
+@dataclass
+class Summary:
+    endpoint: str
+    region: str
+    totalRequests: int = 0
+    errorCount: int = 0
+    errorRate: float = 0.0
+    avgLatencyMs: float | None = None
+    p50LatencyMs: float | None = None
+    p95LatencyMs: float | None = None
+    p99LatencyMs: float | None = None
+    instanceCount: int = 0
+    coldStarts: int = 0
+    error: str | None = None
+    series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def stack_endpoints(stack: str, catalog: str | None = None) -> list[Endpoint]:
+    """Every Cloud Run service the stack's program declares (dedicated and shared)."""
+    plan = evaluate(stack, catalog=catalog)
+    return [Endpoint(r.inputs["name"], r.inputs["location"]) for r in plan.custom(SERVICE_TYPE)]
+
+
+# --- percentiles from a Cloud Monitoring distribution -------------------------------------------------
+
+def bucket_bounds(options: Any) -> list[tuple[float, float]]:
+    """(lower, upper) of each bucket; bucket 0 is underflow, the last one overflow (upper = lower there)."""
+    if options.HasField("exponential_buckets"):
+        e = options.exponential_buckets
+        edges = [e.scale * e.growth_factor ** i for i in range(e.num_finite_buckets + 1)]
+    elif options.HasField("linear_buckets"):
+        lb = options.linear_buckets
+        edges = [lb.offset + lb.width * i for i in range(lb.num_finite_buckets + 1)]
+    else:
+        edges = list(options.explicit_buckets.bounds)
+    return [(min(0.0, edges[0]), edges[0]), *itertools.pairwise(edges), (edges[-1], edges[-1])]
+
+
+def percentile(bounds: Sequence[tuple[float, float]], counts: Sequence[int], q: float) -> float | None:
+    """The q-quantile (0..1), interpolated linearly inside the bucket where it falls; None without samples."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for (low, high), n in zip(bounds, counts, strict=False):
+        if n and seen + n >= rank:
+            return low + (high - low) * (rank - seen) / n
+        seen += n
+    return bounds[len(counts) - 1][0]
+
+
+# --- querying -----------------------------------------------------------------------------------------
+
+def metric_client() -> Any:
+    """A MetricServiceClient: insecure channel to FLEET_MONITORING_ENDPOINT, else Google with ADC."""
+    from google.cloud import monitoring_v3
+    from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
+
+    endpoint = os.environ.get("FLEET_MONITORING_ENDPOINT")
+    if endpoint:
+        import grpc
+        return monitoring_v3.MetricServiceClient(
+            transport=MetricServiceGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+    import google.auth
+    import google.auth.exceptions
+    try:
+        credentials, _ = google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError as error:
+        raise FleetError(NO_CREDENTIALS) from error
+    return monitoring_v3.MetricServiceClient(credentials=credentials)
+
+
+def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: int, aligner: str) -> list[Any]:
+    from google.cloud import monitoring_v3
+
+    now = time.time()
+    interval = monitoring_v3.TimeInterval(end_time={"seconds": int(now)}, start_time={"seconds": int(now) - seconds})
+    period = max(60, seconds // POINTS_PER_RANGE // 60 * 60)
+    request = monitoring_v3.ListTimeSeriesRequest(
+        name=f"projects/{project}",
+        filter=(f'metric.type="{metric}" AND resource.type="cloud_run_revision" AND '
+                f'resource.labels.service_name="{endpoint.name}" AND resource.labels.location="{endpoint.region}"'),
+        interval=interval,
+        aggregation=monitoring_v3.Aggregation(
+            alignment_period={"seconds": period},
+            per_series_aligner=getattr(monitoring_v3.Aggregation.Aligner, aligner)),
+        view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL)
+    from google.api_core.retry import Retry
+
+    retry = Retry(initial=0.2, maximum=2.0, timeout=RETRY_SECONDS)
+    return list(client.list_time_series(request=request, retry=retry, timeout=QUERY_TIMEOUT_SECONDS))
+
+
+def _end(point: Any) -> float:
+    return point.interval.end_time.timestamp()
+
+
+def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Summary:
+    """One endpoint's figures over the last `seconds`; an API error becomes Summary.error, not an exception."""
+    out = Summary(endpoint.name, endpoint.region)
+    try:
+        requests: dict[float, float] = {}
+        errors: dict[float, float] = {}
+        for series in _query(client, project, endpoint, "run.googleapis.com/request_count", seconds, "ALIGN_DELTA"):
+            is_error = series.metric.labels.get("response_code_class") == "5xx"
+            for p in series.points:
+                requests[_end(p)] = requests.get(_end(p), 0) + p.value.int64_value
+                if is_error:
+                    errors[_end(p)] = errors.get(_end(p), 0) + p.value.int64_value
+        out.totalRequests = int(sum(requests.values()))
+        out.errorCount = int(sum(errors.values()))
+        out.errorRate = out.errorCount / out.totalRequests if out.totalRequests else 0.0
+        out.series["requests"] = sorted(requests.items())
+        out.series["errors"] = sorted((t, errors.get(t, 0)) for t in requests)
+
+        merged: list[int] = []
+        bounds: list[tuple[float, float]] = []
+        latency_sum = latency_count = 0.0
+        p95_over_time = []
+        for series in _query(client, project, endpoint, "run.googleapis.com/request_latencies", seconds,
+                             "ALIGN_DELTA"):
+            for p in series.points:
+                d = p.value.distribution_value
+                counts = list(d.bucket_counts)
+                if not d.count:
+                    continue
+                bounds = bucket_bounds(d.bucket_options)
+                merged += [0] * (len(counts) - len(merged))
+                for i, n in enumerate(counts):
+                    merged[i] += n
+                latency_sum += d.mean * d.count
+                latency_count += d.count
+                p95_over_time.append((_end(p), percentile(bounds, counts, 0.95)))
+        if latency_count:
+            out.avgLatencyMs = round(latency_sum / latency_count, 1)
+            out.p50LatencyMs, out.p95LatencyMs, out.p99LatencyMs = (
+                round(percentile(bounds, merged, q), 1) for q in (0.5, 0.95, 0.99))
+        out.series["latencyP95"] = sorted(p95_over_time)
+
+        latest: dict[float, float] = {}
+        for series in _query(client, project, endpoint, "run.googleapis.com/container/instance_count", seconds,
+                             "ALIGN_MAX"):
+            for p in series.points:
+                latest[_end(p)] = latest.get(_end(p), 0) + p.value.int64_value
+        out.instanceCount = int(latest[max(latest)]) if latest else 0
+
+        for series in _query(client, project, endpoint, "run.googleapis.com/container/startup_latencies", seconds,
+                             "ALIGN_DELTA"):
+            out.coldStarts += sum(int(p.value.distribution_value.count) for p in series.points)
+    except Exception as error:  # an API error or timeout for one endpoint must not hide the others
+        cause = getattr(error, "cause", None) or error  # a RetryError wraps the last API error
+        out.error = f"{type(cause).__name__}: {getattr(cause, 'message', None) or cause}"
+    return out
+
+
+def collect(client: Any, project: str, endpoints: Sequence[Endpoint], seconds: int,
+            progress: Callable[[int, int], None] | None = None) -> list[Summary]:
+    """All endpoints concurrently (8 at a time): 46 endpoints take seconds."""
+    results = []
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(summarize, client, project, e, seconds) for e in endpoints]
+        for done, future in enumerate(as_completed(futures), 1):
+            results.append(future.result())
+            if progress:
+                progress(done, len(futures))
+    return results
+
+
+def worst_first(summaries: list[Summary]) -> list[Summary]:
+    return sorted(summaries, key=lambda s: (s.error is None, -s.errorRate, -(s.p95LatencyMs or 0), s.endpoint))
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(summaries: list[Summary]) -> str:
+    rows = [[s.endpoint, s.region, s.totalRequests, s.errorCount, fmt(s.errorRate * 100, ".2f") + "%",
+             fmt(s.avgLatencyMs), fmt(s.p50LatencyMs), fmt(s.p95LatencyMs), fmt(s.p99LatencyMs),
+             s.instanceCount, s.coldStarts,
+             s.error or ("no data" if not s.totalRequests and not s.instanceCount else "")]
+            for s in summaries]
+    return table(["ENDPOINT", "REGION", "REQUESTS", "ERRORS", "ERR%", "AVG ms", "P50 ms", "P95 ms", "P99 ms",
+                  "INSTANCES", "COLD STARTS", "NOTE"], rows)
+
+
+def plot(summaries: list[Summary], path: str) -> None:
+    """Requests, errors and p95 latency over time, one line per endpoint."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+    for s in summaries:
+        for ax, key in zip(axes, ("requests", "errors", "latencyP95"), strict=True):
+            points = [(t, v) for t, v in s.series.get(key, []) if v is not None]
+            if points:
+                ax.plot([(t - time.time()) / 3600 for t, _ in points], [v for _, v in points], label=s.endpoint)
+    for ax, title in zip(axes, ("requests", "5xx errors", "p95 latency (ms)"), strict=True):
+        ax.set_title(title)
+    axes[-1].set_xlabel("hours from now")
+    if any(ax.lines for ax in axes):
+        axes[0].legend(fontsize="x-small", ncol=4)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\rquerying {done}/{total} endpoints", end="" if done < total else "\n", file=sys.stderr)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    endpoints = stack_endpoints(args.stack, args.catalog)
+    if args.endpoint:
+        endpoints = [e for e in endpoints if e.name == args.endpoint]
+        if not endpoints:
+            raise FleetError(f"--endpoint {args.endpoint}: no such Cloud Run service in stack {args.stack}")
+    project = args.project or stack_config(args.stack).get("gcp:project")
+    if not project:
+        raise FleetError(f"no project: set gcp:project in Pulumi.{args.stack}.yaml or pass --project")
+    summaries = worst_first(collect(metric_client(), project, endpoints, RANGES[args.range], _progress))
+    for s in summaries:
+        if s.error:
+            print(f"fleet monitor: {s.endpoint} ({s.region}): {s.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([{k: v for k, v in asdict(s).items() if k != "series"} for s in summaries], indent=2))
+    else:
+        print(render(summaries))
+    if args.plot:
+        plot(summaries, args.plot)
+    return 1 if all(s.error for s in summaries) else 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("monitor", parents=[common], help="requests, errors, latency per endpoint (Cloud Monitoring)")
+    p.add_argument("--range", choices=list(RANGES), default="1h")
+    p.add_argument("--endpoint", help="one Cloud Run service name, e.g. demo-iowa")
+    p.add_argument("--project", help="GCP project (default: the stack's gcp:project)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="FILE.png", help="write a PNG of requests, errors and p95 latency over time")
+    p.set_defaults(func=cmd_monitor)

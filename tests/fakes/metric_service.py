@@ -1,0 +1,72 @@
+"""A fake `google.monitoring.v3.MetricService` serving canned series per (service, metric type)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+
+import grpc
+from google.api import distribution_pb2, metric_pb2, monitored_resource_pb2
+from google.cloud import monitoring_v3
+
+Series = list[monitoring_v3.TimeSeries]
+FILTER = re.compile(r'metric\.type="([^"]+)".*service_name="([^"]+)".*location="([^"]+)"')
+
+
+def count_series(code_class: str, values: list[int], start: int = 1_700_000_000) -> monitoring_v3.TimeSeries:
+    points = [monitoring_v3.Point(interval={"end_time": {"seconds": start + 60 * i}},
+                                  value={"int64_value": v}) for i, v in enumerate(values)]
+    return monitoring_v3.TimeSeries(metric=metric_pb2.Metric(labels={"response_code_class": code_class}),
+                                    resource=monitored_resource_pb2.MonitoredResource(type="cloud_run_revision"),
+                                    points=points)
+
+
+def gauge_series(values: list[int], start: int = 1_700_000_000) -> monitoring_v3.TimeSeries:
+    return count_series("", values, start)
+
+
+def distribution_series(counts: list[list[int]], mean: float, scale: float = 1.0, growth: float = 2.0,
+                        start: int = 1_700_000_000) -> monitoring_v3.TimeSeries:
+    """One point per bucket-count list, exponential buckets (scale, growth), each point with `mean`."""
+    options = distribution_pb2.Distribution.BucketOptions(exponential_buckets=distribution_pb2.Distribution.
+                                                          BucketOptions.Exponential(
+                                                              num_finite_buckets=len(counts[0]) - 2,
+                                                              growth_factor=growth, scale=scale))
+    points = [monitoring_v3.Point(interval={"end_time": {"seconds": start + 60 * i}},
+                                  value={"distribution_value": distribution_pb2.Distribution(
+                                      count=sum(c), mean=mean, bucket_options=options, bucket_counts=c)})
+              for i, c in enumerate(counts)]
+    return monitoring_v3.TimeSeries(points=points)
+
+
+class FakeMetricService:
+    """data[(service, metric)] -> series; failing services answer UNAVAILABLE; requests are recorded."""
+
+    def __init__(self, data: dict[tuple[str, str], Series], failing: set[str] | None = None) -> None:
+        self.data, self.failing, self.requests = data, failing or set(), []
+
+    def list_time_series(self, request: monitoring_v3.ListTimeSeriesRequest, context: grpc.ServicerContext):
+        self.requests.append(request)
+        metric, service, _location = FILTER.search(request.filter).groups()
+        if service in self.failing:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"backend unavailable for {service}")
+        return monitoring_v3.ListTimeSeriesResponse(time_series=self.data.get((service, metric), []))
+
+
+@contextmanager
+def serve(fake: FakeMetricService) -> Iterator[str]:
+    """Run `fake` on a free local port; yields host:port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    handler: Callable = fake.list_time_series
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("google.monitoring.v3.MetricService", {
+        "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
+            handler, request_deserializer=monitoring_v3.ListTimeSeriesRequest.deserialize,
+            response_serializer=monitoring_v3.ListTimeSeriesResponse.serialize)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)

@@ -1,0 +1,127 @@
+"""`fleet monitor` against a local fake MetricService: every figure, worst first, errors per endpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.api import distribution_pb2
+
+from fleet.cli import main
+from fleet.monitor import bucket_bounds, percentile
+from tests.fakes.metric_service import (
+    FakeMetricService,
+    count_series,
+    distribution_series,
+    gauge_series,
+    serve,
+)
+
+REQUESTS, LATENCY = "run.googleapis.com/request_count", "run.googleapis.com/request_latencies"
+INSTANCES, STARTUP = "run.googleapis.com/container/instance_count", "run.googleapis.com/container/startup_latencies"
+DEV_SERVICES = {"demo-iowa", "demo-st-ghislain", "demo-tokyo", "demo-raw-iowa",
+                "shared-iowa", "shared-st-ghislain", "shared-changhua-county"}
+
+
+def exponential(scale: float, growth: float, finite: int) -> distribution_pb2.Distribution.BucketOptions:
+    return distribution_pb2.Distribution.BucketOptions(
+        exponential_buckets=distribution_pb2.Distribution.BucketOptions.Exponential(
+            num_finite_buckets=finite, growth_factor=growth, scale=scale))
+
+
+def test_exponential_bucket_bounds_include_underflow_and_overflow():
+    assert bucket_bounds(exponential(100, 2, 3)) == [(0, 100), (100, 200), (200, 400), (400, 800), (800, 800)]
+
+
+@pytest.mark.parametrize(("q", "expected"), [(0.5, 200.0), (0.95, 700.0), (0.99, 780.0), (0.25, 150.0)])
+def test_percentile_interpolates_inside_the_bucket(q, expected):
+    # 50 requests in 100-200 ms, 30 in 200-400 ms, 20 in 400-800 ms (hand-computed ranks).
+    assert percentile(bucket_bounds(exponential(100, 2, 3)), [0, 50, 30, 20, 0], q) == pytest.approx(expected)
+
+
+def test_percentile_of_no_samples_is_unknown_and_overflow_reports_its_lower_bound():
+    bounds = bucket_bounds(exponential(100, 2, 3))
+    assert percentile(bounds, [0, 0, 0, 0, 0], 0.5) is None
+    assert percentile(bounds, [0, 0, 0, 0, 4], 0.99) == 800
+
+
+def fake_fleet(failing: set[str] | None = None) -> FakeMetricService:
+    return FakeMetricService({
+        # demo-iowa: 320 requests, 20 of them 5xx, latency split over two points, 3 cold starts, 2 instances now.
+        ("demo-iowa", REQUESTS): [count_series("2xx", [100, 200]), count_series("5xx", [5, 15])],
+        ("demo-iowa", LATENCY): [distribution_series([[0, 30, 20, 10, 0], [0, 20, 10, 10, 0]], mean=300,
+                                                     scale=100)],
+        ("demo-iowa", INSTANCES): [gauge_series([1, 3, 2])],
+        ("demo-iowa", STARTUP): [distribution_series([[0, 1, 1, 0, 0], [0, 0, 1, 0, 0]], mean=2500, scale=1000)],
+        # shared-iowa: healthy traffic, fast.
+        ("shared-iowa", REQUESTS): [count_series("2xx", [40, 60])],
+        ("shared-iowa", LATENCY): [distribution_series([[0, 100, 0, 0, 0]], mean=150, scale=100)],
+        ("shared-iowa", INSTANCES): [gauge_series([1, 1])],
+        # demo-tokyo scaled to zero: instance series of zeros, no requests at all.
+        ("demo-tokyo", INSTANCES): [gauge_series([0, 0])],
+        # an empty series: present, no points
+        ("demo-raw-iowa", REQUESTS): [count_series("2xx", [])],
+    }, failing=failing)
+
+
+def run_monitor(monkeypatch, capsys, fake: FakeMetricService, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr("fleet.monitor.RETRY_SECONDS", 0.5)  # the fake's UNAVAILABLE is not transient
+    with serve(fake) as endpoint:
+        monkeypatch.setenv("FLEET_MONITORING_ENDPOINT", endpoint)
+        code = main(["monitor", "--stack", "dev", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
+    code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={"demo-st-ghislain"}), "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {r["endpoint"] for r in rows} == DEV_SERVICES
+    by_name = {r["endpoint"]: r for r in rows}
+    assert by_name["demo-iowa"] | {} == {
+        "endpoint": "demo-iowa", "region": "us-central1", "totalRequests": 320, "errorCount": 20,
+        "errorRate": 0.0625, "avgLatencyMs": 300.0, "p50LatencyMs": 200.0, "p95LatencyMs": 700.0,
+        "p99LatencyMs": 780.0, "instanceCount": 2, "coldStarts": 3, "error": None}
+    assert by_name["shared-iowa"]["p50LatencyMs"] == 150.0 and by_name["shared-iowa"]["errorRate"] == 0
+    tokyo = by_name["demo-tokyo"]
+    assert (tokyo["totalRequests"], tokyo["instanceCount"], tokyo["p95LatencyMs"], tokyo["error"]) == (0, 0, None, None)
+    # the failing endpoint comes first with its error; the erroring one next
+    assert rows[0]["endpoint"] == "demo-st-ghislain" and "backend unavailable" in rows[0]["error"]
+    assert rows[1]["endpoint"] == "demo-iowa"
+    assert "demo-st-ghislain (europe-west1)" in err and "Traceback" not in err
+
+
+def test_monitor_queries_each_service_with_its_own_filter(monkeypatch, capsys):
+    fake = fake_fleet()
+    run_monitor(monkeypatch, capsys, fake, "--endpoint", "demo-tokyo", "--range", "24h")
+    assert {r.filter.split("service_name=")[1] for r in fake.requests} == {
+        '"demo-tokyo" AND resource.labels.location="asia-northeast1"'}
+    assert all(r.name == "projects/my-gcp-project-dev" for r in fake.requests)
+    assert all(r.interval.end_time.timestamp() - r.interval.start_time.timestamp() == 86400 for r in fake.requests)
+
+
+def test_monitor_table_and_plot(monkeypatch, capsys, tmp_path):
+    png = tmp_path / "fleet.png"
+    code, out, _ = run_monitor(monkeypatch, capsys, fake_fleet(), "--plot", str(png))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["ENDPOINT", "REGION", "REQUESTS"]
+    assert lines[1].split()[:5] == ["demo-iowa", "us-central1", "320", "20", "6.25%"]
+    assert "no data" in next(line for line in lines if line.startswith("demo-tokyo"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, capsys):
+    code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(failing=DEV_SERVICES))
+    assert code == 1
+    assert err.count("backend unavailable") == len(DEV_SERVICES) and "Traceback" not in err
+
+
+def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
+    code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(), "--endpoint", "nope")
+    assert code == 2 and "--endpoint nope: no such Cloud Run service" in err
+    monkeypatch.delenv("FLEET_MONITORING_ENDPOINT")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    assert main(["monitor", "--stack", "dev"]) == 2
+    assert "no credentials: run `gcloud auth application-default login`" in capsys.readouterr().err
