@@ -1,0 +1,145 @@
+"""`fleet logs`: the endpoints' request and application logs from Cloud Logging, newest first.
+
+The server logs one JSON object per line; Cloud Logging lifts `severity`, `httpRequest` and the trace out of
+it, so each entry here has a method, URL, status and latency. `FLEET_LOGGING_ENDPOINT=host:port` sends the
+query to an insecure gRPC server instead of Google's (tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from components.errors import FleetError
+from fleet.monitor import NO_CREDENTIALS, stack_endpoints
+from fleet.program import stack_config
+from fleet.render import table
+
+SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
+SINCE = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+PAGE_LIMIT = 200
+FOLLOW_INTERVAL_SECONDS = 5.0
+
+
+def parse_since(text: str) -> timedelta:
+    match = SINCE.match(text)
+    if not match:
+        raise FleetError(f"--since {text}: expected a number and a unit, e.g. 30m, 1h, 2d")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+def logging_client() -> Any:
+    """A LoggingServiceV2Client: insecure channel to FLEET_LOGGING_ENDPOINT, else Google with ADC."""
+    from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+    from google.cloud.logging_v2.services.logging_service_v2.transports import LoggingServiceV2GrpcTransport
+
+    endpoint = os.environ.get("FLEET_LOGGING_ENDPOINT")
+    if endpoint:
+        import grpc
+        return LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(channel=grpc.insecure_channel(endpoint)))
+    import google.auth
+    import google.auth.exceptions
+    try:
+        credentials, _ = google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError as error:
+        raise FleetError(NO_CREDENTIALS) from error
+    return LoggingServiceV2Client(credentials=credentials)
+
+
+def log_filter(services: list[str], since: datetime, severity: str | None) -> str:
+    names = " OR ".join(f'"{name}"' for name in services)
+    parts = ['resource.type="cloud_run_revision"', f"resource.labels.service_name=({names})",
+             f'timestamp>="{since.isoformat().replace("+00:00", "Z")}"']
+    if severity:
+        parts.append(f"severity>={severity}")
+    return " AND ".join(parts)
+
+
+def entry_row(entry: Any) -> dict[str, Any]:
+    """A LogEntry as users read it: when, how bad, what, which request, which endpoint."""
+    from google.logging.type import log_severity_pb2
+
+    http = entry.http_request
+    payload = dict(entry.json_payload) if entry.json_payload else {}
+    message = payload.get("message") or entry.text_payload or ""
+    request = None
+    if http.request_method:
+        request = {"method": http.request_method, "url": http.request_url, "status": http.status,
+                   "latencyMs": round((http.latency.seconds + http.latency.nanos / 1e9) * 1000, 1)
+                   if http.HasField("latency") else None,
+                   "userAgent": http.user_agent}
+        message = message or f"{http.request_method} {http.request_url} {http.status}"
+    return {"timestamp": entry.timestamp.isoformat(), "severity": log_severity_pb2.LogSeverity.Name(entry.severity),
+            "message": message,
+            "httpRequest": request, "endpoint": entry.resource.labels.get("service_name"),
+            "region": entry.resource.labels.get("location"), "trace": entry.trace or None}
+
+
+def fetch(client: Any, project: str, filter_: str) -> list[dict[str, Any]]:
+    from google.cloud.logging_v2.types import ListLogEntriesRequest
+
+    request = ListLogEntriesRequest(resource_names=[f"projects/{project}"], filter=filter_,
+                                    order_by="timestamp desc", page_size=PAGE_LIMIT)
+    rows = []
+    for entry in client.list_log_entries(request=request):
+        rows.append(entry_row(entry))
+        if len(rows) >= PAGE_LIMIT:
+            break
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    def request(r: dict[str, Any]) -> str:
+        h = r["httpRequest"]
+        return "" if not h else f'{h["method"]} {h["url"]} {h["status"]} {h["latencyMs"]}ms'
+    return table(["TIMESTAMP", "SEVERITY", "ENDPOINT", "REGION", "REQUEST", "MESSAGE"],
+                 [[r["timestamp"], r["severity"], r["endpoint"], r["region"], request(r),
+                   r["message"].splitlines()[0] if r["message"] else ""] for r in rows])
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    services = [e.name for e in stack_endpoints(args.stack, args.catalog)]
+    if args.endpoint:
+        if args.endpoint not in services:
+            raise FleetError(f"--endpoint {args.endpoint}: no such Cloud Run service in stack {args.stack}")
+        services = [args.endpoint]
+    project = args.project or stack_config(args.stack).get("gcp:project")
+    if not project:
+        raise FleetError(f"no project: set gcp:project in Pulumi.{args.stack}.yaml or pass --project")
+    since = datetime.now(UTC) - parse_since(args.since)
+    client = logging_client()
+    from google.api_core import exceptions
+
+    while True:
+        try:
+            rows = fetch(client, project, log_filter(services, since, args.severity))
+        except exceptions.GoogleAPICallError as error:
+            print(f"fleet logs: Cloud Logging answered {error.code}: {error.message}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif rows or not args.follow:
+            print(render(rows) if rows else "no log entries")
+        if not args.follow:
+            return 0
+        if rows:
+            since = datetime.fromisoformat(rows[0]["timestamp"]) + timedelta(microseconds=1)
+        time.sleep(FOLLOW_INTERVAL_SECONDS)
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("logs", parents=[common], help="request and application logs per endpoint (Cloud Logging)")
+    p.add_argument("--endpoint", help="one Cloud Run service name, e.g. demo-iowa")
+    p.add_argument("--since", default="1h", help="how far back: 30m, 1h, 2d (default 1h)")
+    p.add_argument("--severity", choices=SEVERITIES, type=str.upper, help="this severity and worse")
+    p.add_argument("--follow", action="store_true", help="keep polling for new entries")
+    p.add_argument("--project", help="GCP project (default: the stack's gcp:project)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_logs)

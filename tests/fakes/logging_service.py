@@ -1,0 +1,71 @@
+"""A fake `google.logging.v2.LoggingServiceV2` answering ListLogEntries from entries built like Cloud Logging's."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from datetime import datetime
+
+import grpc
+from google.cloud.logging_v2.types import ListLogEntriesRequest, ListLogEntriesResponse, LogEntry
+from google.logging.type import log_severity_pb2
+
+SERVICES = re.compile(r"service_name=\(([^)]*)\)")
+SEVERITY = re.compile(r"severity>=(\w+)")
+SINCE = re.compile(r'timestamp>="([^"]+)"')
+
+
+def ingest(line: str, service: str, location: str, timestamp: datetime) -> LogEntry:
+    """A container's stdout JSON line as Cloud Logging stores it: the documented special fields lifted out."""
+    payload = json.loads(line)
+    http = payload.pop("httpRequest", None)
+    entry = LogEntry(
+        log_name="projects/p/logs/run.googleapis.com%2Fstdout", timestamp=timestamp,
+        severity=log_severity_pb2.LogSeverity.Value(payload.pop("severity", "DEFAULT")),
+        trace=payload.pop("logging.googleapis.com/trace", ""),
+        resource={"type": "cloud_run_revision", "labels": {"service_name": service, "location": location}},
+        json_payload=payload)
+    if http:
+        seconds = float(http["latency"].rstrip("s"))
+        entry.http_request = {"request_method": http["requestMethod"], "request_url": http["requestUrl"],
+                              "status": http["status"], "user_agent": http.get("userAgent", ""),
+                              "latency": {"seconds": int(seconds), "nanos": round(seconds % 1 * 1e9)}}
+    return entry
+
+
+class FakeLogging:
+    """Filters stored entries on service names, minimum severity and start time; newest first."""
+
+    def __init__(self, entries: list[LogEntry], fail: bool = False) -> None:
+        self.entries, self.fail, self.requests = entries, fail, []
+
+    def list_log_entries(self, request: ListLogEntriesRequest, context: grpc.ServicerContext):
+        self.requests.append(request)
+        if self.fail:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "project my-gcp-project-dev: permission denied")
+        services = {s.strip().strip('"') for s in SERVICES.search(request.filter).group(1).split(" OR ")}
+        minimum = SEVERITY.search(request.filter)
+        since = datetime.fromisoformat(SINCE.search(request.filter).group(1).replace("Z", "+00:00"))
+        matches = [e for e in self.entries if e.resource.labels["service_name"] in services
+                   and e.timestamp >= since
+                   and (not minimum or e.severity >= log_severity_pb2.LogSeverity.Value(minimum.group(1)))]
+        matches.sort(key=lambda e: e.timestamp, reverse=True)
+        return ListLogEntriesResponse(entries=matches[:request.page_size or None])
+
+
+@contextmanager
+def serve(fake: FakeLogging) -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("google.logging.v2.LoggingServiceV2", {
+        "ListLogEntries": grpc.unary_unary_rpc_method_handler(
+            fake.list_log_entries, request_deserializer=ListLogEntriesRequest.deserialize,
+            response_serializer=ListLogEntriesResponse.serialize)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)

@@ -1,0 +1,81 @@
+"""`fleet logs` against a local fake Logging API, fed with the inference server's own JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+from fleet.cli import main
+from inference_service.telemetry import JsonFormatter
+from tests.fakes.logging_service import FakeLogging, ingest, serve
+
+NOW = datetime.now(UTC)
+
+
+def server_line(level: int, message: str, fields: dict | None = None) -> str:
+    """A line exactly as the inference server writes it to stdout."""
+    record = logging.LogRecord("inference_service", level, __file__, 1, message, None, None)
+    if fields:
+        record.fields = fields
+    return JsonFormatter().format(record)
+
+
+REQUEST_500 = server_line(logging.ERROR, "POST /predict 500 123.4ms", {
+    "httpRequest": {"requestMethod": "POST", "requestUrl": "/predict?conf=0.5", "status": 500,
+                    "latency": "0.123400s", "userAgent": "curl/8.5"},
+    "logging.googleapis.com/trace": "projects/my-gcp-project-dev/traces/abc123"})
+
+
+def fake_logs(fail: bool = False) -> FakeLogging:
+    return FakeLogging([
+        ingest(REQUEST_500, "demo-iowa", "us-central1", NOW - timedelta(minutes=5)),
+        ingest(server_line(logging.INFO, "model loaded in 812 ms"), "demo-iowa", "us-central1",
+               NOW - timedelta(minutes=30)),
+        ingest(server_line(logging.WARNING, "slow inference"), "shared-iowa", "us-central1",
+               NOW - timedelta(minutes=10)),
+        ingest(server_line(logging.INFO, "yesterday"), "demo-tokyo", "asia-northeast1", NOW - timedelta(days=1)),
+        ingest(server_line(logging.ERROR, "not in this stack"), "other-service", "us-central1", NOW),
+    ], fail=fail)
+
+
+def run_logs(monkeypatch, capsys, fake: FakeLogging, *args: str) -> tuple[int, str, str]:
+    with serve(fake) as endpoint:
+        monkeypatch.setenv("FLEET_LOGGING_ENDPOINT", endpoint)
+        code = main(["logs", "--stack", "dev", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_server_request_lines_parse_into_request_fields_newest_first(monkeypatch, capsys):
+    code, out, _ = run_logs(monkeypatch, capsys, fake_logs(), "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["message"] for r in rows] == ["POST /predict 500 123.4ms", "slow inference", "model loaded in 812 ms"]
+    first = rows[0]
+    assert (first["severity"], first["endpoint"], first["region"]) == ("ERROR", "demo-iowa", "us-central1")
+    assert first["httpRequest"] == {"method": "POST", "url": "/predict?conf=0.5", "status": 500,
+                                    "latencyMs": 123.4, "userAgent": "curl/8.5"}
+    assert first["trace"] == "projects/my-gcp-project-dev/traces/abc123"
+    assert rows[2]["httpRequest"] is None
+    assert datetime.fromisoformat(first["timestamp"]) > datetime.fromisoformat(rows[1]["timestamp"])
+
+
+def test_severity_endpoint_and_since_narrow_the_query(monkeypatch, capsys):
+    fake = fake_logs()
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--endpoint", "demo-iowa", "--severity", "error",
+                            "--since", "2d")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIMESTAMP", "SEVERITY", "ENDPOINT", "REGION", "REQUEST", "MESSAGE"]
+    assert len(lines) == 2 and "POST /predict?conf=0.5 500 123.4ms" in lines[1]
+    assert 'service_name=("demo-iowa")' in fake.requests[0].filter
+    assert fake.requests[0].resource_names == ["projects/my-gcp-project-dev"]
+
+
+def test_api_errors_and_bad_input_are_one_clear_message(monkeypatch, capsys):
+    code, _, err = run_logs(monkeypatch, capsys, fake_logs(fail=True))
+    assert code == 1 and "Cloud Logging answered 403: project my-gcp-project-dev: permission denied" in err
+    assert "Traceback" not in err
+    code, _, err = run_logs(monkeypatch, capsys, fake_logs(), "--since", "yesterday")
+    assert code == 2 and "--since yesterday: expected a number and a unit" in err
