@@ -131,7 +131,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
             return 0
         if rows:
             since = datetime.fromisoformat(rows[0]["timestamp"]) + timedelta(microseconds=1)
-        time.sleep(FOLLOW_INTERVAL_SECONDS)
+        try:
+            time.sleep(FOLLOW_INTERVAL_SECONDS)
+        except KeyboardInterrupt:  # Ctrl-C is how users stop following
+            return 0
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -79,3 +79,22 @@ def test_api_errors_and_bad_input_are_one_clear_message(monkeypatch, capsys):
     assert "Traceback" not in err
     code, _, err = run_logs(monkeypatch, capsys, fake_logs(), "--since", "yesterday")
     assert code == 2 and "--since yesterday: expected a number and a unit" in err
+
+
+def test_follow_prints_only_entries_newer_than_the_last_poll(monkeypatch, capsys):
+    fake = fake_logs()
+    sleeps = []
+
+    def sleep(seconds: float) -> None:  # between polls a new request arrives; Ctrl-C after the second poll
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+        fake.entries.append(ingest(server_line(logging.INFO, "GET /health 200 1.0ms"), "demo-iowa", "us-central1",
+                                   datetime.now(UTC)))
+
+    monkeypatch.setattr("fleet.logs.time.sleep", sleep)
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--follow", "--json")
+    assert code == 0
+    first, second = out.split("\n]\n")[:2]
+    assert len(json.loads(first + "]")) == 3
+    assert [r["message"] for r in json.loads(second + "]")] == ["GET /health 200 1.0ms"]
