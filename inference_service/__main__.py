@@ -2,6 +2,9 @@
 
 Flags win over the environment Cloud Run sets: ``PORT``, ``MODEL_PATH``, ``API_KEY_FILE``,
 ``MODEL_NAME``; ``ALLOW_ANONYMOUS=1`` and ``ORT_THREADS`` exist for local runs and tuning.
+
+Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID [--peer REGION_ID=URL ...]``
+[``MODE``, ``MODELS_DIR``, ``TENANTS_FILE``, ``REGION``, ``PEERS`` as comma-separated pairs].
 """
 
 from __future__ import annotations
@@ -10,13 +13,30 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inference_service.telemetry import configure_logging
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ
     p = argparse.ArgumentParser(prog="python -m inference_service", description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("dedicated", "shared"), default=env.get("MODE", "dedicated"),
+                   help="one model, or every tenant's models under --models-dir [MODE]")
+    p.add_argument("--models-dir", default=env.get("MODELS_DIR"), help="shared: DIR/{owner}/{project}/{model}.onnx")
+    p.add_argument("--tenants-file", default=env.get("TENANTS_FILE"), help="shared: tenants YAML [TENANTS_FILE]")
+    p.add_argument("--region", default=env.get("REGION"), help="shared: this service's region id [REGION]")
+    p.add_argument("--peer", action="append", default=None, metavar="REGION_ID=URL",
+                   help="shared: another region's URL, repeatable [PEERS, comma-separated]")
+    p.add_argument("--cache-mb", type=float, default=float(env.get("MODEL_CACHE_MB", "2048")),
+                   help="shared: memory for cached models, estimated as 3x file size [MODEL_CACHE_MB]")
+    p.add_argument("--rate-limit-rps", type=float, default=float(env.get("RATE_LIMIT_RPS", "10")),
+                   help="shared: requests/s per tenant [RATE_LIMIT_RPS]")
+    p.add_argument("--rate-limit-burst", type=int, default=int(env.get("RATE_LIMIT_BURST", "20")),
+                   help="shared: requests a tenant may send at once [RATE_LIMIT_BURST]")
     p.add_argument("--model", default=env.get("MODEL_PATH"), help="ONNX file exported by ultralytics [MODEL_PATH]")
     p.add_argument("--model-name", default=env.get("MODEL_NAME"), help="name in responses [MODEL_NAME; file stem]")
     p.add_argument("--host", default="0.0.0.0")
@@ -30,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
     p.add_argument("--samples-dir", type=Path, default=None, help="Test page samples [default: samples/ beside model]")
     args = p.parse_args(argv)
+    if args.mode == "shared":
+        return _check_shared(p, args)
     if not args.model:
         p.error("--model (or MODEL_PATH) is required")
     if not Path(args.model).is_file():
@@ -41,6 +63,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _check_shared(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    from inference_service.tenancy import SHARED_REGIONS
+
+    for flag in ("models_dir", "tenants_file", "region"):
+        if not getattr(args, flag):
+            p.error(f"--{flag.replace('_', '-')} (or {flag.upper()}) is required in shared mode")
+    if not Path(args.models_dir).is_dir():
+        p.error(f"models dir not found: {args.models_dir}")
+    if args.region not in SHARED_REGIONS:
+        p.error(f"--region {args.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
+    pairs = args.peer if args.peer is not None else [x for x in os.environ.get("PEERS", "").split(",") if x.strip()]
+    args.peers = {}
+    for pair in pairs:
+        region, sep, url = pair.strip().partition("=")
+        if not sep or region not in SHARED_REGIONS or not url.startswith(("http://", "https://")):
+            p.error(f"--peer {pair!r}: expected REGION_ID=URL with a shared region id and an http(s) URL")
+        args.peers[region] = url
+    if args.rate_limit_rps <= 0 or args.rate_limit_burst < 1 or args.cache_mb <= 0:
+        p.error("--rate-limit-rps and --cache-mb must be positive, --rate-limit-burst at least 1")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging()
@@ -48,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from inference_service.app import Settings, create_app
 
+    if args.mode == "shared":
+        return _run(uvicorn, _shared_app(args), args)
     settings = Settings(
         model_path=Path(args.model),
         model_name=args.model_name,
@@ -57,9 +103,30 @@ def main(argv: list[str] | None = None) -> None:
         intra_op_threads=args.threads,
         samples_dir=args.samples_dir,
     )
-    app = create_app(settings)
+    return _run(uvicorn, create_app(settings), args)
+
+
+def _run(uvicorn, app: FastAPI, args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, server_header=False,
                 timeout_keep_alive=620)  # longer than Cloud Run's front end keeps idle connections (600 s)
+
+
+def _shared_app(args: argparse.Namespace) -> FastAPI:
+    """Tenants authenticate per model, so the dedicated paths run keyless and serve no model in this mode."""
+    from inference_service.app import Settings
+    from inference_service.shared import SharedSettings, create_shared_app
+    from inference_service.tenancy import TenantsError
+
+    settings = Settings(model_path=Path(args.models_dir), allow_anonymous=True, intra_op_threads=args.threads,
+                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024))
+    shared = SharedSettings(models_dir=Path(args.models_dir), tenants_file=Path(args.tenants_file),
+                            region=args.region, peers=args.peers, cache_bytes=int(args.cache_mb * 1024 * 1024),
+                            rate_limit_rps=args.rate_limit_rps, rate_limit_burst=args.rate_limit_burst)
+    try:
+        return create_shared_app(settings, shared)
+    except TenantsError as e:
+        print(f"python -m inference_service: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ class ModelProvider(Protocol):
 
     def get(self) -> Model: ...
 
+    def latency_ms(self) -> float: ...
+
 
 class SingleModel:
     """Dedicated mode: one model, loaded in a background thread so the port opens (and /health answers 503)
@@ -105,6 +107,9 @@ class SingleModel:
         if self.model is None:
             raise NotReady(f"model failed to load: {self.error}" if self.error else "model is loading, retry shortly")
         return self.model
+
+    def latency_ms(self) -> float:
+        return self.model.last_inference_ms if self.model else 0.0
 
 
 def error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -179,7 +184,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
 
     def health() -> JSONResponse:
         state, err = provider.status()
-        latency = provider.get().last_inference_ms if state == "ready" else 0.0
+        latency = provider.latency_ms() if state == "ready" else 0.0
         body = {"healthy": state == "ready", "status": state, "latencyMs": round(latency, 2), "error": err}
         return JSONResponse(body, status_code=200 if state == "ready" else 503)
 
@@ -194,6 +199,10 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         request: Request, _: Annotated[None, Depends(require_key)], model: Annotated[Model, Depends(resolve_model)]
     ) -> dict[str, Any]:
         """Ultralytics-compatible predict: multipart ``file`` plus optional conf, iou, imgsz, normalize, decimals."""
+        return await predict_request(request, model)
+
+    async def predict_request(request: Request, model: Model) -> dict[str, Any]:
+        """Read the multipart form and run ``model`` on it: the body of every predict route, shared mode's too."""
         started = time.perf_counter()
         form = await request.form(max_files=2, max_fields=len(FIELDS))
         fields: dict[str, str] = {}
@@ -254,6 +263,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         det = model.postprocess(outputs, lb, params.conf, params.iou)
         return core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
 
+    app.state.predict_request = predict_request
     app.post("/predict", summary="Run the model on one image")(predict)
     app.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path")(predict)
 

@@ -1,0 +1,140 @@
+"""Shared (multi-tenant) mode: ``POST /api/models/{owner}/{project}/{model}/predict`` for every tenant's models.
+
+Checks run in this order, each with a JSON error: the key (401), the path segments (400), the key's tenant
+owns the path (403), the tenant's data lives in this region (else 307), the tenant's rate (429), the model
+file (404, or 424 if it will not load). Everything after that is the dedicated handler, unchanged.
+
+A tenant whose data lives in another region is **redirected, not proxied**: its models exist only in
+that region's bucket, and proxying would carry the tenant's images through a region they must not pass
+through. The 307 keeps method and body; the client resends to the peer (with its key: HTTP clients drop
+``Authorization`` on a cross-host redirect, so it must re-attach it). Clients using the global domain
+never see it: the load balancer already routes each tenant's path to its data region.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from inference_service import core
+from inference_service.app import Settings, create_app, error
+from inference_service.auth import AuthError
+from inference_service.model import Model
+from inference_service.registry import ModelError, ModelRegistry
+from inference_service.tenancy import SHARED_REGIONS, Tenant, load_tenants
+
+ROUTE = "/api/models/{owner}/{project}/{model}/predict"
+
+
+@dataclass(frozen=True)
+class SharedSettings:
+    """What shared mode adds to ``Settings``; ``__main__`` fills it from flags and the environment."""
+
+    models_dir: Path
+    tenants_file: Path
+    region: str
+    peers: dict[str, str] = field(default_factory=dict)  # region id -> public base URL
+    cache_bytes: int = 2048 * 1024 * 1024
+    rate_limit_rps: float = 10.0
+    rate_limit_burst: int = 20
+
+
+class RateLimiter:
+    """A token bucket per tenant: ``burst`` requests at once, refilled at ``rps``."""
+
+    def __init__(self, rps: float, burst: int) -> None:
+        self.rps, self.burst = rps, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_seconds(self, tenant: str) -> float:
+        """Take a token: 0 if one was there, else how long until one will be (nothing taken)."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(tenant, (float(self.burst), now))
+            tokens = min(self.burst, tokens + (now - last) * self.rps)
+            if tokens >= 1:
+                self._buckets[tenant] = (tokens - 1, now)
+                return 0.0
+            self._buckets[tenant] = (tokens, now)
+            return (1 - tokens) / self.rps
+
+
+class SharedModels:
+    """The ``ModelProvider`` of shared mode: always ready (models load per request); the dedicated paths serve
+    no model here."""
+
+    registry: ModelRegistry  # set once the app (and its metrics registry) exists
+
+    def start(self) -> None:
+        pass
+
+    def status(self) -> tuple[str, str | None]:
+        return "ready", None
+
+    def get(self) -> Model:
+        raise HTTPException(404, f"this is a shared service: POST {ROUTE}")
+
+    def latency_ms(self) -> float:
+        return self.registry.last_inference_ms
+
+
+def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
+    """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
+    if shared.region not in SHARED_REGIONS:
+        raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
+    tenants = load_tenants(shared.tenants_file)
+    provider = SharedModels()
+    app = create_app(settings, provider)
+    registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
+                                                 settings.intra_op_threads)
+    limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
+
+    @app.exception_handler(ModelError)
+    async def _model_error(_: Request, exc: ModelError) -> JSONResponse:
+        return error(exc.status, exc.message, exc.field)
+
+    def tenant_of(request: Request) -> Tenant:
+        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        tenant = tenants.owner_of_key(key.strip())
+        if tenant is None:
+            raise AuthError("invalid API key")
+        return tenant
+
+    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None)
+    async def predict(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
+        tenant = tenant_of(request)
+        registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it
+        if owner != tenant.owner:
+            return error(403, f"this API key does not give access to {owner}'s models", "owner")
+        if tenant.data_region != shared.region:
+            peer = shared.peers.get(tenant.data_region)
+            if peer is None:
+                return error(503, f"{owner}'s models are served in {tenant.data_region}, and this service "
+                             f"({shared.region}) has no peer URL for that region", headers={"Retry-After": "60"})
+            query = f"?{request.url.query}" if request.url.query else ""
+            location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/predict{query}"
+            return error(307, f"{owner}'s models are served in {tenant.data_region}: resend to {location}",
+                         headers={"Location": location})
+        if wait := limiter.wait_seconds(owner):
+            return error(429, f"rate limit of {shared.rate_limit_rps:g} requests/s for {owner} exceeded; retry "
+                         "later", headers={"Retry-After": str(math.ceil(wait))})
+        loaded = await run_in_threadpool(registry.get, owner, project, model)
+        if reason := loaded.unsupported():
+            raise core.InputError(reason, None, 422)
+        result = await app.state.predict_request(request, loaded)
+        registry.last_inference_ms = loaded.last_inference_ms
+        return result
+
+    return app
