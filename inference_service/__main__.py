@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
     p.add_argument("--samples-dir", type=Path, default=None, help="Test page samples [default: samples/ beside model]")
     args = p.parse_args(argv)
+    if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
+        p.error(f"MODE must be dedicated or shared, got {args.mode!r}")
     if args.mode == "shared":
         return _check_shared(p, args)
     if not args.model:

@@ -185,3 +185,25 @@ def test_tenant_in_a_region_outside_the_three_stops_startup(layout: tuple[Path, 
     assert proc.returncode == 2
     assert "'globex'" in proc.stderr and "data_region" in proc.stderr and "us-east1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_configured_by_environment_as_cloud_run_does(layout: tuple[Path, Path], image: bytes) -> None:
+    models, tenants = layout
+    env = {"MODE": "shared", "MODELS_DIR": str(models), "TENANTS_FILE": str(tenants), "REGION": "europe-west1",
+           "PEERS": "us-central1=https://us.inference.example.com,asia-east1=https://ap.inference.example.com"}
+    with run_server(["--threads", "1"], env=env) as (url, _):
+        assert predict(url, "globex", "shapes/demo", KEYS["globex"], image).status_code == 200
+        r = predict(url, "acme", "shapes/demo", KEYS["acme"], image)
+        assert r.status_code == 307
+        assert r.headers["location"] == "https://us.inference.example.com/api/models/acme/shapes/demo/predict"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--region", "us-east1"], "not a shared region"),
+    (["--peer", "europe-west1"], "REGION_ID=URL"),
+    (["--peer", "mars-1=https://x"], "REGION_ID=URL"),
+])
+def test_bad_shared_flags_exit_2(layout: tuple[Path, Path], flags: list[str], message: str) -> None:
+    proc = subprocess.run([PYTHON, "-m", "inference_service", *shared_args(layout), *flags], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
