@@ -1,9 +1,9 @@
 """Shared mode's models: ``DIR/{owner}/{project}/{model}.onnx`` loaded on first use, kept in an LRU cache.
 
 The cache is bounded by an estimate of memory, not a count: a model's cost is its file size times
-``MEMORY_FACTOR``. Measured on the demo exports, an onnxruntime CPU session holds the weights once as
-loaded, once more as the optimised graph's initialisers, plus arena buffers sized by the activations;
-3x the file size covers that for YOLO detect/pose exports. The estimate is what the bound counts, so
+``MEMORY_FACTOR``: an onnxruntime CPU session holds the weights once more as the optimised graph's
+initialisers, plus arena buffers sized by the activations. Measured here: each further 9.6 MB demo export
+(640x640, 1 thread) adds ~25 MB of resident memory (2.6x); 3x leaves a margin. The estimate is what the bound counts, so
 set ``--cache-mb`` to what the container may spend on models (memory limit minus ~500 MB for Python).
 """
 
@@ -56,8 +56,7 @@ class ModelRegistry:
                                  registry=r)
         self.cached = Gauge("model_cache_models", "Models held in the cache", registry=r)
         self.cached_bytes = Gauge("model_cache_bytes", "Estimated memory of the cached models", registry=r)
-        r_bound = Gauge("model_cache_limit_bytes", "The cache bound (--cache-mb)", registry=r)
-        r_bound.set(cache_bytes)
+        Gauge("model_cache_limit_bytes", "The cache bound (--cache-mb)", registry=r).set(cache_bytes)
 
     def path_for(self, owner: str, project: str, model: str) -> Path:
         """The model file, or 400 for a segment that could leave its directory; never a path outside the root."""
@@ -80,15 +79,18 @@ class ModelRegistry:
                 return self._cache[key][0]
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # concurrent first requests for one model wait for a single load
-            with self._lock:
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    return self._cache[key][0]
-            loaded, cost = self._load(key, path)
-            with self._lock:
-                self._insert(key, loaded, cost)
-                self._loading.pop(key, None)
-            return loaded
+            try:
+                with self._lock:
+                    if key in self._cache:
+                        self._cache.move_to_end(key)
+                        return self._cache[key][0]
+                loaded, cost = self._load(key, path)
+                with self._lock:
+                    self._insert(key, loaded, cost)
+                return loaded
+            finally:  # also after a 404 or a failed load: unknown names must not pile up locks
+                with self._lock:
+                    self._loading.pop(key, None)
 
     def _load(self, key: Key, path: Path) -> tuple[Model, int]:
         name = "/".join(key)

@@ -156,6 +156,11 @@ def test_corrupt_model_is_a_clear_error_and_others_keep_being_served(server: str
     assert httpx.get(f"{server}/health").json()["healthy"] is True
 
 
+def test_dedicated_paths_serve_no_model_in_shared_mode(server: str, image: bytes) -> None:
+    r = httpx.post(f"{server}/predict", files={"file": image}, timeout=30)
+    assert r.status_code == 404 and "/api/models/" in r.json()["error"]
+
+
 def test_cache_holds_what_fits_and_counts_cold_loads(layout: tuple[Path, Path], image: bytes) -> None:
     one_model_mb = demo_model("e2e").stat().st_size * MEMORY_FACTOR / 2**20
     with run_server(shared_args(layout, "--cache-mb", f"{one_model_mb * 1.5:.2f}")) as (url, _):
