@@ -212,3 +212,20 @@ def test_bad_shared_flags_exit_2(layout: tuple[Path, Path], flags: list[str], me
     proc = subprocess.run([PYTHON, "-m", "inference_service", *shared_args(layout), *flags], capture_output=True,
                           text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_redirect_location_is_served_by_the_peer_region(layout: tuple[Path, Path], image: bytes) -> None:
+    """Two regions on loopback: the US answers globex with the EU's URL, the EU serves it there; no peer is 503."""
+    models, tenants = layout
+    eu_args = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
+               "europe-west1", "--threads", "1"]
+    with run_server(eu_args) as (eu, _):
+        us_args = [*shared_args(layout)[:-4], "--peer", f"europe-west1={eu}", "--threads", "1"]
+        with run_server(us_args) as (us, _):
+            r = predict(us, "globex", "shapes/demo", KEYS["globex"], image)
+            assert r.status_code == 307 and r.headers["location"].startswith(eu)
+            resent = httpx.post(r.headers["location"], headers={"Authorization": f"Bearer {KEYS['globex']}"},
+                                files={"file": image}, timeout=30)
+            assert resent.status_code == 200 and resent.json()["images"][0]["results"]
+            no_peer = predict(eu, "acme", "shapes/demo", KEYS["acme"], image)  # the EU was given no US peer
+            assert no_peer.status_code == 503 and "us-central1" in no_peer.json()["error"]
