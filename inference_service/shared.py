@@ -30,7 +30,7 @@ from inference_service.app import Settings, create_app, error
 from inference_service.auth import AuthError
 from inference_service.model import Model
 from inference_service.registry import ModelError, ModelRegistry
-from inference_service.tenancy import SHARED_REGIONS, Tenant, load_tenants
+from inference_service.tenancy import SHARED_REGIONS, Tenant, TenantsFile
 
 ROUTE = "/api/models/{owner}/{project}/{model}/predict"
 
@@ -92,7 +92,7 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
     if shared.region not in SHARED_REGIONS:
         raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
-    tenants = load_tenants(shared.tenants_file)
+    tenants = TenantsFile(shared.tenants_file)
     provider = SharedModels()
     app = create_app(settings, provider)
     registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
@@ -107,7 +107,7 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
         scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-        tenant = tenants.owner_of_key(key.strip())
+        tenant = tenants.current().owner_of_key(key.strip())
         if tenant is None:
             raise AuthError("invalid API key")
         return tenant

@@ -229,3 +229,13 @@ def test_redirect_location_is_served_by_the_peer_region(layout: tuple[Path, Path
             assert resent.status_code == 200 and resent.json()["images"][0]["results"]
             no_peer = predict(eu, "acme", "shapes/demo", KEYS["acme"], image)  # the EU was given no US peer
             assert no_peer.status_code == 503 and "us-central1" in no_peer.json()["error"]
+
+
+def test_tenants_file_changes_apply_without_restart(layout: tuple[Path, Path], tmp_path: Path, image: bytes) -> None:
+    tenants = write_tenants(tmp_path / "tenants.yaml", {"globex": "us-central1"})
+    with run_server(shared_args((layout[0], tenants))) as (url, _):
+        assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 401
+        write_tenants(tenants, {"globex": "us-central1", "acme": "us-central1"})  # a new secret version
+        assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 200
+        tenants.write_text("tenants: {acme: {data_region: mars-1}}\n")  # a broken version: keep the old
+        assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 200
