@@ -21,6 +21,12 @@ from components.service import ServiceInputs, declare_service, label_value
 from components.stack_config import TenantSpec
 
 MODELS_DIR = "/models"
+SERVER_OVERHEAD_MB = 768  # the server, onnxruntime and in-flight images, outside the model cache
+
+
+def model_cache_mb(memory_gib: int) -> int:
+    """How much of an instance's memory the shared server may spend on loaded tenant models."""
+    return max(256, memory_gib * 1024 - SERVER_OVERHEAD_MB)
 TENANTS_MOUNT = "/secrets/tenants"
 TENANTS_FILE = "tenants.yaml"
 MAX_BUCKET_NAME = 63
@@ -86,7 +92,8 @@ class SharedInference(pulumi.ComponentResource):
             inputs = replace(
                 inputs, grants=grants,
                 envs={**inputs.envs, "MODE": "shared", "MODELS_DIR": MODELS_DIR, "REGION": rid, "PEERS": peers,
-                      "TENANTS_FILE": f"{TENANTS_MOUNT}/{TENANTS_FILE}"},
+                      "TENANTS_FILE": f"{TENANTS_MOUNT}/{TENANTS_FILE}",
+                      "MODEL_CACHE_MB": str(model_cache_mb(plan.settings.memory_gib))},
                 volumes=[*inputs.volumes,
                          run.ServiceTemplateVolumeArgs(
                              name="models", gcs=run.ServiceTemplateVolumeGcsArgs(bucket=bucket.name, read_only=True)),

@@ -75,6 +75,7 @@ def test_shared_services_run_in_shared_mode_with_their_region_and_peers(prod_pla
         peers = dict(p.split("=", 1) for p in e["PEERS"].split(","))
         assert peers == {rid: url for rid, url in HOSTS.items() if rid != region}
         assert "MODEL_PATH" not in e
+        assert e["MODEL_CACHE_MB"] == str(8 * 1024 - 768), "8Gi instances keep ~7.2 GiB of tenant models loaded"
 
 
 def test_tenants_file_holds_digests_from_config_and_is_mounted_for_shared_services_only(prod_plan):
