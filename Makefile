@@ -38,3 +38,11 @@ $(TEST_DEPS): $(PLAN_DEPS) requirements-dev.txt requirements-ml.txt inference_se
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+SERVE_PORT ?= 8080
+serve: $(TEST_DEPS)  ## run the inference server on the demo model with a fresh random key
+	@mkdir -p .serve && key=$$($(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))") && \
+	  $(BIN)/python -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())" "$$key" > .serve/sha256.txt && \
+	  echo "Test page: http://127.0.0.1:$(SERVE_PORT)/   API key: $$key" && \
+	  echo "curl -H 'Authorization: Bearer $$key' -F file=@models/samples/shapes-1.jpg http://127.0.0.1:$(SERVE_PORT)/predict" && \
+	  $(BIN)/python -m inference_service --model models/demo-e2e.onnx --port $(SERVE_PORT) --api-key-file .serve/sha256.txt
