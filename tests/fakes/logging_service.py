@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from concurrent import futures
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 import grpc
 from google.cloud.logging_v2.types import ListLogEntriesRequest, ListLogEntriesResponse, LogEntry
 from google.logging.type import log_severity_pb2
+
+from tests.fakes import serve_unary
 
 SERVICES = re.compile(r"service_name=\(([^)]*)\)")
 SEVERITY = re.compile(r"severity>=(\w+)")
@@ -56,16 +56,7 @@ class FakeLogging:
         return ListLogEntriesResponse(entries=matches[:request.page_size or None])
 
 
-@contextmanager
-def serve(fake: FakeLogging) -> Iterator[str]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("google.logging.v2.LoggingServiceV2", {
-        "ListLogEntries": grpc.unary_unary_rpc_method_handler(
-            fake.list_log_entries, request_deserializer=ListLogEntriesRequest.deserialize,
-            response_serializer=ListLogEntriesResponse.serialize)})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
+def serve(fake: FakeLogging) -> AbstractContextManager[str]:
+    """Run `fake` on a free local port; yields host:port."""
+    return serve_unary("google.logging.v2.LoggingServiceV2", "ListLogEntries", fake.list_log_entries,
+                       ListLogEntriesRequest, ListLogEntriesResponse)

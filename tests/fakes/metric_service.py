@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from concurrent import futures
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import grpc
 from google.api import distribution_pb2, metric_pb2, monitored_resource_pb2
 from google.cloud import monitoring_v3
+
+from tests.fakes import serve_unary
 
 Series = list[monitoring_v3.TimeSeries]
 FILTER = re.compile(r'metric\.type="([^"]+)".*service_name="([^"]+)".*location="([^"]+)"')
@@ -55,18 +55,7 @@ class FakeMetricService:
         return monitoring_v3.ListTimeSeriesResponse(time_series=self.data.get((service, metric), []))
 
 
-@contextmanager
-def serve(fake: FakeMetricService) -> Iterator[str]:
+def serve(fake: FakeMetricService) -> AbstractContextManager[str]:
     """Run `fake` on a free local port; yields host:port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    handler: Callable = fake.list_time_series
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("google.monitoring.v3.MetricService", {
-        "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
-            handler, request_deserializer=monitoring_v3.ListTimeSeriesRequest.deserialize,
-            response_serializer=monitoring_v3.ListTimeSeriesResponse.serialize)})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
+    return serve_unary("google.monitoring.v3.MetricService", "ListTimeSeries", fake.list_time_series,
+                       monitoring_v3.ListTimeSeriesRequest, monitoring_v3.ListTimeSeriesResponse)
