@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -17,8 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from components.errors import FleetError
-from fleet.monitor import NO_CREDENTIALS, stack_endpoints
-from fleet.program import stack_config
+from fleet.cloud import google_client, project, stack_endpoints
 from fleet.render import table
 
 SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
@@ -36,21 +34,10 @@ def parse_since(text: str) -> timedelta:
 
 
 def logging_client() -> Any:
-    """A LoggingServiceV2Client: insecure channel to FLEET_LOGGING_ENDPOINT, else Google with ADC."""
     from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
     from google.cloud.logging_v2.services.logging_service_v2.transports import LoggingServiceV2GrpcTransport
 
-    endpoint = os.environ.get("FLEET_LOGGING_ENDPOINT")
-    if endpoint:
-        import grpc
-        return LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(channel=grpc.insecure_channel(endpoint)))
-    import google.auth
-    import google.auth.exceptions
-    try:
-        credentials, _ = google.auth.default()
-    except google.auth.exceptions.DefaultCredentialsError as error:
-        raise FleetError(NO_CREDENTIALS) from error
-    return LoggingServiceV2Client(credentials=credentials)
+    return google_client(LoggingServiceV2Client, LoggingServiceV2GrpcTransport, "FLEET_LOGGING_ENDPOINT")
 
 
 def log_filter(services: list[str], since: datetime, severity: str | None) -> str:
@@ -105,21 +92,15 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    services = [e.name for e in stack_endpoints(args.stack, args.catalog)]
-    if args.endpoint:
-        if args.endpoint not in services:
-            raise FleetError(f"--endpoint {args.endpoint}: no such Cloud Run service in stack {args.stack}")
-        services = [args.endpoint]
-    project = args.project or stack_config(args.stack).get("gcp:project")
-    if not project:
-        raise FleetError(f"no project: set gcp:project in Pulumi.{args.stack}.yaml or pass --project")
+    services = [e.name for e in stack_endpoints(args)]
+    gcp_project = project(args)
     since = datetime.now(UTC) - parse_since(args.since)
     client = logging_client()
     from google.api_core import exceptions
 
     while True:
         try:
-            rows = fetch(client, project, log_filter(services, since, args.severity))
+            rows = fetch(client, gcp_project, log_filter(services, since, args.severity))
         except exceptions.GoogleAPICallError as error:
             print(f"fleet logs: Cloud Logging answered {error.code}: {error.message}", file=sys.stderr)
             return 1

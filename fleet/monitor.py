@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,29 +16,22 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from components.errors import FleetError
-from fleet.program import evaluate, stack_config
+from fleet.cloud import Endpoint, google_client, project, stack_endpoints
 from fleet.render import table
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400, "30d": 30 * 86400}
+PLOT_TOP = 12
 POINTS_PER_RANGE = 24  # alignment periods per range: the resolution of --plot
-SERVICE_TYPE = "gcp:cloudrunv2/service:Service"
 # Transient errors (UNAVAILABLE, 429) are retried this long per query before the endpoint is reported as failed.
 RETRY_SECONDS = 20.0
 QUERY_TIMEOUT_SECONDS = 30.0
-NO_CREDENTIALS = "no credentials: run `gcloud auth application-default login`"
-
-
-@dataclass
-class Endpoint:
-    name: str
-    region: str
 
 
 @dataclass
 class Summary:
-    endpoint: str
+    name: str
     region: str
+    role: str
     totalRequests: int = 0
     errorCount: int = 0
     errorRate: float = 0.0
@@ -51,12 +43,6 @@ class Summary:
     coldStarts: int = 0
     error: str | None = None
     series: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-
-
-def stack_endpoints(stack: str, catalog: str | None = None) -> list[Endpoint]:
-    """Every Cloud Run service the stack's program declares (dedicated and shared)."""
-    plan = evaluate(stack, catalog=catalog)
-    return [Endpoint(r.inputs["name"], r.inputs["location"]) for r in plan.custom(SERVICE_TYPE)]
 
 
 # --- percentiles from a Cloud Monitoring distribution -------------------------------------------------
@@ -91,22 +77,10 @@ def percentile(bounds: Sequence[tuple[float, float]], counts: Sequence[int], q: 
 # --- querying -----------------------------------------------------------------------------------------
 
 def metric_client() -> Any:
-    """A MetricServiceClient: insecure channel to FLEET_MONITORING_ENDPOINT, else Google with ADC."""
     from google.cloud import monitoring_v3
     from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
-    endpoint = os.environ.get("FLEET_MONITORING_ENDPOINT")
-    if endpoint:
-        import grpc
-        return monitoring_v3.MetricServiceClient(
-            transport=MetricServiceGrpcTransport(channel=grpc.insecure_channel(endpoint)))
-    import google.auth
-    import google.auth.exceptions
-    try:
-        credentials, _ = google.auth.default()
-    except google.auth.exceptions.DefaultCredentialsError as error:
-        raise FleetError(NO_CREDENTIALS) from error
-    return monitoring_v3.MetricServiceClient(credentials=credentials)
+    return google_client(monitoring_v3.MetricServiceClient, MetricServiceGrpcTransport, "FLEET_MONITORING_ENDPOINT")
 
 
 def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: int, aligner: str) -> list[Any]:
@@ -136,7 +110,7 @@ def _end(point: Any) -> float:
 
 def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Summary:
     """One endpoint's figures over the last `seconds`; an API error becomes Summary.error, not an exception."""
-    out = Summary(endpoint.name, endpoint.region)
+    out = Summary(endpoint.name, endpoint.region, endpoint.role)
     try:
         requests: dict[float, float] = {}
         errors: dict[float, float] = {}
@@ -206,7 +180,7 @@ def collect(client: Any, project: str, endpoints: Sequence[Endpoint], seconds: i
 
 
 def worst_first(summaries: list[Summary]) -> list[Summary]:
-    return sorted(summaries, key=lambda s: (s.error is None, -s.errorRate, -(s.p95LatencyMs or 0), s.endpoint))
+    return sorted(summaries, key=lambda s: (s.error is None, -s.errorRate, -(s.p95LatencyMs or 0), s.name))
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -214,7 +188,7 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def render(summaries: list[Summary]) -> str:
-    rows = [[s.endpoint, s.region, s.totalRequests, s.errorCount, fmt(s.errorRate * 100, ".2f") + "%",
+    rows = [[s.name, s.region, s.totalRequests, s.errorCount, fmt(s.errorRate * 100, ".2f") + "%",
              fmt(s.avgLatencyMs), fmt(s.p50LatencyMs), fmt(s.p95LatencyMs), fmt(s.p99LatencyMs),
              s.instanceCount, s.coldStarts,
              s.error or ("no data" if not s.totalRequests and not s.instanceCount else "")]
@@ -224,17 +198,17 @@ def render(summaries: list[Summary]) -> str:
 
 
 def plot(summaries: list[Summary], path: str) -> None:
-    """Requests, errors and p95 latency over time, one line per endpoint."""
+    """Requests, errors and p95 latency over time, one line per endpoint (the PLOT_TOP busiest: 46 lines are noise)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
-    for s in summaries:
+    for s in sorted(summaries, key=lambda s: -s.totalRequests)[:PLOT_TOP]:
         for ax, key in zip(axes, ("requests", "errors", "latencyP95"), strict=True):
             points = [(t, v) for t, v in s.series.get(key, []) if v is not None]
             if points:
-                ax.plot([(t - time.time()) / 3600 for t, _ in points], [v for _, v in points], label=s.endpoint)
+                ax.plot([(t - time.time()) / 3600 for t, _ in points], [v for _, v in points], label=s.name)
     for ax, title in zip(axes, ("requests", "5xx errors", "p95 latency (ms)"), strict=True):
         ax.set_title(title)
     axes[-1].set_xlabel("hours from now")
@@ -247,22 +221,15 @@ def plot(summaries: list[Summary], path: str) -> None:
 
 def _progress(done: int, total: int) -> None:
     if sys.stderr.isatty():
-        print(f"\rquerying {done}/{total} endpoints", end="" if done < total else "\n", file=sys.stderr)
+        print(f"\r{done}/{total} endpoints", end="" if done < total else "\n", file=sys.stderr)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    endpoints = stack_endpoints(args.stack, args.catalog)
-    if args.endpoint:
-        endpoints = [e for e in endpoints if e.name == args.endpoint]
-        if not endpoints:
-            raise FleetError(f"--endpoint {args.endpoint}: no such Cloud Run service in stack {args.stack}")
-    project = args.project or stack_config(args.stack).get("gcp:project")
-    if not project:
-        raise FleetError(f"no project: set gcp:project in Pulumi.{args.stack}.yaml or pass --project")
-    summaries = worst_first(collect(metric_client(), project, endpoints, RANGES[args.range], _progress))
+    endpoints = stack_endpoints(args)
+    summaries = worst_first(collect(metric_client(), project(args), endpoints, RANGES[args.range], _progress))
     for s in summaries:
         if s.error:
-            print(f"fleet monitor: {s.endpoint} ({s.region}): {s.error}", file=sys.stderr)
+            print(f"fleet monitor: {s.name} ({s.region}): {s.error}", file=sys.stderr)
     if args.json:
         print(json.dumps([{k: v for k, v in asdict(s).items() if k != "series"} for s in summaries], indent=2))
     else:

@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from fleet.cli import main
-from inference_service.telemetry import JsonFormatter
+from inference_service.telemetry import JsonFormatter, Metrics, RequestMiddleware
 from tests.fakes.logging_service import FakeLogging, ingest, serve
 
 NOW = datetime.now(UTC)
@@ -98,3 +98,49 @@ def test_follow_prints_only_entries_newer_than_the_last_poll(monkeypatch, capsys
     first, second = out.split("\n]\n")[:2]
     assert len(json.loads(first + "]")) == 3
     assert [r["message"] for r in json.loads(second + "]")] == ["GET /health 200 1.0ms"]
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_the_request_middlewares_own_line_becomes_the_displayed_fields(monkeypatch, capsys):
+    """The line the server's request middleware logs for a failed predict, through Cloud Logging, to `fleet logs`."""
+    captured = Captured()
+    logger = logging.getLogger("inference_service")
+    logger.addHandler(captured)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        middleware = RequestMiddleware(app=None, metrics=Metrics(), max_body=1 << 20, project="my-gcp-project-dev")
+        scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"conf=0.4",
+                 "client": ("203.0.113.9", 5000), "http_version": "1.1"}
+        headers = {"user-agent": "python-httpx/0.27", "content-length": "2048",
+                   "x-cloud-trace-context": "0123456789abcdef/42;o=1"}
+        middleware._record(scope, headers, {"status": 503, "sent": 64, "received": 2048}, 0.25)
+    finally:
+        logger.removeHandler(captured)
+    [line] = captured.lines
+    fake = FakeLogging([ingest(line, "demo-iowa", "us-central1", NOW - timedelta(minutes=1))])
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--endpoint", "demo-iowa")
+    assert code == 0
+    [row] = json.loads(out)
+    assert (row["severity"], row["message"]) == ("ERROR", "POST /predict 503 250.0ms")
+    assert row["httpRequest"] == {"method": "POST", "url": "/predict?conf=0.4", "status": 503,
+                                  "latencyMs": 250.0, "userAgent": "python-httpx/0.27"}
+    assert row["trace"] == "projects/my-gcp-project-dev/traces/0123456789abcdef"
+
+
+def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
+    code, _, err = run_logs(monkeypatch, capsys, fake_logs(), "--endpoint", "demo-nowhere")
+    assert code == 2 and "--endpoint demo-nowhere: no such Cloud Run service in stack dev" in err
+    monkeypatch.delenv("FLEET_LOGGING_ENDPOINT")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    assert main(["logs", "--stack", "dev"]) == 2
+    err = capsys.readouterr().err
+    assert "no Google credentials: run `gcloud auth application-default login`" in err and "Traceback" not in err

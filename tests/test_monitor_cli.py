@@ -77,18 +77,19 @@ def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
     code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={"demo-st-ghislain"}), "--json")
     assert code == 0
     rows = json.loads(out)
-    assert {r["endpoint"] for r in rows} == DEV_SERVICES
-    by_name = {r["endpoint"]: r for r in rows}
+    assert {r["name"] for r in rows} == DEV_SERVICES
+    by_name = {r["name"]: r for r in rows}
     assert by_name["demo-iowa"] | {} == {
-        "endpoint": "demo-iowa", "region": "us-central1", "totalRequests": 320, "errorCount": 20,
+        "name": "demo-iowa", "region": "us-central1", "role": "dedicated", "totalRequests": 320, "errorCount": 20,
         "errorRate": 0.0625, "avgLatencyMs": 300.0, "p50LatencyMs": 200.0, "p95LatencyMs": 700.0,
         "p99LatencyMs": 780.0, "instanceCount": 2, "coldStarts": 3, "error": None}
     assert by_name["shared-iowa"]["p50LatencyMs"] == 150.0 and by_name["shared-iowa"]["errorRate"] == 0
+    assert by_name["shared-iowa"]["role"] == "shared"
     tokyo = by_name["demo-tokyo"]
     assert (tokyo["totalRequests"], tokyo["instanceCount"], tokyo["p95LatencyMs"], tokyo["error"]) == (0, 0, None, None)
     # the failing endpoint comes first with its error; the erroring one next
-    assert rows[0]["endpoint"] == "demo-st-ghislain" and "backend unavailable" in rows[0]["error"]
-    assert rows[1]["endpoint"] == "demo-iowa"
+    assert rows[0]["name"] == "demo-st-ghislain" and "backend unavailable" in rows[0]["error"]
+    assert rows[1]["name"] == "demo-iowa"
     assert "demo-st-ghislain (europe-west1)" in err and "Traceback" not in err
 
 
@@ -120,8 +121,9 @@ def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, caps
 
 def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
     code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(), "--endpoint", "nope")
-    assert code == 2 and "--endpoint nope: no such Cloud Run service" in err
+    assert code == 2 and "--endpoint nope: no such Cloud Run service in stack dev (7 services, e.g. demo-iowa" in err
     monkeypatch.delenv("FLEET_MONITORING_ENDPOINT")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     assert main(["monitor", "--stack", "dev"]) == 2
-    assert "no credentials: run `gcloud auth application-default login`" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no Google credentials: run `gcloud auth application-default login`" in err and "Traceback" not in err

@@ -1,0 +1,61 @@
+"""What `fleet monitor` and `fleet logs` share: the stack's endpoints, its project, and a Google API client."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from components.errors import FleetError
+from fleet.program import evaluate, stack_config
+
+SERVICE_TYPE = "gcp:cloudrunv2/service:Service"
+NO_CREDENTIALS = ("no Google credentials: run `gcloud auth application-default login`, "
+                  "or set GOOGLE_APPLICATION_CREDENTIALS")
+
+
+@dataclass
+class Endpoint:
+    name: str
+    region: str
+    role: str
+
+
+def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:
+    """The Cloud Run services the stack's program declares (the plan's list, not a second one); --endpoint
+    narrows them to one."""
+    plan = evaluate(args.stack, catalog=args.catalog)
+    endpoints = [Endpoint(r.inputs["name"], r.inputs["location"], r.inputs["template"]["labels"]["role"])
+                 for r in plan.custom(SERVICE_TYPE)]
+    if not args.endpoint:
+        return endpoints
+    chosen = [e for e in endpoints if e.name == args.endpoint]
+    if not chosen:
+        names = ", ".join(sorted(e.name for e in endpoints)[:5])
+        raise FleetError(f"--endpoint {args.endpoint}: no such Cloud Run service in stack {args.stack} "
+                         f"({len(endpoints)} services, e.g. {names})")
+    return chosen
+
+
+def project(args: argparse.Namespace) -> str:
+    """--project, else the stack's gcp:project."""
+    found = args.project or stack_config(args.stack).get("gcp:project")
+    if not found:
+        raise FleetError(f"no project: set gcp:project in Pulumi.{args.stack}.yaml or pass --project")
+    return found
+
+
+def google_client(client_type: type, transport_type: type, endpoint_variable: str) -> Any:
+    """`client_type` on an insecure channel to $endpoint_variable (host:port, tests), else Google's with ADC."""
+    endpoint = os.environ.get(endpoint_variable)
+    if endpoint:
+        import grpc
+        return client_type(transport=transport_type(channel=grpc.insecure_channel(endpoint)))
+    import google.auth
+    import google.auth.exceptions
+    try:
+        credentials, _ = google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError as error:
+        raise FleetError(NO_CREDENTIALS) from error
+    return client_type(credentials=credentials)
