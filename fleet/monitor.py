@@ -153,6 +153,8 @@ def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Su
         latest: dict[float, float] = {}
         for series in _query(client, project, endpoint, "run.googleapis.com/container/instance_count", seconds,
                              "ALIGN_MAX"):
+            if series.metric.labels.get("state", "active") != "active":
+                continue  # idle instances wait for requests; "instances" means the ones serving
             for p in series.points:
                 latest[_end(p)] = latest.get(_end(p), 0) + p.value.int64_value
         out.instanceCount = int(latest[max(latest)]) if latest else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 from google.api import distribution_pb2
 
@@ -45,13 +46,13 @@ def test_percentile_of_no_samples_is_unknown_and_overflow_reports_its_lower_boun
     assert percentile(bounds, [0, 0, 0, 0, 4], 0.99) == 800
 
 
-def fake_fleet(failing: set[str] | None = None) -> FakeMetricService:
+def fake_fleet(failing: dict[str, grpc.StatusCode] | None = None) -> FakeMetricService:
     return FakeMetricService({
         # demo-iowa: 320 requests, 20 of them 5xx, latency split over two points, 3 cold starts, 2 instances now.
         ("demo-iowa", REQUESTS): [count_series("2xx", [100, 200]), count_series("5xx", [5, 15])],
         ("demo-iowa", LATENCY): [distribution_series([[0, 30, 20, 10, 0], [0, 20, 10, 10, 0]], mean=300,
                                                      scale=100)],
-        ("demo-iowa", INSTANCES): [gauge_series([1, 3, 2])],
+        ("demo-iowa", INSTANCES): [gauge_series([1, 3, 2]), gauge_series([4, 4, 5], state="idle")],
         ("demo-iowa", STARTUP): [distribution_series([[0, 1, 1, 0, 0], [0, 0, 1, 0, 0]], mean=2500, scale=1000)],
         # shared-iowa: healthy traffic, fast.
         ("shared-iowa", REQUESTS): [count_series("2xx", [40, 60])],
@@ -74,7 +75,9 @@ def run_monitor(monkeypatch, capsys, fake: FakeMetricService, *args: str) -> tup
 
 
 def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
-    code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={"demo-st-ghislain"}), "--json")
+    code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={
+        "demo-st-ghislain": grpc.StatusCode.UNAVAILABLE,  # retried, then reported
+        "shared-st-ghislain": grpc.StatusCode.PERMISSION_DENIED}), "--json")
     assert code == 0
     rows = json.loads(out)
     assert {r["name"] for r in rows} == DEV_SERVICES
@@ -87,9 +90,12 @@ def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
     assert by_name["shared-iowa"]["role"] == "shared"
     tokyo = by_name["demo-tokyo"]
     assert (tokyo["totalRequests"], tokyo["instanceCount"], tokyo["p95LatencyMs"], tokyo["error"]) == (0, 0, None, None)
-    # the failing endpoint comes first with its error; the erroring one next
-    assert rows[0]["name"] == "demo-st-ghislain" and "backend unavailable" in rows[0]["error"]
-    assert rows[1]["name"] == "demo-iowa"
+    # the endpoints that could not be read come first with their error; the one with 5xx next
+    assert (rows[0]["name"], rows[0]["error"]) == ("demo-st-ghislain", "ServiceUnavailable: unavailable for "
+                                                                       "demo-st-ghislain")
+    assert (rows[1]["name"], rows[1]["error"]) == ("shared-st-ghislain", "PermissionDenied: permission denied for "
+                                                                         "shared-st-ghislain")
+    assert rows[2]["name"] == "demo-iowa"
     assert "demo-st-ghislain (europe-west1)" in err and "Traceback" not in err
 
 
@@ -114,9 +120,10 @@ def test_monitor_table_and_plot(monkeypatch, capsys, tmp_path):
 
 
 def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, capsys):
-    code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(failing=DEV_SERVICES))
+    code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(failing=dict.fromkeys(DEV_SERVICES,
+                                                                            grpc.StatusCode.DEADLINE_EXCEEDED)))
     assert code == 1
-    assert err.count("backend unavailable") == len(DEV_SERVICES) and "Traceback" not in err
+    assert err.count("DeadlineExceeded: deadline exceeded for") == len(DEV_SERVICES) and "Traceback" not in err
 
 
 def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):

@@ -15,16 +15,18 @@ Series = list[monitoring_v3.TimeSeries]
 FILTER = re.compile(r'metric\.type="([^"]+)".*service_name="([^"]+)".*location="([^"]+)"')
 
 
-def count_series(code_class: str, values: list[int], start: int = 1_700_000_000) -> monitoring_v3.TimeSeries:
+def count_series(code_class: str, values: list[int], start: int = 1_700_000_000,
+                 label: str = "response_code_class") -> monitoring_v3.TimeSeries:
     points = [monitoring_v3.Point(interval={"end_time": {"seconds": start + 60 * i}},
                                   value={"int64_value": v}) for i, v in enumerate(values)]
-    return monitoring_v3.TimeSeries(metric=metric_pb2.Metric(labels={"response_code_class": code_class}),
+    return monitoring_v3.TimeSeries(metric=metric_pb2.Metric(labels={label: code_class}),
                                     resource=monitored_resource_pb2.MonitoredResource(type="cloud_run_revision"),
                                     points=points)
 
 
-def gauge_series(values: list[int], start: int = 1_700_000_000) -> monitoring_v3.TimeSeries:
-    return count_series("", values, start)
+def gauge_series(values: list[int], state: str = "active", start: int = 1_700_000_000) -> monitoring_v3.TimeSeries:
+    """instance_count: one series per instance state (active, idle)."""
+    return count_series(state, values, start, label="state")
 
 
 def distribution_series(counts: list[list[int]], mean: float, scale: float = 1.0, growth: float = 2.0,
@@ -42,16 +44,18 @@ def distribution_series(counts: list[list[int]], mean: float, scale: float = 1.0
 
 
 class FakeMetricService:
-    """data[(service, metric)] -> series; failing services answer UNAVAILABLE; requests are recorded."""
+    """data[(service, metric)] -> series; failing[service] is the gRPC error it answers; requests are recorded."""
 
-    def __init__(self, data: dict[tuple[str, str], Series], failing: set[str] | None = None) -> None:
-        self.data, self.failing, self.requests = data, failing or set(), []
+    def __init__(self, data: dict[tuple[str, str], Series],
+                 failing: dict[str, grpc.StatusCode] | None = None) -> None:
+        self.data, self.failing, self.requests = data, failing or {}, []
 
     def list_time_series(self, request: monitoring_v3.ListTimeSeriesRequest, context: grpc.ServicerContext):
         self.requests.append(request)
         metric, service, _location = FILTER.search(request.filter).groups()
         if service in self.failing:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"backend unavailable for {service}")
+            code = self.failing[service]
+            context.abort(code, f"{code.name.lower().replace('_', ' ')} for {service}")
         return monitoring_v3.ListTimeSeriesResponse(time_series=self.data.get((service, metric), []))
 
 
