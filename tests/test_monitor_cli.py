@@ -134,3 +134,14 @@ def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, 
     assert main(["monitor", "--stack", "dev"]) == 2
     err = capsys.readouterr().err
     assert "no Google credentials: run `gcloud auth application-default login`" in err and "Traceback" not in err
+
+
+def test_linear_and_explicit_bucket_bounds():
+    linear = distribution_pb2.Distribution.BucketOptions(
+        linear_buckets=distribution_pb2.Distribution.BucketOptions.Linear(num_finite_buckets=2, width=50, offset=10))
+    explicit = distribution_pb2.Distribution.BucketOptions(
+        explicit_buckets=distribution_pb2.Distribution.BucketOptions.Explicit(bounds=[5, 25, 125]))
+    assert bucket_bounds(linear) == [(0, 10), (10, 60), (60, 110), (110, 110)]
+    assert bucket_bounds(explicit) == [(0, 5), (5, 25), (25, 125), (125, 125)]
+    # 10 samples in 5-25 ms: the median sits halfway through that bucket
+    assert percentile(bucket_bounds(explicit), [0, 10, 0, 0], 0.5) == pytest.approx(15.0)
