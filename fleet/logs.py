@@ -22,7 +22,7 @@ from fleet.render import table
 SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
 SINCE = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-PAGE_LIMIT = 200
+DEFAULT_LIMIT = 200
 FOLLOW_INTERVAL_SECONDS = 5.0
 
 
@@ -31,6 +31,12 @@ def parse_since(text: str) -> timedelta:
     if not match:
         raise FleetError(f"--since {text}: expected a number and a unit, e.g. 30m, 1h, 2d")
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected a positive whole number")
+    return int(text)
 
 
 def logging_client() -> Any:
@@ -69,15 +75,16 @@ def entry_row(entry: Any) -> dict[str, Any]:
             "region": entry.resource.labels.get("location"), "trace": entry.trace or None}
 
 
-def fetch(client: Any, project: str, filter_: str) -> list[dict[str, Any]]:
+def fetch(client: Any, project: str, filter_: str, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` entries matching `filter_`, newest first."""
     from google.cloud.logging_v2.types import ListLogEntriesRequest
 
     request = ListLogEntriesRequest(resource_names=[f"projects/{project}"], filter=filter_,
-                                    order_by="timestamp desc", page_size=PAGE_LIMIT)
+                                    order_by="timestamp desc", page_size=limit)
     rows = []
     for entry in client.list_log_entries(request=request):
         rows.append(entry_row(entry))
-        if len(rows) >= PAGE_LIMIT:
+        if len(rows) >= limit:
             break
     return rows
 
@@ -100,12 +107,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     while True:
         try:
-            rows = fetch(client, gcp_project, log_filter(services, since, args.severity))
+            rows = fetch(client, gcp_project, log_filter(services, since, args.severity), args.limit)
         except exceptions.GoogleAPICallError as error:
             print(f"fleet logs: Cloud Logging answered {error.code}: {error.message}", file=sys.stderr)
             return 1
         if args.json:
-            print(json.dumps(rows, indent=2))
+            for row in rows:  # JSON lines: one entry per line, so --follow output streams into jq
+                print(json.dumps(row))
         elif rows or not args.follow:
             print(render(rows) if rows else "no log entries")
         if not args.follow:
@@ -125,5 +133,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--severity", choices=SEVERITIES, type=str.upper, help="this severity and worse")
     p.add_argument("--follow", action="store_true", help="keep polling for new entries")
     p.add_argument("--project", help="GCP project (default: the stack's gcp:project)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=positive, default=DEFAULT_LIMIT, help="at most N entries per poll (default 200)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_logs)

@@ -50,7 +50,7 @@ def run_logs(monkeypatch, capsys, fake: FakeLogging, *args: str) -> tuple[int, s
 def test_server_request_lines_parse_into_request_fields_newest_first(monkeypatch, capsys):
     code, out, _ = run_logs(monkeypatch, capsys, fake_logs(), "--json")
     assert code == 0
-    rows = json.loads(out)
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [r["message"] for r in rows] == ["POST /predict 500 123.4ms", "slow inference", "model loaded in 812 ms"]
     first = rows[0]
     assert (first["severity"], first["endpoint"], first["region"]) == ("ERROR", "demo-iowa", "us-central1")
@@ -71,6 +71,13 @@ def test_severity_endpoint_and_since_narrow_the_query(monkeypatch, capsys):
     assert len(lines) == 2 and "POST /predict?conf=0.5 500 123.4ms" in lines[1]
     assert 'service_name=("demo-iowa")' in fake.requests[0].filter
     assert fake.requests[0].resource_names == ["projects/my-gcp-project-dev"]
+
+
+def test_limit_keeps_the_newest_entries(monkeypatch, capsys):
+    code, out, _ = run_logs(monkeypatch, capsys, fake_logs(), "--json", "--limit", "2")
+    assert code == 0
+    assert [json.loads(line)["message"] for line in out.splitlines()] == ["POST /predict 500 123.4ms",
+                                                                          "slow inference"]
 
 
 def test_api_errors_and_bad_input_are_one_clear_message(monkeypatch, capsys):
@@ -95,9 +102,10 @@ def test_follow_prints_only_entries_newer_than_the_last_poll(monkeypatch, capsys
     monkeypatch.setattr("fleet.logs.time.sleep", sleep)
     code, out, _ = run_logs(monkeypatch, capsys, fake, "--follow", "--json")
     assert code == 0
-    first, second = out.split("\n]\n")[:2]
-    assert len(json.loads(first + "]")) == 3
-    assert [r["message"] for r in json.loads(second + "]")] == ["GET /health 200 1.0ms"]
+    messages = [json.loads(line)["message"] for line in out.splitlines()]
+    # the first poll's 3 entries, then only the one that arrived since
+    assert messages == ["POST /predict 500 123.4ms", "slow inference", "model loaded in 812 ms",
+                        "GET /health 200 1.0ms"]
 
 
 class Captured(logging.Handler):
@@ -129,7 +137,7 @@ def test_the_request_middlewares_own_line_becomes_the_displayed_fields(monkeypat
     fake = FakeLogging([ingest(line, "demo-iowa", "us-central1", NOW - timedelta(minutes=1))])
     code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--endpoint", "demo-iowa")
     assert code == 0
-    [row] = json.loads(out)
+    [row] = [json.loads(line) for line in out.splitlines()]
     assert (row["severity"], row["message"]) == ("ERROR", "POST /predict 503 250.0ms")
     assert row["httpRequest"] == {"method": "POST", "url": "/predict?conf=0.4", "status": 503,
                                   "latencyMs": 250.0, "userAgent": "python-httpx/0.27"}
