@@ -145,3 +145,11 @@ def test_linear_and_explicit_bucket_bounds():
     assert bucket_bounds(explicit) == [(0, 5), (5, 25), (25, 125), (125, 125)]
     # 10 samples in 5-25 ms: the median sits halfway through that bucket
     assert percentile(bucket_bounds(explicit), [0, 10, 0, 0], 0.5) == pytest.approx(15.0)
+
+
+def test_progress_counts_endpoints_on_a_terminal_only(monkeypatch, capsys):
+    _, _, err = run_monitor(monkeypatch, capsys, fake_fleet())
+    assert "endpoints" not in err  # piped stderr stays quiet
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    _, _, err = run_monitor(monkeypatch, capsys, fake_fleet())
+    assert "\r1/7 endpoints" in err and err.endswith("\r7/7 endpoints\n")
