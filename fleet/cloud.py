@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.errors import FleetError
-from fleet.program import evaluate, stack_config
+from fleet.program import CLOUD_RUN, evaluate, stack_config
 
-SERVICE_TYPE = "gcp:cloudrunv2/service:Service"
 NO_CREDENTIALS = ("no Google credentials: run `gcloud auth application-default login`, "
                   "or set GOOGLE_APPLICATION_CREDENTIALS")
 
@@ -27,7 +26,7 @@ def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:
     narrows them to one."""
     plan = evaluate(args.stack, catalog=args.catalog)
     endpoints = [Endpoint(r.inputs["name"], r.inputs["location"], r.inputs["template"]["labels"]["role"])
-                 for r in plan.custom(SERVICE_TYPE)]
+                 for r in plan.custom(CLOUD_RUN)]
     if not args.endpoint:
         return endpoints
     chosen = [e for e in endpoints if e.name == args.endpoint]

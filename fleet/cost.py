@@ -18,7 +18,6 @@ from components.catalog import Catalog, load_catalog
 from components.errors import FleetError
 from fleet.cli import catalog_path
 from fleet.pricing import (
-    CLOUD_RUN,
     DEFAULT_PRICES,
     PriceBook,
     ServiceCost,
@@ -27,7 +26,7 @@ from fleet.pricing import (
     price_services,
     service_shape,
 )
-from fleet.program import PROJECT_DIR, Plan, evaluate
+from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from fleet.render import table
 
 

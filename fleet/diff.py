@@ -26,8 +26,8 @@ from components.errors import FleetError
 from fleet.cost import add_pricing_args, stack_costs, traffic_from, usd
 from fleet.mocks import RecordedResource
 from fleet.policy import Violation, run_policies
-from fleet.pricing import CLOUD_RUN, PriceBook, ServiceCost, Traffic, load_prices, service_shape
-from fleet.program import PROJECT_DIR, Plan, evaluate
+from fleet.pricing import PriceBook, ServiceCost, Traffic, load_prices, service_shape
+from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from fleet.props import dig
 from fleet.render import table
 from policy.config import load_pack_config

@@ -24,7 +24,6 @@ from components.catalog import Catalog, read_yaml
 from components.errors import FleetError, describe
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 
-CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 # Cloud Run's defaults when a service leaves a field out.
 DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_MAX_INSTANCES = "1", "512Mi", 100

@@ -20,6 +20,9 @@ from components.stack_config import NAMESPACE, ConfigError
 from fleet.mocks import RecordedResource, RecordingMonitor
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+# Type tokens the CLI and the policy pack look for in a plan.
+CLOUD_RUN = "gcp:cloudrunv2/service:Service"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 # How a secret value travels in resource inputs (pulumi.runtime.rpc's special signature).
 SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 from components.catalog import GEOGRAPHIES, Catalog
 from fleet.mocks import RecordedResource, resource_id
-from fleet.program import Plan
+from fleet.program import ALERT_POLICY, CLOUD_RUN, Plan
 
-CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 URL_MAP = "gcp:compute/uRLMap:URLMap"
 BACKEND = "gcp:compute/backendService:BackendService"
 NEG = "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup"
@@ -40,7 +39,7 @@ def resource_regions(plan: Plan) -> dict[tuple[str, str], str]:
 
 def monitoring_summary(plan: Plan) -> dict[str, str]:
     """Service name -> '3 alerts, uptime, 2 SLOs': what watches it (resources labelled service=<name>)."""
-    kinds = {"gcp:monitoring/alertPolicy:AlertPolicy": "alerts", "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+    kinds = {ALERT_POLICY: "alerts", "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
              "uptime", "gcp:monitoring/slo:Slo": "SLOs"}
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for r in plan.custom():

@@ -26,11 +26,11 @@ from pulumi_policy import (
 
 from components.catalog import Region
 from components.settings import GPU_MIN_CPU, GPU_MIN_MEMORY_GIB
-from fleet.pricing import CLOUD_RUN, price_services, service_shape
+from fleet.pricing import price_services, service_shape
+from fleet.program import ALERT_POLICY, CLOUD_RUN
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 from policy.facts import StackFacts, facts_for
 
-ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 # The alert policies every Cloud Run service gets (contract with the monitoring component): one per kind,
 # userLabels {service, region, alert, managed-by: yolo-fleet}.
 ALERTS = ("error-ratio", "latency-p95", "max-instances")
