@@ -1,5 +1,9 @@
 """The server image: built once from inference_service/Dockerfile, pushed to one Artifact Registry
 multi-region repository per continent so every endpoint pulls from nearby, and deployed by digest.
+
+Cloud Run pulls images as its service agent, not as the services' own accounts: the agent alone gets
+read access, on each repository (not the project). Pushing is the deployer's credentials' job; no
+service account of the fleet can write to a repository.
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ import pulumi_gcp as gcp
 
 REPOSITORY_ID = "yolo-fleet"
 IMAGE_NAME = "inference-server"
+REPOSITORY_READER = "roles/artifactregistry.reader"
+
+
+def cloud_run_agent(project_number: str) -> str:
+    """The identity Cloud Run pulls images with: the project's serverless service agent."""
+    return f"serviceAccount:service-{project_number}@serverless-robot-prod.iam.gserviceaccount.com"
 
 
 def registry_host(location: str) -> str:
@@ -29,7 +39,8 @@ class ServerImageArgs:
 
 
 class ServerImage(pulumi.ComponentResource):
-    """Outputs `digest` and, per location, the pull reference `<host>/<project>/yolo-fleet/server@sha256:...`."""
+    """Outputs `digest` and, per location, the pull reference `<host>/<project>/yolo-fleet/server@sha256:...`;
+    a reference resolves only once Cloud Run may pull from that location's repository."""
 
     def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:ServerImage", name, None, opts)
@@ -57,6 +68,14 @@ class ServerImage(pulumi.ComponentResource):
             )
             for location in args.locations
         ]
+        agent = gcp.organizations.get_project_output(project_id=args.project).number.apply(cloud_run_agent)
+        self._pull_grants = {
+            location: gcp.artifactregistry.RepositoryIamMember(
+                f"{name}-{location}-pull", project=args.project, location=location,
+                repository=repository.repository_id, role=REPOSITORY_READER, member=agent,
+                opts=pulumi.ResourceOptions(parent=self))
+            for location, repository in zip(args.locations, repositories, strict=True)
+        }
         token = gcp.organizations.get_client_config_output().access_token
         image = docker_build.Image(
             name,
@@ -80,4 +99,5 @@ class ServerImage(pulumi.ComponentResource):
         """The image by digest, pulled from `location`'s repository (or the prebuilt reference)."""
         if self._prebuilt:
             return pulumi.Output.from_input(self._prebuilt)
-        return self.digest.apply(lambda digest: f"{self._repository(location)}@{digest}")
+        pullable = pulumi.Output.all(self.digest, self._pull_grants[location].id)
+        return pullable.apply(lambda v: f"{self._repository(location)}@{v[0]}")

@@ -27,6 +27,10 @@ INGRESS = {"all": "INGRESS_TRAFFIC_ALL", "internal": "INGRESS_TRAFFIC_INTERNAL_O
 EXECUTION_ENVIRONMENT = {"gen1": "EXECUTION_ENVIRONMENT_GEN1", "gen2": "EXECUTION_ENVIRONMENT_GEN2"}
 # Startup probe: the model loads in well under a second, the image pull dominates; allow 2 minutes.
 STARTUP_PERIOD_S, STARTUP_FAILURES = 2, 60
+# The only project-level roles a service account holds (logical-name suffix -> role): writing its own logs
+# and metrics. Everything it reads (its secrets, its bucket) is granted on that resource alone.
+RUNTIME_PROJECT_ROLES = {"log-writer": "roles/logging.logWriter", "metric-writer": "roles/monitoring.metricWriter"}
+SECRET_READER = "roles/secretmanager.secretAccessor"
 
 
 def label_value(text: str) -> str:
@@ -69,7 +73,12 @@ class DeclaredService:
 
 
 def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Resource) -> DeclaredService:
-    """Declare a service account, its read access to the API key digests, and the Cloud Run service."""
+    """Declare a dedicated service account, what it may do, and the Cloud Run service running as it.
+
+    The account may write logs and metrics in the project and read the API key digests' secret (plus
+    whatever `inputs.grants` adds on other resources); nothing else. Ingress and the invoker check are
+    always set from the resolved settings, never left to provider defaults.
+    """
     s = plan.settings
     labels = {"region": plan.region.id, "stack": label_value(inputs.stack), "managed-by": "yolo-fleet",
               "role": plan.role, **inputs.labels}
@@ -86,10 +95,13 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         plan.name,
         project=inputs.project,
         secret_id=inputs.api_keys_secret,
-        role="roles/secretmanager.secretAccessor",
+        role=SECRET_READER,
         member=member,
         opts=pulumi.ResourceOptions(parent=parent),
     )
+    writes = [gcp.projects.IAMMember(f"{plan.name}-{suffix}", project=inputs.project, role=role, member=member,
+                                     opts=pulumi.ResourceOptions(parent=parent))
+              for suffix, role in RUNTIME_PROJECT_ROLES.items()]
     grants = inputs.grants(member) if inputs.grants else []
     limits = {"cpu": str(s.cpu), "memory": s.memory}
     if s.gpu:
@@ -141,7 +153,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         deletion_protection=inputs.deletion_protection,
         labels=labels,
         template=template,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access, *grants]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access, *writes, *grants]),
     )
     if inputs.monitoring:
         declare_monitoring(plan, service.uri, inputs.monitoring, parent)

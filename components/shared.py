@@ -17,10 +17,11 @@ from pulumi_gcp import storage
 
 from components.layout import ServicePlan
 from components.routing import SharedRoutes
-from components.service import ServiceInputs, declare_service, label_value
+from components.service import SECRET_READER, ServiceInputs, declare_service, label_value
 from components.stack_config import TenantSpec
 
 MODELS_DIR = "/models"
+BUCKET_READER = "roles/storage.objectViewer"
 SERVER_OVERHEAD_MB = 768  # the server, onnxruntime and in-flight images, outside the model cache
 
 
@@ -81,11 +82,11 @@ class SharedInference(pulumi.ComponentResource):
             def grants(member: pulumi.Output[str], plan: ServicePlan = plan,
                        bucket: storage.Bucket = bucket) -> list[pulumi.Resource]:
                 return [
-                    storage.BucketIAMMember(plan.name, bucket=bucket.name, role="roles/storage.objectViewer",
+                    storage.BucketIAMMember(plan.name, bucket=bucket.name, role=BUCKET_READER,
                                             member=member, opts=child),
                     gcp.secretmanager.SecretIamMember(
                         f"{plan.name}-tenants", project=project, secret_id=tenants_secret,
-                        role="roles/secretmanager.secretAccessor", member=member, opts=child),
+                        role=SECRET_READER, member=member, opts=child),
                 ]
 
             peers = ",".join(f"{other}={args.routes.url(other)}" for other in args.routes.hosts if other != rid)

@@ -24,6 +24,10 @@ class RecordedResource:
     parent: str | None = None  # the parent's logical name (None for the stack's direct children)
 
 
+# What the cloud would number the project: a placeholder that reads as one, never a made-up number.
+PROJECT_NUMBER = "PROJECT_NUMBER"
+
+
 def context_digest(context: str, dockerfile: str) -> str:
     """A stand-in image digest: sha256 over the Dockerfile and the files it copies (server code, models)."""
     root = Path(context)
@@ -49,8 +53,8 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
                 "member": f"serviceAccount:{email}"}
     if typ == "gcp:cloudrunv2/service:Service":
         service = inputs.get("name", name)
-        return {"uri": f"https://{service}-PROJECT_NUMBER.{inputs['location']}.run.app", "name": service,
-                "urls": [f"https://{service}-PROJECT_NUMBER.{inputs['location']}.run.app"]}
+        uri = f"https://{service}-{PROJECT_NUMBER}.{inputs['location']}.run.app"
+        return {"uri": uri, "name": service, "urls": [uri]}
     if typ == "gcp:monitoring/notificationChannel:NotificationChannel":
         return {"name": f"projects/{project}/notificationChannels/{name}"}
     if typ == "gcp:secretmanager/secret:Secret":
@@ -80,6 +84,10 @@ class FleetMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": "offline-placeholder-token", "project": "my-gcp-project", "id": "offline"}, []
+        if args.token == "gcp:organizations/getProject:getProject":
+            project = args.args.get("projectId", "my-gcp-project")
+            return {"number": PROJECT_NUMBER, "projectId": project, "name": project,
+                    "id": f"projects/{project}"}, []
         return {}, []
 
 

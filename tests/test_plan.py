@@ -38,9 +38,11 @@ def test_prod_creates_exactly_these_resources(prod_plan):
         "gcp:serviceaccount/account:Account": 46,  # one identity per service
         # each reads the key digests; the 3 shared services also read the tenants file
         "gcp:secretmanager/secretIamMember:SecretIamMember": 49,
+        "gcp:projects/iAMMember:IAMMember": 92,  # each service account writes its logs and metrics, nothing else
         "gcp:secretmanager/secret:Secret": 2,  # API key digests, tenants file
         "gcp:secretmanager/secretVersion:SecretVersion": 2,
         "gcp:artifactregistry/repository:Repository": 3,  # us, europe, asia
+        "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember": 3,  # Cloud Run's agent pulls from each
         "docker-build:index:Image": 1,
         "gcp:storage/bucket:Bucket": 3,  # tenant models, one per shared region
         "gcp:storage/bucketIAMMember:BucketIAMMember": 3,  # each shared service reads its own bucket
@@ -158,6 +160,8 @@ def test_turning_a_region_off_removes_exactly_its_resources(prod_plan, write_cat
         (SERVICE, "demo-south-carolina"),
         ("gcp:serviceaccount/account:Account", "demo-south-carolina"),
         ("gcp:secretmanager/secretIamMember:SecretIamMember", "demo-south-carolina"),
+        ("gcp:projects/iAMMember:IAMMember", "demo-south-carolina-log-writer"),
+        ("gcp:projects/iAMMember:IAMMember", "demo-south-carolina-metric-writer"),
         *(("gcp:monitoring/alertPolicy:AlertPolicy", f"demo-south-carolina-{kind}")
           for kind in ("error-ratio", "latency-p95", "max-instances")),
         ("gcp:monitoring/customService:CustomService", "demo-south-carolina"),
