@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inference_service.allocator import keep_freed_memory
 from inference_service.telemetry import configure_logging
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ def _check_shared(p: argparse.ArgumentParser, args: argparse.Namespace) -> argpa
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging()
+    keep_freed_memory()
     import uvicorn  # after argument errors, so `--help` and mistakes answer fast
 
     from inference_service.app import Settings, create_app

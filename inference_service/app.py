@@ -229,9 +229,8 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         t0 = time.perf_counter()
         image, tensor, lb = await run_in_threadpool(prepare, model, data, params)
         t1 = time.perf_counter()
-        outputs = await asyncio.get_running_loop().run_in_executor(executor, model.infer, tensor)
-        t2 = time.perf_counter()
-        results = await run_in_threadpool(finish, model, outputs, lb, params)
+        results, t2 = await asyncio.get_running_loop().run_in_executor(executor, infer_and_finish, model, tensor, lb,
+                                                                       params)
         t3 = time.perf_counter()
         model.last_inference_ms = (t2 - t1) * 1000
         for stage, seconds in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2)):
@@ -259,9 +258,14 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
         return image, tensor, lb
 
-    def finish(model: Model, outputs: list[np.ndarray], lb: core.Letterbox, params: PredictParams) -> list[dict]:
+    def infer_and_finish(model: Model, tensor: np.ndarray, lb: core.Letterbox,
+                         params: PredictParams) -> tuple[list[dict], float]:
+        """Inference and the (sub-millisecond) postprocess in one hop to the inference thread; decoding stays
+        outside it so the next request's image is decoded while this one runs. Returns when inference ended."""
+        outputs = model.infer(tensor)
+        inferred = time.perf_counter()
         det = model.postprocess(outputs, lb, params.conf, params.iou)
-        return core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
+        return core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals), inferred
 
     app.state.predict_request = predict_request
     app.post("/predict", summary="Run the model on one image")(predict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import cv2
 import numpy as np
 import pytest
@@ -181,3 +183,12 @@ def test_params_fixed_shape_models_only_take_their_size() -> None:
     assert parse_params({"imgsz": "640"}, fixed, 2048).imgsz == (640, 640)
     with pytest.raises(core.InputError, match="fixed 640x640"):
         parse_params({"imgsz": "320"}, fixed, 2048)
+
+
+def test_server_keeps_freed_buffers_in_the_heap_on_glibc() -> None:
+    """The image runs on glibc (python:3.11-slim): the allocator knobs the server sets must be accepted there."""
+    from inference_service.allocator import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("only glibc has mallopt's mmap/trim thresholds")
+    assert keep_freed_memory()
