@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,3 +45,59 @@ def test_image_is_slim_non_root_runtime_only_with_health_check_and_exec_entrypoi
     assert json.loads(entry) == ["python", "-m", "inference_service"]  # exec form, the module the tests serve
     copies = [arg for op, arg in ins if op == "COPY"]
     assert "models/*.onnx /app/models/" in copies and "models/samples/ /app/models/samples/" in copies
+
+
+def _image_layout(dest: Path) -> None:
+    """Lay out /app as the Dockerfile's COPY lines do (sources relative to the repository root)."""
+    for op, arg in instructions():
+        if op != "COPY":
+            continue
+        src, target = arg.split()
+        out = dest / target.removeprefix("/app/")
+        matches = sorted(ROOT.glob(src.rstrip("/")))
+        assert matches, f"COPY {src}: nothing in the repository matches"
+        for path in matches:
+            if path.is_dir():
+                shutil.copytree(path, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                file_out = out / path.name if target.endswith("/") else out
+                file_out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, file_out)
+
+
+def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serves(tmp_path: Path) -> None:
+    """What the image does, without a container engine: a fresh venv gets only inference_service/requirements.txt,
+    the Dockerfile's files and ENTRYPOINT serve from it, and nothing of the dev toolchain is importable."""
+    from helpers_server import free_port, sample_images, wait_healthy, write_key_file
+
+    venv, app = tmp_path / "venv", tmp_path / "app"
+    _image_layout(app)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    pip = subprocess.run([py, "-m", "pip", "install", "-q", "-r", str(app / "inference_service/requirements.txt")],
+                         capture_output=True, text=True, timeout=900)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    probe = "import importlib.util as u; print([m for m in ('torch', 'ultralytics', 'cv2') if u.find_spec(m)])"
+    assert subprocess.run([py, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
+    assert size_mb < 250, f"runtime install is {size_mb:.0f} MB, over the 250 MB image budget"
+
+    env = {k: v for k, v in (arg.split("=", 1) for op, a in instructions() if op == "ENV" for arg in a.split())}
+    key, key_file = write_key_file(tmp_path)
+    port = free_port()
+    env.update(PATH=f"{venv / 'bin'}:/usr/bin:/bin", PORT=str(port), API_KEY_FILE=str(key_file),
+               MODEL_PATH=str(app / "models" / Path(env["MODEL_PATH"]).name))
+    [entry] = [json.loads(a) for op, a in instructions() if op == "ENTRYPOINT"]
+    proc = subprocess.Popen([*entry, "--host", "127.0.0.1"], cwd=app, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        sample = next(p for p in sample_images() if p.name.startswith("shapes-"))
+        r = httpx.post(f"{url}/predict", files={"file": sample.read_bytes()},
+                       headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["images"][0]["results"], "the demo model finds shapes in its own sample"
+    finally:
+        proc.terminate()
+        proc.wait(10)
