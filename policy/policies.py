@@ -8,7 +8,6 @@ before the build) is "can't tell yet", never a violation. Each message names the
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,12 +29,20 @@ from fleet.pricing import price_services, service_shape
 from fleet.program import ALERT_POLICY, CLOUD_RUN
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 from policy.facts import StackFacts, facts_for
+from policy.security import (
+    PUBLIC_MEMBERS,
+    check_access_settings,
+    check_account_project_roles,
+    check_dedicated_accounts,
+    check_no_secret_in_env,
+    check_repository_access,
+    iam_grants,
+)
 
 # The alert policies every Cloud Run service gets (contract with the monitoring component): one per kind,
 # userLabels {service, region, alert, managed-by: yolo-fleet}.
 ALERTS = ("error-ratio", "latency-p95", "max-instances")
 INVOKER_ROLE = "roles/run.invoker"
-PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 # Cloud Run IAM resources that can grant the invoker role: type -> the input naming the service.
 INVOKER_GRANTS = {
     "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": "name",
@@ -142,20 +149,9 @@ def _public_invoker(resource_type: str, props: Any) -> bool | None:
     if resource_type == CLOUD_RUN:
         value = dig(props, "invokerIamDisabled")
         return None if value is UNKNOWN else value is True
-    if resource_type.endswith("IamPolicy"):
-        data = dig(props, "policyData")
-        if not isinstance(data, str):
-            return None
-        try:
-            bindings = json.loads(data).get("bindings", [])
-        except (ValueError, AttributeError):
-            return None
-        return any(b.get("role") == INVOKER_ROLE and PUBLIC_MEMBERS & set(b.get("members", [])) for b in bindings)
-    role, member, members = dig(props, "role"), dig(props, "member"), dig(props, "members")
-    if not known(role, member, members):
-        return None
-    granted = {member} if member else set(members or [])
-    return role == INVOKER_ROLE and bool(PUBLIC_MEMBERS & granted)
+    grants = iam_grants(resource_type, props)
+    return None if grants is None else any(role == INVOKER_ROLE and member in PUBLIC_MEMBERS
+                                           for role, member in grants)
 
 
 def check_public_invoker(r: Any, facts: StackFacts, options: Options) -> Iterator[str]:
@@ -266,14 +262,16 @@ def _resource_policy(name: str, description: str, types: frozenset[str], check: 
                                     enforcement_level=level, config_schema=schema)
 
 
-def _stack_policy(name: str, description: str, check: StackCheck, level: EnforcementLevel) -> StackValidationPolicy:
+def _stack_policy(name: str, description: str, check: StackCheck, level: EnforcementLevel,
+                  schema: PolicyConfigSchema | None = None) -> StackValidationPolicy:
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
         if args.resources:
             facts = facts_for(args.resources[0].urn)
-            for message, urn in check(args.resources, facts, _options(None, args)):
+            for message, urn in check(args.resources, facts, _options(schema, args)):
                 report(message, urn or None)
 
-    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=level)
+    return StackValidationPolicy(name=name, description=description, validate=validate, enforcement_level=level,
+                                 config_schema=schema)
 
 
 SERVICES = frozenset({CLOUD_RUN})
@@ -305,4 +303,21 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                   check_alert_policies, MANDATORY),
     _stack_policy("monthly-budget", "Always-on cost stays within the stack's monthly budget",
                   check_monthly_budget, MANDATORY),
+    _stack_policy("dedicated-service-accounts",
+                  "Every Cloud Run service runs as its own service account, declared in the stack",
+                  check_dedicated_accounts, MANDATORY),
+    _stack_policy("service-account-project-roles",
+                  "The fleet's service accounts hold only the allowed project roles (logs, metrics)",
+                  check_account_project_roles, MANDATORY,
+                  PolicyConfigSchema({"allowedProjectRoles": {
+                      "type": "array", "items": {"type": "string"},
+                      "default": ["roles/logging.logWriter", "roles/monitoring.metricWriter"]}})),
+    _resource_policy("no-secrets-in-plain-env", "No plain environment variable carries a secret",
+                     SERVICES, check_no_secret_in_env, MANDATORY),
+    _resource_policy("access-settings-explicit",
+                     "Ingress and the invoker check are set explicitly, ingress as the settings resolve it",
+                     SERVICES, check_access_settings, MANDATORY),
+    _stack_policy("artifact-registry-access",
+                  "Artifact Registry repositories: no public access, read-only for identities that pull",
+                  check_repository_access, MANDATORY),
 ]

@@ -243,7 +243,7 @@ def test_fleet_policy_exits_1_on_a_mandatory_violation_and_lists_it(write_catalo
 
 def test_fleet_policy_exits_0_when_every_policy_passes(capsys):
     assert main(["policy", "--stack", "prod"]) == 0
-    assert capsys.readouterr().out.startswith("Stack 'prod': all 10 policies pass")
+    assert capsys.readouterr().out.startswith("Stack 'prod': all 15 policies pass")
 
 
 def test_fleet_policy_levels_come_from_the_policy_config(write_catalog, tmp_path, capsys):

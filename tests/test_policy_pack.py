@@ -52,6 +52,8 @@ def test_the_pack_announces_every_policy_and_the_levels_of_pulumipolicy_yaml(ana
     assert list(info.initialConfig["required-labels"].properties["labels"]) == ["managed-by", "stack", "region",
                                                                                  "role"]
     assert info.initialConfig["monthly-budget"].enforcementLevel == analyzer_pb2.MANDATORY
+    roles = info.initialConfig["service-account-project-roles"].properties["allowedProjectRoles"]
+    assert list(roles) == ["roles/logging.logWriter", "roles/monitoring.metricWriter"]
 
 
 def test_the_pack_judges_a_real_service_over_grpc(analyzer, prod_plan):
