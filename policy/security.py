@@ -41,8 +41,19 @@ KEY_LIKE = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),  # PEM private keys, service account JSON keys
     re.compile(r"^eyJ[\w-]+\.eyJ[\w-]+\."),  # JWTs
     re.compile(r"^(sk|rk)_(live|test)_\w{16,}$|^gh[pousr]_\w{30,}$|^xox[abpors]-"),  # Stripe, GitHub, Slack
-    re.compile(r"^(?=[^/].*\d)(?=.*[a-z])(?=.*[A-Z])[A-Za-z0-9+/_-]{32,}={0,2}$"),  # long mixed-case base64
 )
+BASE64 = re.compile(r"^[A-Za-z0-9+/_-]{32,}={0,2}$")
+
+
+def looks_like_key(value: str) -> bool:
+    """A known key format, or a long base64 token: random ones are over a third capitals and digits, while
+    readable names of that length ('YOLOv8n-Detection-Europe-West1-Prod') are mostly lowercase."""
+    if any(p.search(value) for p in KEY_LIKE):
+        return True
+    if not BASE64.match(value) or value.startswith("/"):
+        return False
+    dense = sum(c.isupper() or c.isdigit() for c in value)
+    return dense >= 0.35 * len(value) and any(c.islower() for c in value)
 
 Grant = tuple[str, str]  # (role, member)
 
@@ -180,7 +191,7 @@ def check_no_secret_in_env(r: Any, facts: StackFacts, options: Mapping[str, Any]
             if isinstance(value, Mapping) and dig(value, SECRET_SIG_KEY) == SECRET_SIG:
                 yield (f"{_where(r)}: environment variable {name} is a Pulumi secret passed as a plain value, which "
                        f"Cloud Run keeps readable in the revision; {fix}")
-            elif isinstance(value, str) and any(p.search(value) for p in KEY_LIKE):
+            elif isinstance(value, str) and looks_like_key(value):
                 yield f"{_where(r)}: environment variable {name} has a literal value that looks like a key; {fix}"
             elif isinstance(value, str) and SECRET_NAME.search(name) and not any(
                     value.startswith(m) for m in mounts):

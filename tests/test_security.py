@@ -23,6 +23,7 @@ from fleet.policy import run_policies
 from fleet.program import SECRET_SIG, SECRET_SIG_KEY, Plan, evaluate, stack_config
 from policy.config import PolicySetting, load_pack_config
 from policy.facts import load_facts
+from policy.security import looks_like_key
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 ACCOUNT = "gcp:serviceaccount/account:Account"
@@ -223,6 +224,17 @@ def test_a_secret_in_a_plain_env_var_is_refused_without_printing_it(prod_plan, e
     assert expected in found["demo-iowa"] and "Secret Manager" in found["demo-iowa"]
     secret = value["value"] if isinstance(value, dict) else value
     assert secret not in found["demo-iowa"], "the message must not leak the value"
+
+
+def test_random_tokens_look_like_keys_and_readable_values_do_not():
+    keys = ["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "i5Ih5NOT8N_l1lcI6ofCh-52dpyxutAVjrgWzmkrXWY",
+            "tbvmW1SvoD87UOr/6PGFlD4GzqZ+4+H1", "37161024278796fd5b1f44731eaa9fa8", "xoxb-123-abc",
+            "-----BEGIN PRIVATE KEY-----\nMIIE", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig"]
+    readable = ["YOLOv8n-Detection-Europe-West1-Prod", "demo-northern-virginia-us-east4-dedicated",
+                "ConfigurationForTheModelServer2024Release", "/secrets/api-keys/sha256.txt", "8192",
+                "europe-west1=https://eu.inference.example.com,asia-east1=https://ap.inference.example.com"]
+    assert [k for k in keys if not looks_like_key(k)] == []
+    assert [r for r in readable if looks_like_key(r)] == []
 
 
 def test_secret_references_paths_into_secret_mounts_and_unknowns_pass(prod_plan):
