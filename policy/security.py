@@ -28,7 +28,8 @@ REPOSITORY_IAM = frozenset({"gcp:artifactregistry/repositoryIamMember:Repository
                             "gcp:artifactregistry/repositoryIamBinding:RepositoryIamBinding",
                             "gcp:artifactregistry/repositoryIamPolicy:RepositoryIamPolicy"})
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
-# The accounts a service gets when none is named: Compute Engine's and App Engine's defaults (project editors).
+# The accounts a service gets when none is named: Compute Engine's and App Engine's defaults (project editors
+# unless an organization policy stopped that grant).
 DEFAULT_ACCOUNTS = re.compile(r"^\d+-compute@developer\.gserviceaccount\.com$|@appspot\.gserviceaccount\.com$")
 CLOUD_RUN_AGENT = re.compile(r"^serviceAccount:service-[^@]+@serverless-robot-prod\.iam\.gserviceaccount\.com$")
 REPOSITORY_READ_ROLES = frozenset({"roles/artifactregistry.reader"})
@@ -54,6 +55,7 @@ def looks_like_key(value: str) -> bool:
         return False
     dense = sum(c.isupper() or c.isdigit() for c in value)
     return dense >= 0.35 * len(value) and any(c.islower() for c in value)
+
 
 Grant = tuple[str, str]  # (role, member)
 
@@ -124,8 +126,8 @@ def check_dedicated_accounts(resources: list[Any], facts: StackFacts,
             continue  # a new account's email: can't tell yet
         if not email or DEFAULT_ACCOUNTS.search(email):
             who = email or "the project's default compute service account (template.service_account is unset)"
-            yield (f"{_where(r)}: runs as {who}, which can edit the whole project; give it its own service account "
-                   "(declare it through components/service.py, which does)", r.urn)
+            yield (f"{_where(r)}: runs as {who}, a project editor unless someone removed that; give it its own "
+                   "service account (declare it through components/service.py, which does)", r.urn)
         elif not accounts.is_declared(email):
             yield (f"{_where(r)}: runs as {email}, which this stack does not declare, so other workloads may share "
                    "it and its grants; give the service its own account (components/service.py declares one)", r.urn)

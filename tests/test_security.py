@@ -161,7 +161,7 @@ def test_a_service_without_its_own_account_is_refused(prod_plan):
     assert "declare it through components/service.py" in message
     compute = edited(prod_plan, "demo-tokyo",
                      lambda i: i["template"].update(serviceAccount="123456-compute@developer.gserviceaccount.com"))
-    assert "runs as 123456-compute@developer.gserviceaccount.com, which can edit the whole project" in only(
+    assert "runs as 123456-compute@developer.gserviceaccount.com, a project editor" in only(
         "dedicated-service-accounts", compute)["demo-tokyo"]
     shared = edited(prod_plan, "demo-tokyo", lambda i: i["template"].update(serviceAccount=iowa_account))
     found = only("dedicated-service-accounts", shared)
