@@ -108,7 +108,8 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         limits["nvidia.com/gpu"] = "1"
     envs = {"MODEL_NAME": plan.model.name if plan.model else "", "DEPLOYMENT_NAME": plan.name,
             "REGION": plan.region.id, "API_KEY_FILE": f"{KEYS_MOUNT}/{KEYS_FILE}",
-            "ORT_THREADS": str(s.cpu), **inputs.envs}
+            "ORT_THREADS": str(s.cpu), "MAX_CONCURRENCY": str(s.concurrency), "REQUEST_TIMEOUT": str(s.timeout_seconds),
+            **inputs.envs}
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,
         ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),

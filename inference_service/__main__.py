@@ -1,7 +1,8 @@
 """``python -m inference_service --model PATH [--port 8080] [--api-key-file F]``.
 
 Flags win over the environment Cloud Run sets: ``PORT``, ``MODEL_PATH``, ``API_KEY_FILE``,
-``MODEL_NAME``; ``ALLOW_ANONYMOUS=1`` and ``ORT_THREADS`` exist for local runs and tuning.
+``MODEL_NAME``, ``MAX_CONCURRENCY`` and ``REQUEST_TIMEOUT`` (the service's Cloud Run concurrency and request
+timeout); ``ALLOW_ANONYMOUS=1``, ``ORT_THREADS`` and ``MAX_QUEUE`` exist for local runs and tuning.
 
 Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID [--peer REGION_ID=URL ...]``
 [``MODE``, ``MODELS_DIR``, ``TENANTS_FILE``, ``REGION``, ``PEERS`` as comma-separated pairs].
@@ -49,10 +50,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=int(env["ORT_THREADS"]) if env.get("ORT_THREADS") else None,
                    help="onnxruntime intra-op threads [ORT_THREADS; default: CPUs available]")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
+    p.add_argument("--max-concurrency", type=int, default=int(env.get("MAX_CONCURRENCY", "4")),
+                   help="predicts decoding or inferring at once [MAX_CONCURRENCY, default 4]")
+    p.add_argument("--max-queue", type=int, default=int(env["MAX_QUEUE"]) if env.get("MAX_QUEUE") else None,
+                   help="predicts waiting for a turn; more are refused with 503 [MAX_QUEUE; default 2x concurrency]")
+    p.add_argument("--request-timeout", type=float, default=float(env.get("REQUEST_TIMEOUT", "60")),
+                   help="seconds a request may take: 408 if it has not arrived by then, 504 if its answer is not "
+                   "ready [REQUEST_TIMEOUT, default 60]")
     p.add_argument("--samples-dir", type=Path, default=None, help="Test page samples [default: samples/ beside model]")
     args = p.parse_args(argv)
     if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
         p.error(f"MODE must be dedicated or shared, got {args.mode!r}")
+    if args.max_queue is None:
+        args.max_queue = 2 * args.max_concurrency
+    if args.max_concurrency < 1 or args.max_queue < 0 or args.request_timeout <= 0:
+        p.error("--max-concurrency must be at least 1, --max-queue at least 0, --request-timeout positive")
     if args.mode == "shared":
         return _check_shared(p, args)
     if not args.model:
@@ -92,12 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging()
     keep_freed_memory()
-    import uvicorn  # after argument errors, so `--help` and mistakes answer fast
-
-    from inference_service.app import Settings, create_app
+    from inference_service.app import Settings, create_app  # after argument errors, so mistakes answer fast
+    from inference_service.serve import serve
 
     if args.mode == "shared":
-        return _run(uvicorn, _shared_app(args), args)
+        return serve(_shared_app(args), args.host, args.port, args.request_timeout)
     settings = Settings(
         model_path=Path(args.model),
         model_name=args.model_name,
@@ -106,13 +117,14 @@ def main(argv: list[str] | None = None) -> None:
         max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
         intra_op_threads=args.threads,
         samples_dir=args.samples_dir,
+        **_capacity(args),
     )
-    return _run(uvicorn, create_app(settings), args)
+    return serve(create_app(settings), args.host, args.port, args.request_timeout)
 
 
-def _run(uvicorn, app: FastAPI, args: argparse.Namespace) -> None:
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, server_header=False,
-                timeout_keep_alive=620)  # longer than Cloud Run's front end keeps idle connections (600 s)
+def _capacity(args: argparse.Namespace) -> dict[str, float]:
+    return {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
+            "request_timeout": args.request_timeout}
 
 
 def _shared_app(args: argparse.Namespace) -> FastAPI:
@@ -122,7 +134,7 @@ def _shared_app(args: argparse.Namespace) -> FastAPI:
     from inference_service.tenancy import TenantsError
 
     settings = Settings(model_path=Path(args.models_dir), allow_anonymous=True, intra_op_threads=args.threads,
-                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024))
+                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024), **_capacity(args))
     shared = SharedSettings(models_dir=Path(args.models_dir), tenants_file=Path(args.tenants_file),
                             region=args.region, peers=args.peers, cache_bytes=int(args.cache_mb * 1024 * 1024),
                             rate_limit_rps=args.rate_limit_rps, rate_limit_burst=args.rate_limit_burst)

@@ -3,6 +3,10 @@
 Errors are always JSON ``{"error": "<what is wrong>", "field": "<form field or null>"}``: 401 for a
 missing or wrong key, 413 for a body over the cap, 422 for a field (or image) the server cannot use,
 503 while the model loads. Client mistakes never become 5xx.
+
+Capacity (admission.py): beyond ``max_concurrency`` predicts running and ``max_queue`` waiting, a predict is
+refused at once with 503 and Retry-After. Every predict answers within ``request_timeout``: 408 if its body
+has not arrived by then (the client's slowness), 504 if its result is not ready (the server's).
 """
 
 
@@ -28,9 +32,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from inference_service import __version__, core
+from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
 from inference_service.model import Model
-from inference_service.params import FIELDS, PredictParams, parse_params
+from inference_service.params import FIELDS, OPENAPI_FORM, PredictParams, parse_params
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -54,6 +59,9 @@ class Settings:
     intra_op_threads: int | None = None  # default: every CPU we may use
     inference_workers: int = 1  # concurrent session.run calls; workers x intra-op threads = CPUs
     samples_dir: Path | None = None  # default: samples/ next to the model
+    max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
+    max_queue: int = 8  # predicts waiting for a turn; more are refused with 503
+    request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
 
 
 class NotReady(Exception):
@@ -131,6 +139,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         raise ValueError("an API key file is required unless allow_anonymous is set")
     samples_dir = settings.samples_dir or settings.model_path.parent / "samples"
     executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="inference")
+    admission = Admission(settings.max_concurrency, settings.max_queue, metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -204,7 +213,13 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     async def predict_request(request: Request, model: Model) -> dict[str, Any]:
         """Read the multipart form and run ``model`` on it: the body of every predict route, shared mode's too."""
         started = time.perf_counter()
-        form = await request.form(max_files=2, max_fields=len(FIELDS))
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                form = await request.form(max_files=2, max_fields=len(FIELDS))
+        except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
+            raise HTTPException(408, f"the request body did not arrive within the {settings.request_timeout:g} s "
+                                "request timeout", headers={"Connection": "close"}) from None
         fields: dict[str, str] = {}
         upload = None
         for key, value in form.multi_items():
@@ -223,7 +238,14 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         if upload is None:
             raise core.InputError("missing image: send it as the multipart 'file' part", "file")
         data = await upload.read()
-        return await run_predict(model, data, params, started)
+        try:
+            async with asyncio.timeout_at(deadline), admission.slot():
+                return await run_predict(model, data, params, started)
+        except AtCapacity:
+            raise HTTPException(503, admission.message(), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        except TimeoutError:  # an inference already running finishes in its thread; one not yet started is dropped
+            raise HTTPException(504, f"no result within the {settings.request_timeout:g} s request timeout: the "
+                                "server is busier than it can answer in time; retry later") from None
 
     async def run_predict(model: Model, data: bytes, params: PredictParams, started: float) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -268,8 +290,9 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         return core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals), inferred
 
     app.state.predict_request = predict_request
-    app.post("/predict", summary="Run the model on one image")(predict)
-    app.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path")(predict)
+    app.post("/predict", summary="Run the model on one image", openapi_extra=OPENAPI_FORM)(predict)
+    app.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path",
+             openapi_extra=OPENAPI_FORM)(predict)
 
     @app.get("/", include_in_schema=False)
     def test_page() -> FileResponse:

@@ -5,6 +5,10 @@ The cache is bounded by an estimate of memory, not a count: a model's cost is it
 initialisers, plus arena buffers sized by the activations. Measured here: each further 9.6 MB demo export
 (640x640, 1 thread) adds ~25 MB of resident memory (2.6x); 3x leaves a margin. The estimate is what the bound counts, so
 set ``--cache-mb`` to what the container may spend on models (memory limit minus ~500 MB for Python).
+
+A cached model is served only while its file is the one it was loaded from (same mtime and size, one
+``stat`` per request): a tenant who re-uploads gets the new model, one who deletes it gets 404, one who
+uploads garbage gets 424, and the other tenants are served throughout.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ MEMORY_FACTOR = 3
 log = logging.getLogger("inference_service")
 
 Key = tuple[str, str, str]
+Stamp = tuple[int, int] | None  # (mtime ns, size) of a model file; None when it is gone
+
+
+def file_stamp(path: Path) -> Stamp:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 class ModelError(Exception):
@@ -43,7 +56,7 @@ class ModelRegistry:
         self.root = models_dir.resolve()
         self.cache_bytes = cache_bytes
         self.threads = intra_op_threads
-        self._cache: OrderedDict[Key, tuple[Model, int]] = OrderedDict()
+        self._cache: OrderedDict[Key, tuple[Model, int, Stamp]] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[Key, threading.Lock] = {}
         self.last_inference_ms = 0.0
@@ -73,24 +86,36 @@ class ModelRegistry:
         """The cached model, or load it (a cold load); 404 if there is no such file, 424 if it will not load."""
         key = (owner, project, model)
         path = self.path_for(*key)
+        stamp = file_stamp(path)
+        if cached := self._cached(key, stamp):
+            return cached
         with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key][0]
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:  # concurrent first requests for one model wait for a single load
             try:
-                with self._lock:
-                    if key in self._cache:
-                        self._cache.move_to_end(key)
-                        return self._cache[key][0]
+                if cached := self._cached(key, stamp):
+                    return cached
                 loaded, cost = self._load(key, path)
                 with self._lock:
-                    self._insert(key, loaded, cost)
+                    self._insert(key, loaded, cost, stamp)
                 return loaded
             finally:  # also after a 404 or a failed load: unknown names must not pile up locks
                 with self._lock:
                     self._loading.pop(key, None)
+
+    def _cached(self, key: Key, stamp: Stamp) -> Model | None:
+        """The cached model if its file has not changed since it was loaded; a changed or removed file drops it."""
+        with self._lock:
+            if key not in self._cache:
+                return None
+            loaded, _, loaded_from = self._cache[key]
+            if loaded_from == stamp:
+                self._cache.move_to_end(key)
+                return loaded
+            del self._cache[key]
+            self._count()
+        log.info("model %s %s since it was loaded", "/".join(key), "was removed" if stamp is None else "changed")
+        return None
 
     def _load(self, key: Key, path: Path) -> tuple[Model, int]:
         name = "/".join(key)
@@ -108,12 +133,18 @@ class ModelRegistry:
         log.info("model %s loaded in %.0f ms", name, (time.perf_counter() - started) * 1000)
         return loaded, path.stat().st_size * MEMORY_FACTOR
 
-    def _insert(self, key: Key, loaded: Model, cost: int) -> None:
+    def _insert(self, key: Key, loaded: Model, cost: int, stamp: Stamp) -> None:
         """Evict least recently used models until ``cost`` fits; a model bigger than the bound is kept alone."""
-        while self._cache and sum(c for _, c in self._cache.values()) + cost > self.cache_bytes:
+        while self._cache and self._bytes() + cost > self.cache_bytes:
             evicted, _ = self._cache.popitem(last=False)
             self.evictions.inc()
             log.info("model %s evicted from the cache", "/".join(evicted))
-        self._cache[key] = (loaded, cost)
+        self._cache[key] = (loaded, cost, stamp)
+        self._count()
+
+    def _bytes(self) -> int:
+        return sum(cost for _, cost, _ in self._cache.values())
+
+    def _count(self) -> None:
         self.cached.set(len(self._cache))
-        self.cached_bytes.set(sum(c for _, c in self._cache.values()))
+        self.cached_bytes.set(self._bytes())

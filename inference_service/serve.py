@@ -1,0 +1,94 @@
+"""Run the app under uvicorn as Cloud Run needs: a deadline on slow request headers, and a logged, bounded drain.
+
+- uvicorn's h11 protocol has no deadline on reading a request's headers: a client trickling one header byte
+  at a time (slowloris) keeps its connection forever. ``DeadlineProtocol`` answers 408 and closes it once the
+  request timeout passes. (Bodies get the same deadline in the app, which can answer it as JSON.) Slow
+  clients never block others either way: every connection is a coroutine on one event loop, not a worker.
+- On SIGTERM (Cloud Run sends it, then SIGKILL 10 s later) uvicorn stops accepting connections, closes
+  idle ones and lets in-flight requests finish for up to ``DRAIN_S``; the process then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+DRAIN_S = 8  # Cloud Run's SIGKILL comes 10 s after SIGTERM; 2 s are left for lifespan shutdown and exit
+KEEP_ALIVE_S = 620  # longer than Cloud Run's front end keeps idle connections (600 s)
+
+log = logging.getLogger("inference_service")
+
+
+def _timeout_response(seconds: float) -> bytes:
+    body = json.dumps({"error": f"request headers did not arrive within the {seconds:g} s request timeout",
+                       "field": None}).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+class DeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline from a request's first byte to its last header byte; a
+    connection that never sends a byte is closed after the keep-alive timeout instead of never."""
+
+    header_timeout: float = 60.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        if self._header_timer is None and (cycle is None or cycle.response_complete):
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        super().data_received(data)
+        if self.cycle is not cycle:  # a new request-response cycle: its headers are complete
+            self._cancel_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(_timeout_response(self.header_timeout))
+            self.transport.close()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, saying in the log that it is draining and how many requests it waits for."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        log.info("shutdown: draining %d in-flight request(s) for up to %d s; new connections are refused",
+                 len(self.server_state.tasks), DRAIN_S)
+        await super().shutdown(sockets)
+
+
+def _exit_cleanly(signum: int, _: FrameType | None) -> None:
+    sys.exit(0)
+
+
+def serve(app: FastAPI, host: str, port: int, request_timeout: float) -> None:
+    """Serve until SIGTERM/SIGINT. SIGTERM exits 0 whether it comes before, during or after serving
+    (uvicorn re-raises it after draining; the default action would end the process "killed by SIGTERM", and
+    as a container's PID 1 would ignore it during startup)."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    protocol = type("Protocol", (DeadlineProtocol,), {"header_timeout": request_timeout})
+    config = uvicorn.Config(app, host=host, port=port, http=protocol, log_config=None, access_log=False,
+                            server_header=False, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=DRAIN_S)
+    DrainingServer(config).run()

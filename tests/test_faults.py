@@ -1,0 +1,262 @@
+"""Faults against real server processes: SIGTERM drain, slow clients, overload, timeouts, model files that change
+under a running server, and the capacity the deployed container is told."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from helpers_server import demo_model, run_server, sample_images
+from test_shared_server import KEYS, predict, write_tenants
+
+from fleet.program import CLOUD_RUN, Plan
+from inference_service.app import Settings, create_app
+
+BOUNDARY = "faultb0undary"
+
+
+@pytest.fixture(scope="module")
+def image() -> bytes:
+    return next(p for p in sample_images() if p.name.startswith("shapes-")).read_bytes()
+
+
+def multipart(image: bytes) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.jpg\"\r\n\r\n".encode()
+            + image + f"\r\n--{BOUNDARY}--\r\n".encode())
+
+
+def request_head(path: str, body_length: int) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {body_length}\r\n\r\n").encode()
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=15)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+def dedicated(*extra: str) -> list[str]:
+    return ["--model", str(demo_model("e2e")), "--allow-anonymous", "--threads", "1", *extra]
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0_within_10_s(image: bytes, tmp_path: Path) -> None:
+    """Cloud Run sends SIGTERM, then SIGKILL 10 s later: requests in flight finish with 200, new connections are
+    refused, and the process is gone in time even with a client that never finishes its request."""
+    body = multipart(image)
+    log = tmp_path / "server.log"
+    with run_server(dedicated(), log_path=log) as (url, proc):
+        in_flight = [connect(url) for _ in range(3)]
+        for sock in in_flight:  # headers and half the body: the server is reading these requests
+            sock.sendall(request_head("/predict", len(body)) + body[: len(body) // 2])
+        stuck = connect(url)
+        stuck.sendall(request_head("/predict", len(body)) + body[:10])
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        refused = False
+        while not refused and time.monotonic() - signalled < 3:
+            try:
+                connect(url).close()
+                time.sleep(0.05)
+            except ConnectionRefusedError:
+                refused = True
+        assert refused, "the server still accepted new connections after SIGTERM"
+        for sock in in_flight:
+            sock.sendall(body[len(body) // 2:])
+        for sock in in_flight:
+            status, _, payload = read_response(sock)
+            assert status == 200, payload
+            assert json.loads(payload)["images"][0]["results"]
+            assert sock.recv(1) == b""  # closed after the answer: no new request on a draining server
+        proc.wait(timeout=12)
+        exited = time.monotonic() - signalled
+        stuck.close()
+    assert proc.returncode == 0
+    assert exited < 10, f"exited {exited:.1f} s after SIGTERM; Cloud Run kills at 10 s"
+    assert "draining 4 in-flight request(s)" in log.read_text()
+
+
+def trickle(socks: list[socket.socket], payloads: list[bytes], seconds: float) -> None:
+    """Send one byte per connection every 0.2 s (slowloris) for ``seconds``."""
+    end = time.monotonic() + seconds
+    for sent in range(int(seconds / 0.2)):
+        for sock, payload in zip(socks, payloads, strict=True):
+            sock.send(payload[sent: sent + 1])
+        time.sleep(max(0.0, min(0.2, end - time.monotonic())))
+
+
+def test_slow_clients_do_not_block_others_and_get_408(image: bytes) -> None:
+    """30 connections trickle their headers and 20 their bodies (more than concurrency + queue): normal predicts
+    are answered meanwhile, and each slow connection gets 408 once the request timeout has passed since its first
+    byte, however recently it sent one. (The trickle stops just before: bytes sent to a closed socket make the
+    kernel reset the connection, and the client would see the reset, not the 408.)"""
+    timeout = 2.0
+    body = multipart(image)
+    with run_server(dedicated("--request-timeout", str(timeout), "--max-concurrency", "2", "--max-queue", "2")) as (
+            url, _):
+        slow_headers = [connect(url) for _ in range(30)]
+        slow_bodies = [connect(url) for _ in range(20)]
+        for sock in slow_bodies:
+            sock.sendall(request_head("/predict", len(body)))
+        payloads = [request_head("/predict", len(body))] * 30 + [body] * 20
+        started = time.monotonic()
+        trickler = threading.Thread(target=trickle, args=(slow_headers + slow_bodies, payloads, timeout - 0.4))
+        trickler.start()
+        try:
+            time.sleep(0.2)
+            for _ in range(3):
+                r = httpx.post(f"{url}/predict", files={"file": image}, timeout=30)
+                assert r.status_code == 200, r.text
+            assert trickler.is_alive(), "the normal predicts should have been served while the trickle went on"
+            trickler.join()
+            for sock, what in [(s, "headers") for s in slow_headers] + [(s, "body") for s in slow_bodies]:
+                status, headers, payload = read_response(sock)
+                assert status == 408, payload
+                assert headers["connection"] == "close"
+                assert f"request {what} did not arrive within the 2 s request timeout" in json.loads(payload)["error"]
+                assert sock.recv(1) == b""  # and the server closed the connection
+            # a deadline reset by each byte would answer 2 s after the last one, 1.6 s after the trickle started
+            assert time.monotonic() - started < timeout + 1.2, "trickling bytes kept slow connections open"
+        finally:
+            trickler.join()
+            for sock in slow_headers + slow_bodies:
+                sock.close()
+
+
+def test_overload_is_shed_at_once_with_retry_after(image: bytes) -> None:
+    """Beyond 1 running + 1 waiting, predicts are refused with 503 and Retry-After without waiting their turn;
+    the others are answered; no connection is dropped."""
+    with run_server(dedicated("--max-concurrency", "1", "--max-queue", "1")) as (url, _), \
+            httpx.Client(timeout=30, limits=httpx.Limits(max_connections=16)) as client:
+
+        def timed_predict(_: int) -> tuple[httpx.Response, float]:
+            start = time.monotonic()
+            r = client.post(f"{url}/predict", files={"file": image}, data={"imgsz": "1024"})
+            return r, time.monotonic() - start
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(timed_predict, range(16)))
+        metrics = client.get(f"{url}/metrics").text
+    shed = [(r, s) for r, s in results if r.status_code == 503]
+    served = [(r, s) for r, s in results if r.status_code == 200]
+    assert len(shed) + len(served) == 16, [r.status_code for r, _ in results]
+    assert shed and served
+    for r, _ in shed:
+        assert r.headers["retry-after"] == "1"
+        assert r.json() == {"error": "server is at capacity (1 predictions running, 1 waiting); retry in 1 s",
+                            "field": None}
+    assert sorted(s for _, s in shed)[len(shed) // 2] < max(s for _, s in served), "shed requests waited their turn"
+    assert f"predict_shed_total {float(len(shed))}" in metrics
+
+
+def test_inference_past_the_request_timeout_is_a_504_and_the_server_recovers(image: bytes) -> None:
+    settings = Settings(model_path=demo_model("e2e"), allow_anonymous=True, intra_op_threads=1, request_timeout=1.0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        model = client.app.state.provider.model
+        fast_infer = model.infer
+
+        def stuck_infer(tensor):  # a model that suddenly needs 1.5 s, e.g. a starved CPU
+            time.sleep(1.5)
+            return fast_infer(tensor)
+
+        model.infer = stuck_infer
+        start = time.monotonic()
+        r = client.post("/predict", files={"file": image})
+        answered = time.monotonic() - start
+        model.infer = fast_infer
+        assert r.status_code == 504
+        assert r.json() == {"error": "no result within the 1 s request timeout: the server is busier than it can "
+                            "answer in time; retry later", "field": None}
+        assert answered < 1.5, "the client was held until inference ended, past its timeout"
+        assert client.get("/health").status_code == 200
+        time.sleep(0.6)  # the stuck inference ends in its thread
+        assert client.post("/predict", files={"file": image}).status_code == 200
+
+
+def test_dedicated_model_file_removed_or_corrupted_after_start_keeps_serving(image: bytes, tmp_path: Path) -> None:
+    """The session holds the whole model in memory: the file is read once, at start."""
+    path = tmp_path / "model.onnx"
+    shutil.copy(demo_model("e2e"), path)
+    with run_server(["--model", str(path), "--allow-anonymous", "--threads", "1"]) as (url, _):
+        expected = httpx.post(f"{url}/predict", files={"file": image}, timeout=30).json()["images"][0]["results"]
+        path.unlink()
+        r = httpx.post(f"{url}/predict", files={"file": image}, timeout=30)
+        assert r.status_code == 200 and r.json()["images"][0]["results"] == expected
+        path.write_bytes(b"garbage\x00" * 1000)
+        r = httpx.post(f"{url}/predict", files={"file": image}, timeout=30)
+        assert r.status_code == 200 and r.json()["images"][0]["results"] == expected
+        assert httpx.get(f"{url}/health").json()["healthy"] is True
+
+
+@pytest.fixture
+def shared_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    models = tmp_path / "models"
+    for rel in ("acme/shapes/demo.onnx", "acme/other/demo.onnx", "initech/shapes/demo.onnx"):
+        (models / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_model("e2e"), models / rel)
+    tenants = write_tenants(tmp_path / "tenants.yaml", {"acme": "us-central1", "initech": "us-central1"})
+    args = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
+            "us-central1", "--threads", "1"]
+    with run_server(args) as (url, _):
+        yield url, models
+
+
+def test_shared_tenant_model_removed_or_corrupted_is_theirs_alone(shared_server: tuple[str, Path],
+                                                                   image: bytes) -> None:
+    """A tenant's file that disappears or turns to garbage after it was served (or before its first load) is a
+    404/424 for that model; re-uploading it is picked up; the other tenant is served at every step."""
+    url, models = shared_server
+
+    def other_tenant_served() -> bool:
+        return predict(url, "initech", "shapes/demo", KEYS["initech"], image).status_code == 200
+
+    def acme(path: str) -> httpx.Response:
+        return predict(url, "acme", path, KEYS["acme"], image)
+
+    assert acme("shapes/demo").status_code == 200 and acme("other/demo").status_code == 200  # both cached
+    (models / "acme/shapes/demo.onnx").unlink()
+    r = acme("shapes/demo")
+    assert r.status_code == 404 and "acme/shapes/demo" in r.json()["error"]
+    assert other_tenant_served()
+    (models / "acme/other/demo.onnx").write_bytes(b"not an onnx file\x00" * 64)
+    r = acme("other/demo")
+    assert r.status_code == 424 and "re-upload" in r.json()["error"]
+    assert other_tenant_served()
+    (models / "acme/late").mkdir()
+    (models / "acme/late/demo.onnx").write_bytes(b"\x08\x07garbage")  # corrupt before its first load
+    assert acme("late/demo").status_code == 424
+    assert other_tenant_served()
+    shutil.copy(demo_model("e2e"), models / "acme/other/demo.onnx")  # the tenant re-uploads
+    assert acme("other/demo").status_code == 200
+    assert httpx.get(f"{url}/health").json()["healthy"] is True
+
+
+def test_the_container_is_told_its_cloud_run_concurrency_and_timeout(dev_plan: Plan) -> None:
+    """So the server's admission limit and deadline match what Cloud Run enforces in front of it."""
+    services = dev_plan.custom(CLOUD_RUN)
+    assert services
+    for service in services:
+        template = service.inputs["template"]
+        envs = {e["name"]: e["value"] for e in template["containers"][0]["envs"]}
+        assert int(envs["MAX_CONCURRENCY"]) == template["maxInstanceRequestConcurrency"]
+        assert envs["REQUEST_TIMEOUT"] + "s" == template["timeout"]
