@@ -14,13 +14,22 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import BmpImagePlugin, Image, ImageOps, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from PIL import BmpImagePlugin, ExifTags, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 FORMATS_BY_MAGIC = {b"\xff\xd8": "JPEG", b"\x89P": "PNG", b"RI": "WEBP", b"BM": "BMP"}
 PAD_VALUE = 114  # the grey ultralytics pads with
 MAX_WH = 7680  # per-class box offset for class-aware NMS, as ultralytics
 MAX_NMS = 30000  # candidates kept before NMS, as ultralytics
+UPRIGHT = {  # EXIF orientation -> the transpose that undoes it, as ``ImageOps.exif_transpose``
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class InputError(ValueError):
@@ -58,6 +67,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise InputError("file is empty (0 bytes)", "file")
     try:
         im = _open(data)
+    except Image.DecompressionBombError as e:  # PIL's own pixel cap, checked by some plugins (WebP) at open
+        raise InputError(f"image is too large ({e})", "file") from e
     except (OSError, SyntaxError, ValueError, struct.error) as e:  # PIL's ways of saying "bad header"
         if isinstance(e, InputError):
             raise
@@ -68,7 +79,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit", "file"
         )
     try:
-        im = ImageOps.exif_transpose(im)
+        im = _upright(im)
         if im.mode != "RGB":
             im = im.convert("RGB")
         arr = np.asarray(im)
@@ -77,6 +88,14 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if arr.ndim != 3 or min(arr.shape[:2]) < 1:
         raise InputError("image has no pixels", "file")
     return arr
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Undo the EXIF orientation (what ``cv2.imread`` does). Unlike ``ImageOps.exif_transpose`` this reads the
+    one tag and never re-serialises the EXIF block, which raised ``TypeError`` on corrupt tags elsewhere in it."""
+    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    method = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return im if method is None else im.transpose(method)
 
 
 @dataclass(frozen=True)

@@ -130,12 +130,8 @@ class RequestMiddleware:
             return message
 
         try:
-            declared = int(headers.get("content-length", "0"))
-        except ValueError:
-            declared = 0
-        try:
-            if declared > self.max_body:
-                await send_error(send, 413, too_large_message(self.max_body))
+            if content_length(headers) > self.max_body:
+                await send_error(send_wrapper, 413, too_large_message(self.max_body), "file")  # as the streamed 413
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         finally:
@@ -155,7 +151,7 @@ class RequestMiddleware:
                 "latency": f"{seconds:.6f}s",
                 "userAgent": headers.get("user-agent", ""),
                 "remoteIp": (scope.get("client") or ("", 0))[0],
-                "requestSize": str(int(headers.get("content-length", "0") or 0)),
+                "requestSize": str(content_length(headers)),
                 "responseSize": str(state["sent"]),
                 "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
             },
@@ -164,6 +160,14 @@ class RequestMiddleware:
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         log.log(level, "%s %s %d %.1fms", scope["method"], scope["path"], status, seconds * 1000,
                 extra={"fields": fields})
+
+
+def content_length(headers: dict[str, str]) -> int:
+    """The declared body size, 0 when absent or not a number (the body cap still counts what streams in)."""
+    try:
+        return max(int(headers.get("content-length", "0")), 0)
+    except ValueError:
+        return 0
 
 
 def too_large_message(max_body: int) -> str:

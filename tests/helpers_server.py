@@ -104,3 +104,18 @@ def run_server(args: list[str], env: dict[str, str] | None = None, python: str =
             proc.wait()
         if log_path:
             out.close()
+
+
+BOUNDARY = "hostile-b0undary"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def multipart(parts: list[tuple[bytes, bytes | None, bytes]]) -> bytes:
+    """A multipart/form-data body (for ``MULTIPART`` headers) from raw bytes, so that names, filenames and values
+    may be anything, non-UTF-8 included, which httpx's ``files=``/``data=`` cannot send.
+    Each part is (name, filename or None for a text field, content)."""
+    out = b""
+    for name, filename, content in parts:
+        disposition = b'form-data; name="' + name + b'"' + (b'; filename="' + filename + b'"' if filename else b"")
+        out += b"--" + BOUNDARY.encode() + b"\r\nContent-Disposition: " + disposition + b"\r\n\r\n" + content + b"\r\n"
+    return out + b"--" + BOUNDARY.encode() + b"--\r\n"
