@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import struct
 from dataclasses import dataclass
 
@@ -180,9 +181,21 @@ def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     return out.reshape(new_h, new_w, c)
 
 
-def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114."""
+def grid_cells(h: int, w: int, stride: int) -> int:
+    """Anchors a YOLO head has for an ``h`` x ``w`` input: one per cell of each level, strides 8 up to ``stride``."""
+    return sum(math.ceil(h / s) * math.ceil(w / s) for s in (8 << i for i in range(stride.bit_length() - 3)))
+
+
+def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool,
+               min_cells: int = 0) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114.
+
+    ``min_cells``: an end-to-end export's top-k fails on an input with fewer anchors (a panorama's minimal
+    rectangle, say), so such an image is padded to the full ``imgsz`` instead; ultralytics fails there.
+    """
     new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, auto)
+    if auto and grid_cells(new_h + top + bottom, new_w + left + right, stride) < min_cells:
+        new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, False)
     resized = image if image.shape[:2] == (new_h, new_w) else resize_bilinear(image, new_w, new_h)
     out_h, out_w = new_h + top + bottom, new_w + left + right
     tensor = np.empty((1, 3, out_h, out_w), dtype=np.float32)

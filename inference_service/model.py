@@ -64,6 +64,7 @@ class ModelInfo:
     end2end: bool
     dynamic: bool  # height and width are free: letterbox to the minimal stride rectangle, like ultralytics
     kpt_shape: tuple[int, int] | None
+    max_det: int | None = None  # an end-to-end export's top-k: an input needs at least this many anchors
 
 
 class Model:
@@ -97,6 +98,7 @@ class Model:
             end2end=end2end,
             dynamic=not all(isinstance(d, int) for d in inp.shape[2:4]),
             kpt_shape=tuple(kpt_shape) if kpt_shape else None,
+            max_det=out_shape[1] if end2end and isinstance(out_shape[1], int) else None,
         )
         self.last_inference_ms = self._warm_up()
 
@@ -118,7 +120,7 @@ class Model:
 
     def preprocess(self, image: np.ndarray, imgsz: tuple[int, int]) -> tuple[np.ndarray, core.Letterbox]:
         """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise."""
-        return core.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic)
+        return core.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic, min_cells=self.info.max_det or 0)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         """The onnxruntime call, nothing else: what runs in the inference thread pool."""

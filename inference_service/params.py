@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from inference_service.core import InputError
+from inference_service.core import InputError, grid_cells
 from inference_service.model import ModelInfo
 
 FIELDS = ("file", "source", "conf", "iou", "imgsz", "normalize", "decimals", "vid_stride", "bits")
@@ -22,6 +22,35 @@ class PredictParams:
     imgsz: tuple[int, int] | None = None  # None: the model's own
     normalize: bool = False
     decimals: int = 5  # what ultralytics ``Results.summary`` rounds to
+
+
+ERROR_BODY = {"application/json": {"schema": {
+    "type": "object",
+    "required": ["error", "field"],
+    "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
+}}}
+OPENAPI_FORM = {  # the predict routes read the form by hand, so FastAPI cannot describe it: this does, for clients
+    "responses": {"4XX": {"description": "what is wrong, and the form field to blame if any", "content": ERROR_BODY}},
+    "requestBody": {  # and for the schemathesis run against /openapi.json
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["file"],
+            "additionalProperties": False,
+            "properties": {
+                "file": {"type": "string", "format": "binary", "description": "the image: JPEG, PNG, WebP or BMP"},
+                "conf": {"type": "number", "minimum": 0, "maximum": 1, "default": PredictParams.conf,
+                         "description": "confidence threshold"},
+                "iou": {"type": "number", "minimum": 0, "maximum": 1, "default": PredictParams.iou,
+                        "description": "NMS IoU threshold"},
+                "imgsz": {"type": "integer", "minimum": 1,
+                          "description": "input size: a multiple of the model stride; default the model's own"},
+                "normalize": {"type": "boolean", "default": False, "description": "boxes as fractions of the image"},
+                "decimals": {"type": "integer", "minimum": 0, "maximum": 10, "default": PredictParams.decimals},
+            },
+        }}},
+    },
+}
 
 
 def _fraction(form: Mapping[str, str], field: str, default: float) -> float:
@@ -47,6 +76,19 @@ def _integer(form: Mapping[str, str], field: str) -> int | None:
         raise InputError(f"{field} must be an integer, got {raw!r}", field) from None
 
 
+DEPLOYMENT_PATH = {"parameters": [  # accepted for the Ultralytics URL shape; a dedicated endpoint serves one model
+    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in ("owner", "deployment")
+]}
+
+
+def min_imgsz(info: ModelInfo) -> int:
+    """One stride; for an end-to-end export, the smallest square whose grid holds its top-k (else it fails)."""
+    size = info.stride
+    while info.max_det and grid_cells(size, size, info.stride) < info.max_det:
+        size += info.stride
+    return size
+
+
 def parse_params(form: Mapping[str, str], info: ModelInfo, max_imgsz: int) -> PredictParams:
     """Validate the non-file fields; unknown, unsupported or out-of-range fields are refused, never ignored."""
     for field in form:
@@ -59,8 +101,10 @@ def parse_params(form: Mapping[str, str], info: ModelInfo, max_imgsz: int) -> Pr
     imgsz = None
     size = _integer(form, "imgsz")
     if size is not None:
-        if not info.stride <= size <= max_imgsz:
-            raise InputError(f"imgsz must be between {info.stride} and {max_imgsz}, got {size}", "imgsz")
+        low = min_imgsz(info)
+        if not low <= size <= max_imgsz:
+            why = f" (an end-to-end model's top {info.max_det} boxes need that grid)" if low > info.stride else ""
+            raise InputError(f"imgsz must be between {low} and {max_imgsz}, got {size}{why}", "imgsz")
         if size % info.stride:
             raise InputError(f"imgsz must be a multiple of the model stride {info.stride}, got {size}", "imgsz")
         if not info.dynamic and (size, size) != info.imgsz:

@@ -150,6 +150,11 @@ CORPUS = [
           NOT_SUPPORTED),
     Entry("image.gif", lambda: encode(noise(16, 16).convert("P"), "GIF"), "a valid 16x16 GIF (not a served format)",
           422, NOT_SUPPORTED),
+    Entry("panorama.png", lambda: encode(Image.new("RGB", (3000, 40), (120, 50, 50)), "PNG"),
+          "a valid 3000x40 PNG: its minimal letterbox has too few anchors for the end-to-end export's top 300 "
+          "(a 500 once); now padded to the full size", 200, shape=(40, 3000)),
+    Entry("one-pixel.bmp", lambda: encode(Image.new("RGB", (1, 1), (255, 255, 255)), "BMP"), "a valid 1x1 BMP",
+          200, shape=(1, 1)),
     Entry("corrupt-exif.jpg", jpeg_with_corrupt_exif,
           "a 16x8 JPEG, EXIF orientation 6, with a text XResolution tag: once a 500 (Pillow's exif_transpose "
           "re-serialised the EXIF); now rotated upright", 200, shape=(16, 8)),
