@@ -27,15 +27,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from inference_service import __version__, core
 from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
-from inference_service.model import Model
-from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
+from inference_service.model import Model, cpu_count
+from inference_service.params import FIELDS, OPENAPI_FORM, PredictParams, parse_params
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -139,6 +138,9 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         raise ValueError("an API key file is required unless allow_anonymous is set")
     samples_dir = settings.samples_dir or settings.model_path.parent / "samples"
     executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="inference")
+    # Decoding has threads of its own, as many as CPUs (more would only interleave): long-lived ones, so freed
+    # buffers are reused from the same few malloc arenas and RSS settles instead of creeping up per new thread.
+    decoders = ThreadPoolExecutor(max_workers=min(settings.max_concurrency, cpu_count()), thread_name_prefix="decode")
     admission = Admission(settings.max_concurrency, settings.max_queue, metrics.registry)
 
     @asynccontextmanager
@@ -146,6 +148,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         provider.start()
         yield
         executor.shutdown(wait=False, cancel_futures=True)
+        decoders.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="YOLO inference server", version=__version__, lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
@@ -182,10 +185,12 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         log.error("unhandled error", exc_info=exc)
         return error(500, "internal server error")
 
-    def require_key(request: Request) -> None:
+    # Predict's dependencies are async: they take microseconds, and a sync one costs a thread-pool hop, so 32
+    # concurrent predicts would start 32 threads, each spreading decode buffers over another malloc arena.
+    async def require_key(request: Request) -> None:
         keys.check(request.headers.get("authorization"))
 
-    def resolve_model() -> Model:
+    async def resolve_model() -> Model:
         model = provider.get()
         if reason := model.unsupported():
             raise core.InputError(reason, None, 422)
@@ -198,8 +203,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         return JSONResponse(body, status_code=200 if state == "ready" else 503)
 
     app.get("/health", summary="Readiness (the Cloud Run startup probe)")(health)
-    app.get("/api/deployments/{owner}/{deployment}/health", summary="Readiness, deployment path",
-            openapi_extra=DEPLOYMENT_PATH)(health)
+    app.get("/api/deployments/{owner}/{deployment}/health", summary="Readiness, deployment path")(health)
 
     @app.get("/metrics", summary="Prometheus metrics")
     def prometheus() -> Response:
@@ -250,10 +254,10 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
 
     async def run_predict(model: Model, data: bytes, params: PredictParams, started: float) -> dict[str, Any]:
         t0 = time.perf_counter()
-        image, tensor, lb = await run_in_threadpool(prepare, model, data, params)
+        loop = asyncio.get_running_loop()
+        image, tensor, lb = await loop.run_in_executor(decoders, prepare, model, data, params)
         t1 = time.perf_counter()
-        results, t2 = await asyncio.get_running_loop().run_in_executor(executor, infer_and_finish, model, tensor, lb,
-                                                                       params)
+        results, t2 = await loop.run_in_executor(executor, infer_and_finish, model, tensor, lb, params)
         t3 = time.perf_counter()
         model.last_inference_ms = (t2 - t1) * 1000
         for stage, seconds in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2)):
@@ -293,7 +297,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     app.state.predict_request = predict_request
     app.post("/predict", summary="Run the model on one image", openapi_extra=OPENAPI_FORM)(predict)
     app.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path",
-             openapi_extra=OPENAPI_FORM | DEPLOYMENT_PATH)(predict)
+             openapi_extra=OPENAPI_FORM)(predict)
 
     @app.get("/", include_in_schema=False)
     def test_page() -> FileResponse:
