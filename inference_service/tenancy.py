@@ -21,7 +21,7 @@ from inference_service.auth import DIGEST, hash_key
 log = logging.getLogger("inference_service")
 
 SHARED_REGIONS = ("us-central1", "europe-west1", "asia-east1")
-SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: `$` would admit a trailing newline
 
 
 class TenantsError(ValueError):
@@ -30,7 +30,7 @@ class TenantsError(ValueError):
 
 def safe_segment(value: str) -> bool:
     """A path segment that can only name a child directory: no ``/``, no ``..``, no odd characters."""
-    return bool(SEGMENT.match(value)) and ".." not in value
+    return bool(SEGMENT.fullmatch(value)) and ".." not in value
 
 
 @dataclass(frozen=True)

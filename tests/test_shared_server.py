@@ -239,3 +239,10 @@ def test_tenants_file_changes_apply_without_restart(layout: tuple[Path, Path], t
         assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 200
         tenants.write_text("tenants: {acme: {data_region: mars-1}}\n")  # a broken version: keep the old
         assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 200
+
+
+def test_a_segment_with_a_trailing_newline_is_not_a_name() -> None:
+    """`demo%0a` decodes to "demo\\n": it must not pass as the segment "demo"."""
+    from inference_service.tenancy import safe_segment
+
+    assert safe_segment("demo") and not safe_segment("demo\n") and not safe_segment("demo\n.onnx")
