@@ -42,12 +42,16 @@ class Admission:
         return (f"server is at capacity ({self.limit} predictions running, {self.queue} waiting); retry in "
                 f"{RETRY_AFTER_S} s")
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a turn for the body of the ``async with``; raises ``AtCapacity`` at once if none can be had."""
+    def refuse_if_full(self) -> None:
+        """Raise ``AtCapacity`` (counted as shed) if every slot is taken and the queue is full."""
         if self._slots.locked() and self._waiting >= self.queue:
             self.shed.inc()
             raise AtCapacity
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a turn for the body of the ``async with``; raises ``AtCapacity`` at once if none can be had."""
+        self.refuse_if_full()
         self._waiting += 1
         self.waiting.inc()
         try:

@@ -220,8 +220,11 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + settings.request_timeout
         try:
+            admission.refuse_if_full()  # before parsing the body too: shedding must stay cheap when it matters most
             async with asyncio.timeout_at(deadline):
                 form = await request.form(max_files=2, max_fields=len(FIELDS))
+        except AtCapacity:
+            raise at_capacity() from None
         except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
             raise HTTPException(408, f"the request body did not arrive within the {settings.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
@@ -247,10 +250,13 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
             async with asyncio.timeout_at(deadline), admission.slot():
                 return await run_predict(model, data, params, started)
         except AtCapacity:
-            raise HTTPException(503, admission.message(), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+            raise at_capacity() from None
         except TimeoutError:  # an inference already running finishes in its thread; one not yet started is dropped
             raise HTTPException(504, f"no result within the {settings.request_timeout:g} s request timeout: the "
                                 "server is busier than it can answer in time; retry later") from None
+
+    def at_capacity() -> HTTPException:
+        return HTTPException(503, admission.message(), headers={"Retry-After": str(RETRY_AFTER_S)})
 
     async def run_predict(model: Model, data: bytes, params: PredictParams, started: float) -> dict[str, Any]:
         t0 = time.perf_counter()
