@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers_server import demo_model, run_server, sample_images, ultralytics_assets  # noqa: E402
+from helpers_server import MULTIPART, demo_model, multipart, run_server, sample_images, ultralytics_assets  # noqa: E402
 
 from benchmarks.results import write_section  # noqa: E402
 
@@ -68,16 +68,11 @@ def pct(values: list[float], p: int) -> float:
 
 def predict_request(url: str, image: bytes, fields: dict[str, str] | None = None) -> bytes:
     """A whole ``POST /predict`` (head and multipart body), built once and sent as many times as needed."""
-    boundary = "loadb0undary"
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in (fields or {}).items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="image.jpg"\r\n\r\n'.encode()
-                 + image + f"\r\n--{boundary}--\r\n".encode())
-    body = b"".join(parts)
-    host = url.removeprefix("http://")
-    head = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
+    text = [(name.encode(), None, value.encode()) for name, value in (fields or {}).items()]
+    body = multipart([*text, (b"file", b"image.jpg", image)])
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": url.removeprefix("http://"), **MULTIPART,
+                                                  "Content-Length": str(len(body))}.items())
+    return f"POST /predict HTTP/1.1\r\n{head}\r\n".encode() + body
 
 
 async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, dict]:

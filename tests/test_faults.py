@@ -17,23 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from helpers_server import demo_model, run_server, sample_images
+from helpers_server import BOUNDARY, demo_model, multipart, run_server, sample_images
 from test_shared_server import KEYS, predict, write_tenants
 
 from fleet.program import CLOUD_RUN, Plan
 from inference_service.app import Settings, create_app
 
-BOUNDARY = "faultb0undary"
-
 
 @pytest.fixture(scope="module")
 def image() -> bytes:
     return next(p for p in sample_images() if p.name.startswith("shapes-")).read_bytes()
-
-
-def multipart(image: bytes) -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.jpg\"\r\n\r\n".encode()
-            + image + f"\r\n--{BOUNDARY}--\r\n".encode())
 
 
 def request_head(path: str, body_length: int) -> bytes:
@@ -59,7 +52,7 @@ def dedicated(*extra: str) -> list[str]:
 def test_sigterm_drains_in_flight_requests_then_exits_0_within_10_s(image: bytes, tmp_path: Path) -> None:
     """Cloud Run sends SIGTERM, then SIGKILL 10 s later: requests in flight finish with 200, new connections are
     refused, and the process is gone in time even with a client that never finishes its request."""
-    body = multipart(image)
+    body = multipart([(b"file", b"s.jpg", image)])
     log = tmp_path / "server.log"
     with run_server(dedicated(), log_path=log) as (url, proc):
         in_flight = [connect(url) for _ in range(3)]
@@ -108,7 +101,7 @@ def test_slow_clients_do_not_block_others_and_get_408(image: bytes) -> None:
     byte, however recently it sent one. (The trickle stops just before: bytes sent to a closed socket make the
     kernel reset the connection, and the client would see the reset, not the 408.)"""
     timeout = 2.0
-    body = multipart(image)
+    body = multipart([(b"file", b"s.jpg", image)])
     with run_server(dedicated("--request-timeout", str(timeout), "--max-concurrency", "2", "--max-queue", "2")) as (
             url, _):
         slow_headers = [connect(url) for _ in range(30)]
