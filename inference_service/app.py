@@ -34,7 +34,7 @@ from inference_service import __version__, core
 from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
 from inference_service.model import Model, cpu_count
-from inference_service.params import FIELDS, OPENAPI_FORM, PredictParams, parse_params
+from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -203,7 +203,8 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         return JSONResponse(body, status_code=200 if state == "ready" else 503)
 
     app.get("/health", summary="Readiness (the Cloud Run startup probe)")(health)
-    app.get("/api/deployments/{owner}/{deployment}/health", summary="Readiness, deployment path")(health)
+    app.get("/api/deployments/{owner}/{deployment}/health", summary="Readiness, deployment path",
+            openapi_extra=DEPLOYMENT_PATH)(health)
 
     @app.get("/metrics", summary="Prometheus metrics")
     def prometheus() -> Response:
@@ -231,6 +232,8 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         fields: dict[str, str] = {}
         upload = None
         for key, value in form.multi_items():
+            if key in fields or (key == "file" and upload is not None):
+                raise core.InputError(f"{key!r} is given more than once; send each field once", key)
             if isinstance(value, UploadFile):
                 if key != "file":
                     raise core.InputError(f"unexpected file part {key!r}; send the image as 'file'", key)
@@ -303,7 +306,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     app.state.predict_request = predict_request
     app.post("/predict", summary="Run the model on one image", openapi_extra=OPENAPI_FORM)(predict)
     app.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path",
-             openapi_extra=OPENAPI_FORM)(predict)
+             openapi_extra=OPENAPI_FORM | DEPLOYMENT_PATH)(predict)
 
     @app.get("/", include_in_schema=False)
     def test_page() -> FileResponse:

@@ -157,7 +157,10 @@ class RequestMiddleware:
             },
             **trace_fields(headers, self.project),
         }
-        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        # 503 is the server saying "not now" (loading, at capacity) with Retry-After: one ERROR line per refused
+        # request would bury real faults in Cloud Logging during exactly the overloads worth reading about.
+        level = (logging.ERROR if status >= 500 and status != 503 else logging.WARNING if status >= 400
+                 else logging.INFO)
         log.log(level, "%s %s %d %.1fms", scope["method"], scope["path"], status, seconds * 1000,
                 extra={"fields": fields})
 

@@ -133,10 +133,11 @@ def test_slow_clients_do_not_block_others_and_get_408(image: bytes) -> None:
                 sock.close()
 
 
-def test_overload_is_shed_at_once_with_retry_after(image: bytes) -> None:
+def test_overload_is_shed_at_once_with_retry_after(image: bytes, tmp_path: Path) -> None:
     """Beyond 1 running + 1 waiting, predicts are refused with 503 and Retry-After without waiting their turn;
-    the others are answered; no connection is dropped."""
-    with run_server(dedicated("--max-concurrency", "1", "--max-queue", "1")) as (url, _), \
+    the others are answered; no connection is dropped; refusals are logged as warnings, not errors."""
+    log = tmp_path / "server.log"
+    with run_server(dedicated("--max-concurrency", "1", "--max-queue", "1"), log_path=log) as (url, _), \
             httpx.Client(timeout=30, limits=httpx.Limits(max_connections=16)) as client:
 
         def timed_predict(_: int) -> tuple[httpx.Response, float]:
@@ -157,6 +158,9 @@ def test_overload_is_shed_at_once_with_retry_after(image: bytes) -> None:
                             "field": None}
     assert sorted(s for _, s in shed)[len(shed) // 2] < max(s for _, s in served), "shed requests waited their turn"
     assert f"predict_shed_total {float(len(shed))}" in metrics
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    refused = [e for e in entries if e["message"].startswith("POST /predict 503")]
+    assert len(refused) == len(shed) and {e["severity"] for e in refused} == {"WARNING"}
 
 
 def test_inference_past_the_request_timeout_is_a_504_and_the_server_recovers(image: bytes) -> None:

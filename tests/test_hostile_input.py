@@ -154,7 +154,6 @@ def test_traversal_in_the_filename_writes_nothing(server: Server, tmp_path: Path
     assert r.status_code == 200 and not target.exists() and filename.decode() not in r.text
 
 
-@pytest.mark.xfail(strict=True, reason="predict_request keeps the last of repeated fields; the fix belongs in app.py")
 @pytest.mark.parametrize("parts", [
     [FILE, part(b"conf", b"5"), part(b"conf", b"0.5")],
     [part(b"file", b"not an image", b"a.jpg"), FILE],
