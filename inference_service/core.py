@@ -12,6 +12,7 @@ import functools
 import io
 import math
 import struct
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,24 +162,32 @@ def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     Returns (new_h, new_w, c) int32 values 0..255.
     """
     h, w, c = image.shape
-    ys0, ys1, b0, b1, ix0, ix1, a0, a1 = _resize_plan(h, w, new_h, new_w, c)
-    flat = image.reshape(h, w * c)
-    rows = np.take(flat, ix0, axis=1).astype(np.int32)
+    plan = _resize_plan(h, w, new_h, new_w, c)
+    return _resize_rows(image.reshape(h, w * c), plan, 0, new_h).reshape(new_h, new_w, c)
+
+
+def _resize_rows(flat: np.ndarray, plan: tuple[np.ndarray, ...], y0: int, y1: int) -> np.ndarray:
+    """Output rows ``y0:y1`` of ``resize_bilinear`` from the (h, w * c) image: each band reads only the source
+    rows it needs, so bands are independent (and run in parallel) and their buffers stay in cache."""
+    ys0, ys1, b0, b1, ix0, ix1, a0, a1 = plan
+    r0, r1 = ys0[y0], ys1[y1 - 1] + 1  # both index lists grow with the output row
+    src = flat[r0:r1]
+    rows = np.take(src, ix0, axis=1).astype(np.int32)
     rows *= a0
-    right = np.take(flat, ix1, axis=1).astype(np.int32)
+    right = np.take(src, ix1, axis=1).astype(np.int32)
     right *= a1
     rows += right
     rows >>= 4
-    out = np.take(rows, ys0, axis=0)
-    out *= b0
+    out = np.take(rows, ys0[y0:y1] - r0, axis=0)
+    out *= b0[y0:y1]
     out >>= 16
-    below = np.take(rows, ys1, axis=0)
-    below *= b1
+    below = np.take(rows, ys1[y0:y1] - r0, axis=0)
+    below *= b1[y0:y1]
     below >>= 16
     out += below
     out += 2
     out >>= 2
-    return out.reshape(new_h, new_w, c)
+    return out
 
 
 def grid_cells(h: int, w: int, stride: int) -> int:
@@ -186,23 +195,40 @@ def grid_cells(h: int, w: int, stride: int) -> int:
     return sum(math.ceil(h / s) * math.ceil(w / s) for s in (8 << i for i in range(stride.bit_length() - 3)))
 
 
-def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool,
-               min_cells: int = 0) -> tuple[np.ndarray, Letterbox]:
+def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool, min_cells: int = 0,
+               executor: Executor | None = None, bands: int = 1) -> tuple[np.ndarray, Letterbox]:
     """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114.
 
     ``min_cells``: an end-to-end export's top-k fails on an input with fewer anchors (a panorama's minimal
     rectangle, say), so such an image is padded to the full ``imgsz`` instead; ultralytics fails there.
+    ``executor`` and ``bands``: resize and scale that many horizontal bands concurrently (numpy releases the
+    GIL), which cuts a lone request's letterbox time on a multi-core instance; the tensor is the same.
     """
     new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, auto)
     if auto and grid_cells(new_h + top + bottom, new_w + left + right, stride) < min_cells:
         new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, False)
-    resized = image if image.shape[:2] == (new_h, new_w) else resize_bilinear(image, new_w, new_h)
     out_h, out_w = new_h + top + bottom, new_w + left + right
     tensor = np.empty((1, 3, out_h, out_w), dtype=np.float32)
     if top or bottom or left or right:
         tensor.fill(PAD_VALUE / 255)
-    np.divide(resized.transpose(2, 0, 1), np.float32(255), out=tensor[0, :, top : top + new_h, left : left + new_w])
-    return tensor, Letterbox(orig_shape=(image.shape[0], image.shape[1]), input_shape=(out_h, out_w))
+    dst = tensor[0, :, top : top + new_h, left : left + new_w]
+    lb = Letterbox(orig_shape=(image.shape[0], image.shape[1]), input_shape=(out_h, out_w))
+    h, w, c = image.shape
+    if (h, w) == (new_h, new_w):
+        np.divide(image.transpose(2, 0, 1), np.float32(255), out=dst)
+        return tensor, lb
+    plan, flat = _resize_plan(h, w, new_h, new_w, c), image.reshape(h, w * c)
+
+    def band(y0: int, y1: int) -> None:
+        rows = _resize_rows(flat, plan, y0, y1).reshape(y1 - y0, new_w, c)
+        np.divide(rows.transpose(2, 0, 1), np.float32(255), out=dst[:, y0:y1])
+
+    edges = [round(i * new_h / bands) for i in range(bands + 1)] if executor and new_h >= 2 * bands else [0, new_h]
+    if len(edges) > 2:
+        list(executor.map(band, edges[:-1], edges[1:]))
+    else:
+        band(0, new_h)
+    return tensor, lb
 
 
 def _unletterbox(lb: Letterbox) -> tuple[float, float, int, int]:
