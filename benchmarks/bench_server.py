@@ -8,6 +8,8 @@ that whatever else the machine does lands on all of them alike; throughput runs 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -17,8 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -26,6 +27,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from benchmarks.results import write_section  # noqa: E402
 
 CONCURRENCY = 4
+# onnxruntime's intra-op threads spin for a while after each run: without a pause, the session measured
+# last (in this process or in the server's) takes CPU from the one measured next, and the baseline came out
+# 2x slower than alone. 50 ms lets every process go idle first.
+SETTLE_S = 0.05
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -78,7 +83,7 @@ def main() -> None:
     ap.add_argument("--no-install", action="store_true", help="skip the fresh-venv install size")
     args = ap.parse_args()
     import onnxruntime as ort
-    from helpers_server import run_server, ultralytics_assets
+    from helpers_server import MULTIPART, multipart, run_server, ultralytics_assets
     from ultralytics import YOLO
 
     from inference_service import core
@@ -96,11 +101,22 @@ def main() -> None:
     yolo = YOLO(str(onnx), task="detect")
 
     t0 = time.perf_counter()
-    with run_server(["--model", str(onnx), "--allow-anonymous"]) as (url, _), httpx.Client(timeout=60) as c:
-        def post() -> httpx.Response:
-            r = c.post(f"{url}/predict", files={"file": data})
-            r.raise_for_status()
-            return r
+    body = multipart([(b"file", b"bus.jpg", data)])
+    with run_server(["--model", str(onnx), "--allow-anonymous"]) as (url, _):
+        # the stdlib client with a body built once: httpx spends ~2 ms of CPU per request on this machine,
+        # the client's cost, not the server's, and it shares the two cores with the server
+        def connect() -> http.client.HTTPConnection:
+            return http.client.HTTPConnection(urlsplit(url).hostname or "", urlsplit(url).port, timeout=60)
+
+        conn = connect()
+
+        def post(conn: http.client.HTTPConnection = conn) -> dict:
+            conn.request("POST", "/predict", body, MULTIPART)
+            r = conn.getresponse()
+            payload = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"predict answered {r.status}: {payload[:200]!r}")
+            return json.loads(payload)
 
         post()
         start_ms = (time.perf_counter() - t0) * 1000
@@ -115,9 +131,11 @@ def main() -> None:
             fn()
         for _ in range(args.n):
             for name, fn in calls.items():
+                time.sleep(SETTLE_S)
                 series[name].append(timed(fn))
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
-            speed = post().json()["images"][0]["speed"]
+            speed = post()["images"][0]["speed"]
             series["server"].append((time.perf_counter() - t) * 1000)
             for stage in stages:
                 stages[stage].append(speed[stage])
@@ -125,8 +143,8 @@ def main() -> None:
         stage50 = {name: statistics.median(values) for name, values in stages.items()}
 
         def server_call() -> Callable[[], object]:
-            client = httpx.Client(timeout=60)
-            return lambda: client.post(f"{url}/predict", files={"file": data}).raise_for_status()
+            own = connect()  # a connection per client thread
+            return lambda: post(own)
 
         rates: dict[str, list[float]] = {"raw": [], "server": []}
         for _ in range(2):
