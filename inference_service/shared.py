@@ -29,6 +29,7 @@ from inference_service import core
 from inference_service.app import Settings, create_app, error
 from inference_service.auth import AuthError
 from inference_service.model import Model
+from inference_service.params import OPENAPI_FORM
 from inference_service.registry import ModelError, ModelRegistry
 from inference_service.tenancy import SHARED_REGIONS, Tenant, TenantsFile
 
@@ -112,7 +113,7 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
             raise AuthError("invalid API key")
         return tenant
 
-    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None)
+    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
     async def predict(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
         tenant = tenant_of(request)
         registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it

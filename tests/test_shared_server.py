@@ -246,3 +246,11 @@ def test_a_segment_with_a_trailing_newline_is_not_a_name() -> None:
     from inference_service.tenancy import safe_segment
 
     assert safe_segment("demo") and not safe_segment("demo\n") and not safe_segment("demo\n.onnx")
+
+
+def test_openapi_describes_the_tenant_predict_form(server: str) -> None:
+    """Clients generated from /openapi.json must see the same form on the shared route as on the dedicated one."""
+    spec = httpx.get(f"{server}/openapi.json", timeout=10).json()
+    body = spec["paths"]["/api/models/{owner}/{project}/{model}/predict"]["post"]["requestBody"]
+    form = body["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"] and {"conf", "iou", "imgsz", "normalize", "decimals"} <= set(form["properties"])
