@@ -130,7 +130,7 @@ def test_the_request_middlewares_own_line_becomes_the_displayed_fields(monkeypat
                  "client": ("203.0.113.9", 5000), "http_version": "1.1"}
         headers = {"user-agent": "python-httpx/0.27", "content-length": "2048",
                    "x-cloud-trace-context": "0123456789abcdef/42;o=1"}
-        middleware._record(scope, headers, {"status": 503, "sent": 64, "received": 2048}, 0.25)
+        middleware._record(scope, headers, {"status": 500, "sent": 64, "received": 2048}, 0.25)
     finally:
         logger.removeHandler(captured)
     [line] = captured.lines
@@ -138,8 +138,8 @@ def test_the_request_middlewares_own_line_becomes_the_displayed_fields(monkeypat
     code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--endpoint", "demo-iowa")
     assert code == 0
     [row] = [json.loads(line) for line in out.splitlines()]
-    assert (row["severity"], row["message"]) == ("ERROR", "POST /predict 503 250.0ms")
-    assert row["httpRequest"] == {"method": "POST", "url": "/predict?conf=0.4", "status": 503,
+    assert (row["severity"], row["message"]) == ("ERROR", "POST /predict 500 250.0ms")
+    assert row["httpRequest"] == {"method": "POST", "url": "/predict?conf=0.4", "status": 500,
                                   "latencyMs": 250.0, "userAgent": "python-httpx/0.27"}
     assert row["trace"] == "projects/my-gcp-project-dev/traces/0123456789abcdef"
 
