@@ -83,6 +83,7 @@ class Model:
     def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None) -> None:
         path = Path(path)
         self.threads = intra_op_threads or cpu_count()
+        self.letterbox_bands = 2 * cpu_count()  # read once: the affinity query is a syscall
         self.session = ort.InferenceSession(
             str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
         )
@@ -131,7 +132,7 @@ class Model:
     def preprocess(self, image: np.ndarray, imgsz: tuple[int, int]) -> tuple[np.ndarray, core.Letterbox]:
         """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise."""
         return core.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic, min_cells=self.info.max_det or 0,
-                               executor=letterbox_pool(), bands=2 * cpu_count())
+                               executor=letterbox_pool(), bands=self.letterbox_bands)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         """The onnxruntime call, nothing else: what runs in the inference thread pool."""
