@@ -6,6 +6,7 @@ STACK  ?= prod
 
 PLAN_DEPS := $(VENV)/.plan-deps
 TEST_DEPS := $(VENV)/.test-deps
+NATIVE    := inference_service/_letterbox.so
 
 .PHONY: plan test lint serve regions clean
 
@@ -15,7 +16,7 @@ plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print wha
 regions: $(PLAN_DEPS)
 	$(BIN)/fleet regions
 
-test: $(TEST_DEPS)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
+test: $(TEST_DEPS) $(NATIVE)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -36,11 +37,15 @@ $(TEST_DEPS): $(PLAN_DEPS) requirements-dev.txt requirements-ml.txt inference_se
 	$(BIN)/pip install -q -r requirements-dev.txt -r requirements-ml.txt
 	touch $@
 
+# The C letterbox kernel the server loads (the Dockerfile builds it the same way in its build stage).
+$(NATIVE): inference_service/letterbox.c inference_service/native.py
+	$(PYTHON) inference_service/native.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(NATIVE)
 
 SERVE_PORT ?= 8080
-serve: $(TEST_DEPS)  ## run the inference server on the demo model with a fresh random key
+serve: $(TEST_DEPS) $(NATIVE)  ## run the inference server on the demo model with a fresh random key
 	@mkdir -p .serve && key=$$($(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))") && \
 	  $(BIN)/python -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())" "$$key" > .serve/sha256.txt && \
 	  echo "Test page: http://127.0.0.1:$(SERVE_PORT)/   API key: $$key" && \

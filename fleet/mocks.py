@@ -34,7 +34,8 @@ def context_digest(context: str, dockerfile: str) -> str:
     h = hashlib.sha256(Path(dockerfile).read_bytes() if Path(dockerfile).is_file() else b"")
     for sub in ("inference_service", "models"):
         for path in sorted((root / sub).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
+            # compiled files are build outputs (the image compiles its own kernel), not sources
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".so":
                 h.update(str(path.relative_to(root)).encode())
                 h.update(path.read_bytes())
     return "sha256:" + h.hexdigest()

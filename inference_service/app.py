@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -30,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from inference_service import __version__, core
+from inference_service import __version__, core, native
 from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
 from inference_service.model import Model, cpu_count
@@ -61,6 +60,44 @@ class Settings:
     max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
     max_queue: int = 8  # predicts waiting for a turn; more are refused with 503
     request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
+
+
+class CpuWork:
+    """The CPU-bound part of one predict, run whole in one worker thread: decode, letterbox, inference (at most
+    ``inference_slots`` at once, so other requests decode meanwhile), postprocess. One hop off the event loop
+    instead of one per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms."""
+
+    def __init__(self, inference_slots: int) -> None:
+        self._inference = threading.Semaphore(inference_slots)
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    def run(self, model: Model, data: bytes, params: PredictParams, settings: Settings,
+            deadline: float) -> tuple[tuple[int, int], list[dict], dict[str, float]]:
+        """(image height and width, summarized results, stage timings in ms). Skips inference if ``deadline`` (a
+        ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
+        with self._lock:
+            self._busy += 1
+            alone = self._busy == 1
+        try:
+            t0 = time.perf_counter()
+            image = core.decode_image(data, settings.max_pixels)
+            tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz, alone=alone)
+            t1 = time.perf_counter()
+            with self._inference:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                t2 = time.perf_counter()
+                outputs = model.infer(tensor)
+                t3 = time.perf_counter()
+            det = model.postprocess(outputs, lb, params.conf, params.iou)
+            results = core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
+            t4 = time.perf_counter()
+        finally:
+            with self._lock:
+                self._busy -= 1
+        timings = {"preprocess": (t1 - t0) * 1000, "inference": (t3 - t2) * 1000, "postprocess": (t4 - t3) * 1000}
+        return (int(image.shape[0]), int(image.shape[1])), results, timings
 
 
 class NotReady(Exception):
@@ -98,9 +135,14 @@ class SingleModel:
             s = self.settings
             self.model = Model(s.model_path, s.model_name, s.intra_op_threads)
             self.metrics.model_ready.set(1)
-            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s threads=%d", self.model.info.name,
-                     (time.perf_counter() - start) * 1000, self.model.info.task, self.model.info.imgsz,
-                     self.model.info.end2end, self.model.threads)
+            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s threads=%d letterbox=%s",
+                     self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
+                     self.model.info.imgsz, self.model.info.end2end, self.model.threads,
+                     "native" if core.NATIVE else "numpy")
+            if core.NATIVE is None:
+                log.warning("letterbox kernel %s is not built (python inference_service/native.py builds it): "
+                            "resizing with the numpy port, same results, ~8 ms more per camera image",
+                            native.LIBRARY.name)
         except Exception as e:  # any failure must surface in /health and the logs, not kill the loader silently
             self.error = f"{type(e).__name__}: {e}"
             log.exception("model %s failed to load", self.settings.model_path)
@@ -137,18 +179,21 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     if keys.anonymous and not settings.allow_anonymous:
         raise ValueError("an API key file is required unless allow_anonymous is set")
     samples_dir = settings.samples_dir or settings.model_path.parent / "samples"
-    executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="inference")
-    # Decoding has threads of its own, as many as CPUs (more would only interleave): long-lived ones, so freed
-    # buffers are reused from the same few malloc arenas and RSS settles instead of creeping up per new thread.
-    decoders = ThreadPoolExecutor(max_workers=min(settings.max_concurrency, cpu_count()), thread_name_prefix="decode")
+    # Each predict's CPU work runs in one hop to these threads (a hop is a thread wake-up each way): as many as
+    # CPUs, so one request decodes while another infers, and at least one more than the concurrent inferences.
+    # Long-lived threads, so freed buffers are reused from the same few malloc arenas and RSS settles instead of
+    # creeping up per new thread.
+    workers = ThreadPoolExecutor(
+        max_workers=min(settings.max_concurrency, max(cpu_count(), settings.inference_workers + 1)),
+        thread_name_prefix="predict")
+    cpu_work = CpuWork(settings.inference_workers)
     admission = Admission(settings.max_concurrency, settings.max_queue, metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         provider.start()
         yield
-        executor.shutdown(wait=False, cancel_futures=True)
-        decoders.shutdown(wait=False, cancel_futures=True)
+        workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="YOLO inference server", version=__version__, lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
@@ -212,11 +257,11 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
 
     async def predict(
         request: Request, _: Annotated[None, Depends(require_key)], model: Annotated[Model, Depends(resolve_model)]
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Ultralytics-compatible predict: multipart ``file`` plus optional conf, iou, imgsz, normalize, decimals."""
         return await predict_request(request, model)
 
-    async def predict_request(request: Request, model: Model) -> dict[str, Any]:
+    async def predict_request(request: Request, model: Model) -> JSONResponse:
         """Read the multipart form and run ``model`` on it: the body of every predict route, shared mode's too."""
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + settings.request_timeout
@@ -251,7 +296,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         data = await upload.read()
         try:
             async with asyncio.timeout_at(deadline), admission.slot():
-                return await run_predict(model, data, params, started)
+                return await run_predict(model, data, params, started, deadline)
         except AtCapacity:
             raise at_capacity() from None
         except TimeoutError:  # an inference already running finishes in its thread; one not yet started is dropped
@@ -261,21 +306,19 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     def at_capacity() -> HTTPException:
         return HTTPException(503, admission.message(), headers={"Retry-After": str(RETRY_AFTER_S)})
 
-    async def run_predict(model: Model, data: bytes, params: PredictParams, started: float) -> dict[str, Any]:
-        t0 = time.perf_counter()
+    async def run_predict(model: Model, data: bytes, params: PredictParams, started: float,
+                          deadline: float) -> JSONResponse:
         loop = asyncio.get_running_loop()
-        image, tensor, lb = await loop.run_in_executor(decoders, prepare, model, data, params)
-        t1 = time.perf_counter()
-        results, t2 = await loop.run_in_executor(executor, infer_and_finish, model, tensor, lb, params)
-        t3 = time.perf_counter()
-        model.last_inference_ms = (t2 - t1) * 1000
-        for stage, seconds in (("preprocess", t1 - t0), ("inference", t2 - t1), ("postprocess", t3 - t2)):
-            metrics.stage.labels(stage).observe(seconds)
+        shape, results, timings = await loop.run_in_executor(workers, cpu_work.run, model, data, params, settings,
+                                                             deadline)
+        model.last_inference_ms = timings["inference"]
+        for stage, ms in timings.items():
+            metrics.stage.labels(stage).observe(ms / 1000)
         info = model.info
-        return {
+        return JSONResponse({
             "images": [{
-                "shape": [int(image.shape[0]), int(image.shape[1])],
-                "speed": {"preprocess": _ms(t1 - t0), "inference": _ms(t2 - t1), "postprocess": _ms(t3 - t2)},
+                "shape": list(shape),
+                "speed": {stage: round(ms, 2) for stage, ms in timings.items()},
                 "results": results,
             }],
             "metadata": {
@@ -287,21 +330,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
                 "functionTimeAlive": _ms(time.time() - STARTED),
                 "version": {"server": __version__},
             },
-        }
-
-    def prepare(model: Model, data: bytes, params: PredictParams) -> tuple[np.ndarray, np.ndarray, core.Letterbox]:
-        image = core.decode_image(data, settings.max_pixels)
-        tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
-        return image, tensor, lb
-
-    def infer_and_finish(model: Model, tensor: np.ndarray, lb: core.Letterbox,
-                         params: PredictParams) -> tuple[list[dict], float]:
-        """Inference and the (sub-millisecond) postprocess in one hop to the inference thread; decoding stays
-        outside it so the next request's image is decoded while this one runs. Returns when inference ended."""
-        outputs = model.infer(tensor)
-        inferred = time.perf_counter()
-        det = model.postprocess(outputs, lb, params.conf, params.iou)
-        return core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals), inferred
+        })
 
     app.state.predict_request = predict_request
     app.post("/predict", summary="Run the model on one image", openapi_extra=OPENAPI_FORM)(predict)

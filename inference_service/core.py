@@ -8,8 +8,10 @@ call these functions, which keeps them reusable for a multi-tenant server.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import io
+import itertools
 import math
 import struct
 from concurrent.futures import Executor
@@ -18,9 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import BmpImagePlugin, ExifTags, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
+from inference_service import native
+
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 FORMATS_BY_MAGIC = {b"\xff\xd8": "JPEG", b"\x89P": "PNG", b"RI": "WEBP", b"BM": "BMP"}
 PAD_VALUE = 114  # the grey ultralytics pads with
+UNIT_SCALE = (np.arange(256, dtype=np.int32) / np.float32(255)).astype(np.float32)  # v / 255 exactly as numpy does it
+NATIVE = native.load()  # the C letterbox kernel, or None (then the numpy port runs)
 MAX_WH = 7680  # per-class box offset for class-aware NMS, as ultralytics
 MAX_NMS = 30000  # candidates kept before NMS, as ultralytics
 UPRIGHT = {  # EXIF orientation -> the transpose that undoes it, as ``ImageOps.exif_transpose``
@@ -141,14 +147,29 @@ def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return i0, np.minimum(i0 + 1, src - 1), w0, w1
 
 
+@dataclass(frozen=True)
+class ResizePlan:
+    """Gather indices and weights of one resize, int32 and contiguous for both the numpy port and the C kernel."""
+
+    ys0: np.ndarray  # per output row: the source rows above and below, and their weights
+    ys1: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+    ix0: np.ndarray  # per output value (x * c + channel): the source bytes left and right, and their weights
+    ix1: np.ndarray
+    a0: np.ndarray
+    a1: np.ndarray
+
+
 @functools.lru_cache(maxsize=256)
-def _resize_plan(h: int, w: int, new_h: int, new_w: int, c: int) -> tuple[np.ndarray, ...]:
-    """Per-shape gather indices and weights: images from one camera share them, so they are cached."""
+def _resize_plan(h: int, w: int, new_h: int, new_w: int, c: int) -> ResizePlan:
+    """Per-shape plan: images from one camera share it, so it is cached."""
     ys0, ys1, b0, b1 = _taps(h, new_h)
     xs0, xs1, a0, a1 = _taps(w, new_w)
     ch = np.arange(c)
-    return (ys0, ys1, b0[:, None], b1[:, None], (xs0[:, None] * c + ch).ravel(), (xs1[:, None] * c + ch).ravel(),
-            np.repeat(a0, c), np.repeat(a1, c))
+    i32 = functools.partial(np.ascontiguousarray, dtype=np.int32)
+    return ResizePlan(i32(ys0), i32(ys1), b0, b1, i32((xs0[:, None] * c + ch).ravel()),
+                      i32((xs1[:, None] * c + ch).ravel()), np.repeat(a0, c), np.repeat(a1, c))
 
 
 def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
@@ -159,35 +180,52 @@ def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     reproducing OpenCV's fixed-point arithmetic (horizontal pass, then the vertical pass of its SIMD
     path) makes the tensors, and so the answers, identical when shrinking (what letterboxing does to
     camera images). Enlarging tiny images may differ by one level where OpenCV switches to scalar code.
-    Returns (new_h, new_w, c) int32 values 0..255.
+    letterbox.c computes the same integers in one pass. Returns (new_h, new_w, c) int32 values 0..255.
     """
     h, w, c = image.shape
     plan = _resize_plan(h, w, new_h, new_w, c)
     return _resize_rows(image.reshape(h, w * c), plan, 0, new_h).reshape(new_h, new_w, c)
 
 
-def _resize_rows(flat: np.ndarray, plan: tuple[np.ndarray, ...], y0: int, y1: int) -> np.ndarray:
+def _resize_rows(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int) -> np.ndarray:
     """Output rows ``y0:y1`` of ``resize_bilinear`` from the (h, w * c) image: each band reads only the source
     rows it needs, so bands are independent (and run in parallel) and their buffers stay in cache."""
-    ys0, ys1, b0, b1, ix0, ix1, a0, a1 = plan
-    r0, r1 = ys0[y0], ys1[y1 - 1] + 1  # both index lists grow with the output row
+    r0, r1 = plan.ys0[y0], plan.ys1[y1 - 1] + 1  # both index lists grow with the output row
     src = flat[r0:r1]
-    rows = np.take(src, ix0, axis=1).astype(np.int32)
-    rows *= a0
-    right = np.take(src, ix1, axis=1).astype(np.int32)
-    right *= a1
+    rows = np.take(src, plan.ix0, axis=1).astype(np.int32)
+    rows *= plan.a0
+    right = np.take(src, plan.ix1, axis=1).astype(np.int32)
+    right *= plan.a1
     rows += right
     rows >>= 4
-    out = np.take(rows, ys0[y0:y1] - r0, axis=0)
-    out *= b0[y0:y1]
+    out = np.take(rows, plan.ys0[y0:y1] - r0, axis=0)
+    out *= plan.b0[y0:y1, None]
     out >>= 16
-    below = np.take(rows, ys1[y0:y1] - r0, axis=0)
-    below *= b1[y0:y1]
+    below = np.take(rows, plan.ys1[y0:y1] - r0, axis=0)
+    below *= plan.b1[y0:y1, None]
     below >>= 16
     out += below
     out += 2
     out >>= 2
     return out
+
+
+def _letterbox_band(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int, dst: np.ndarray,
+                    kernel: ctypes.CDLL | None) -> None:
+    """Resize output rows ``y0:y1`` and write them scaled to 0..1 into ``dst`` (c, new_h, new_w) float32 planes,
+    with the C kernel if given, else numpy: the same floats either way."""
+    if kernel is None:
+        rows = _resize_rows(flat, plan, y0, y1).reshape(y1 - y0, -1, dst.shape[0])
+        np.divide(rows.transpose(2, 0, 1), np.float32(255), out=dst[:, y0:y1])
+        return
+    band, item = dst[:, y0:y1], dst.itemsize
+    status = kernel.letterbox_rows(
+        flat.ctypes.data, flat.strides[0], plan.ys0.ctypes.data, plan.ys1.ctypes.data, plan.b0.ctypes.data,
+        plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data, plan.a1.ctypes.data,
+        dst.shape[2], y0, y1, band.ctypes.data, dst.strides[0] // item, dst.strides[1] // item,
+        UNIT_SCALE.ctypes.data)
+    if status:
+        raise MemoryError("letterbox kernel could not allocate its row buffers")
 
 
 def grid_cells(h: int, w: int, stride: int) -> int:
@@ -196,13 +234,15 @@ def grid_cells(h: int, w: int, stride: int) -> int:
 
 
 def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool, min_cells: int = 0,
-               executor: Executor | None = None, bands: int = 1) -> tuple[np.ndarray, Letterbox]:
+               executor: Executor | None = None, bands: int = 1,
+               kernel: ctypes.CDLL | None = NATIVE) -> tuple[np.ndarray, Letterbox]:
     """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114.
 
     ``min_cells``: an end-to-end export's top-k fails on an input with fewer anchors (a panorama's minimal
     rectangle, say), so such an image is padded to the full ``imgsz`` instead; ultralytics fails there.
-    ``executor`` and ``bands``: resize and scale that many horizontal bands concurrently (numpy releases the
-    GIL), which cuts a lone request's letterbox time on a multi-core instance; the tensor is the same.
+    ``executor`` and ``bands``: resize and scale that many horizontal bands concurrently (numpy and the C
+    kernel release the GIL), which cuts a lone request's letterbox time on a multi-core instance; the tensor is
+    the same. ``kernel``: the compiled letterbox (default: the one built next to native.py), None for numpy.
     """
     new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, auto)
     if auto and grid_cells(new_h + top + bottom, new_w + left + right, stride) < min_cells:
@@ -217,17 +257,16 @@ def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: boo
     if (h, w) == (new_h, new_w):
         np.divide(image.transpose(2, 0, 1), np.float32(255), out=dst)
         return tensor, lb
-    plan, flat = _resize_plan(h, w, new_h, new_w, c), image.reshape(h, w * c)
+    plan, flat = _resize_plan(h, w, new_h, new_w, c), np.ascontiguousarray(image).reshape(h, w * c)
 
     def band(y0: int, y1: int) -> None:
-        rows = _resize_rows(flat, plan, y0, y1).reshape(y1 - y0, new_w, c)
-        np.divide(rows.transpose(2, 0, 1), np.float32(255), out=dst[:, y0:y1])
+        _letterbox_band(flat, plan, y0, y1, dst, kernel)
 
     edges = [round(i * new_h / bands) for i in range(bands + 1)] if executor and new_h >= 2 * bands else [0, new_h]
-    if len(edges) > 2:
-        list(executor.map(band, edges[:-1], edges[1:]))
-    else:
-        band(0, new_h)
+    others = [executor.submit(band, y0, y1) for y0, y1 in itertools.pairwise(edges[1:])] if executor else []
+    band(0, edges[1])  # the calling thread takes the first band: one thread wake-up fewer
+    for future in others:
+        future.result()
     return tensor, lb
 
 

@@ -28,10 +28,10 @@ def cpu_count() -> int:
 
 @functools.cache
 def letterbox_pool() -> ThreadPoolExecutor:
-    """One pool for every model's letterbox bands, sized to the CPUs: on 2 vCPUs a lone bus.jpg letterboxes in
-    5.5 ms in 4 bands instead of 8.6 ms in one (measured, benchmarks/bench_server.py shows the stage). Never
-    the pool that runs decoding, so a band can't wait behind the request that is waiting for it."""
-    return ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="letterbox")
+    """One pool for every model's letterbox bands beyond the first (which the calling thread does), so a lone
+    image is resized on every CPU. Never the pool that runs predicts, so a band can't wait behind the request
+    that is waiting for it."""
+    return ThreadPoolExecutor(max_workers=max(cpu_count() - 1, 1), thread_name_prefix="letterbox")
 
 
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
@@ -83,7 +83,7 @@ class Model:
     def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None) -> None:
         path = Path(path)
         self.threads = intra_op_threads or cpu_count()
-        self.letterbox_bands = 2 * cpu_count()  # read once: the affinity query is a syscall
+        self.letterbox_bands = cpu_count()  # read once: the affinity query is a syscall
         self.session = ort.InferenceSession(
             str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
         )
@@ -129,10 +129,15 @@ class Model:
                     f"{', '.join(SUPPORTED_TASKS)} models only")
         return None
 
-    def preprocess(self, image: np.ndarray, imgsz: tuple[int, int]) -> tuple[np.ndarray, core.Letterbox]:
-        """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise."""
+    def preprocess(self, image: np.ndarray, imgsz: tuple[int, int],
+                   alone: bool = True) -> tuple[np.ndarray, core.Letterbox]:
+        """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise.
+
+        ``alone``: nothing else is using the CPUs, so the resize is split across all of them; under load each
+        request resizes in its own thread, since splitting would only add hand-offs to CPUs that are busy anyway.
+        """
         return core.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic, min_cells=self.info.max_det or 0,
-                               executor=letterbox_pool(), bands=self.letterbox_bands)
+                               executor=letterbox_pool(), bands=self.letterbox_bands if alone else 1)
 
     def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
         """The onnxruntime call, nothing else: what runs in the inference thread pool."""

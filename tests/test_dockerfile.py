@@ -15,10 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "inference_service" / "Dockerfile"
 
 
-def instructions() -> list[tuple[str, str]]:
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, one list per ``FROM`` (each list starts with its FROM)."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+    out: list[list[tuple[str, str]]] = []
+    for ln in lines:
+        op, arg = ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]
+        if op == "FROM":
+            out.append([])
+        out[-1].append((op, arg))
+    return out
+
+
+def instructions() -> list[tuple[str, str]]:
+    """The final stage's instructions: the image that runs."""
+    return stages()[-1]
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
@@ -32,6 +44,7 @@ def test_hadolint_is_clean() -> None:
 def test_image_is_slim_non_root_runtime_only_with_health_check_and_exec_entrypoint() -> None:
     ins = instructions()
     assert ins[0][0] == "FROM" and "slim" in ins[0][1]
+    assert all(" AS " in st[0][1] for st in stages()[:-1]), "build stages are named, and none of them is the image"
     users = [arg for op, arg in ins if op == "USER"]
     assert users and users[-1] not in {"root", "0"}
     runs = " ".join(arg for op, arg in ins if op == "RUN")
@@ -47,22 +60,44 @@ def test_image_is_slim_non_root_runtime_only_with_health_check_and_exec_entrypoi
     assert "models/*.onnx /app/models/" in copies and "models/samples/ /app/models/samples/" in copies
 
 
-def _image_layout(dest: Path) -> None:
-    """Lay out /app as the Dockerfile's COPY lines do (sources relative to the repository root)."""
+def _copy(src: str, target: str, source_root: Path, dest_root: Path) -> None:
+    """``COPY src target``: ``src`` relative to ``source_root``, an absolute ``target`` placed under ``dest_root``;
+    compiled files are left out, as .dockerignore does."""
+    matches = sorted(source_root.glob(src.strip("/")))
+    assert matches, f"COPY {src}: nothing in {source_root} matches"
+    out = dest_root / target.lstrip("/")
+    for path in matches:
+        if path.is_dir():
+            shutil.copytree(path, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        else:
+            file_out = out / path.name if target.endswith("/") else out
+            file_out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, file_out)
+
+
+def _image_layout(dest: Path, build: Path) -> None:
+    """Lay out /app as the Dockerfile does: each build stage's COPY and RUN lines replayed under ``build``/<stage>
+    (``python`` there is this interpreter; the stage needs nothing beyond the standard library), then the final
+    stage's COPY lines, ``--from=<stage>`` ones taken from what that stage built."""
+    built: dict[str, Path] = {}
+    for stage in stages()[:-1]:
+        name = stage[0][1].split(" AS ")[1].strip()
+        root = built[name] = build / name
+        workdir = root / next((arg for op, arg in stage if op == "WORKDIR"), "/").lstrip("/")
+        workdir.mkdir(parents=True, exist_ok=True)
+        for op, arg in stage[1:]:
+            if op == "COPY":
+                *sources, target = arg.split()
+                for src in sources:
+                    _copy(src, target, ROOT, root)
+            elif op == "RUN":
+                cmd = sys.executable + arg.removeprefix("python") if arg.startswith("python ") else arg
+                subprocess.run(cmd, shell=True, check=True, cwd=workdir)
     for op, arg in instructions():
-        if op != "COPY":
-            continue
-        src, target = arg.split()
-        out = dest / target.removeprefix("/app/")
-        matches = sorted(ROOT.glob(src.rstrip("/")))
-        assert matches, f"COPY {src}: nothing in the repository matches"
-        for path in matches:
-            if path.is_dir():
-                shutil.copytree(path, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                file_out = out / path.name if target.endswith("/") else out
-                file_out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, file_out)
+        if op == "COPY":
+            *flags, src, target = arg.split()
+            stage = next((f.removeprefix("--from=") for f in flags if f.startswith("--from=")), None)
+            _copy(src, target.removeprefix("/app"), ROOT if stage is None else built[stage], dest)
 
 
 def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serves(tmp_path: Path) -> None:
@@ -71,7 +106,8 @@ def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serve
     from helpers_server import free_port, sample_images, wait_healthy, write_key_file
 
     venv, app = tmp_path / "venv", tmp_path / "app"
-    _image_layout(app)
+    _image_layout(app, tmp_path / "build")
+    assert (app / "inference_service/_letterbox.so").is_file(), "the build stage's kernel is in the image"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     pip = subprocess.run([py, "-m", "pip", "install", "-q", "-r", str(app / "inference_service/requirements.txt")],
@@ -100,4 +136,5 @@ def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serve
         assert r.json()["images"][0]["results"], "the demo model finds shapes in its own sample"
     finally:
         proc.terminate()
-        proc.wait(10)
+        log = proc.communicate(timeout=10)[0].decode()
+    assert "letterbox=native" in log, "the server resizes with the kernel the build stage compiled"
