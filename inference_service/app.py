@@ -67,12 +67,13 @@ class CpuWork:
     ``inference_slots`` at once, so other requests decode meanwhile), postprocess. One hop off the event loop
     instead of one per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms."""
 
-    def __init__(self, inference_slots: int) -> None:
+    def __init__(self, inference_slots: int, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
         self._inference = threading.Semaphore(inference_slots)
         self._lock = threading.Lock()
         self._busy = 0
 
-    def run(self, model: Model, data: bytes, params: PredictParams, settings: Settings,
+    def run(self, model: Model, data: bytes, params: PredictParams,
             deadline: float) -> tuple[tuple[int, int], list[dict], dict[str, float]]:
         """(image height and width, summarized results, stage timings in ms). Skips inference if ``deadline`` (a
         ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
@@ -81,7 +82,7 @@ class CpuWork:
             alone = self._busy == 1
         try:
             t0 = time.perf_counter()
-            image = core.decode_image(data, settings.max_pixels)
+            image = core.decode_image(data, self.max_pixels)
             tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz, alone=alone)
             t1 = time.perf_counter()
             with self._inference:
@@ -186,7 +187,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     workers = ThreadPoolExecutor(
         max_workers=min(settings.max_concurrency, max(cpu_count(), settings.inference_workers + 1)),
         thread_name_prefix="predict")
-    cpu_work = CpuWork(settings.inference_workers)
+    cpu_work = CpuWork(settings.inference_workers, settings.max_pixels)
     admission = Admission(settings.max_concurrency, settings.max_queue, metrics.registry)
 
     @asynccontextmanager
@@ -309,8 +310,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     async def run_predict(model: Model, data: bytes, params: PredictParams, started: float,
                           deadline: float) -> JSONResponse:
         loop = asyncio.get_running_loop()
-        shape, results, timings = await loop.run_in_executor(workers, cpu_work.run, model, data, params, settings,
-                                                             deadline)
+        shape, results, timings = await loop.run_in_executor(workers, cpu_work.run, model, data, params, deadline)
         model.last_inference_ms = timings["inference"]
         for stage, ms in timings.items():
             metrics.stage.labels(stage).observe(ms / 1000)

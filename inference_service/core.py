@@ -258,6 +258,8 @@ def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: boo
         np.divide(image.transpose(2, 0, 1), np.float32(255), out=dst)
         return tensor, lb
     plan, flat = _resize_plan(h, w, new_h, new_w, c), np.ascontiguousarray(image).reshape(h, w * c)
+    if c != 3 or image.dtype != np.uint8:  # the kernel is written for what decode_image returns
+        kernel = None
 
     def band(y0: int, y1: int) -> None:
         _letterbox_band(flat, plan, y0, y1, dst, kernel)
