@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import platform
 
 import cv2
@@ -12,7 +13,7 @@ import torchvision
 from helpers_server import encode, ultralytics_assets
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 from ultralytics.data.augment import LetterBox
 
 from inference_service import core
@@ -127,6 +128,43 @@ def test_decode_honours_exif_orientation() -> None:
     assert arr.shape == (60, 20, 3)  # displayed upright: taller than wide
     assert arr[2, 10, 0] > 200 and arr[2, 10, 2] < 60  # the left strip is now on top
     assert arr[-2, 10, 2] > 200
+
+
+JPEG_VARIANTS = {  # what cameras and encoders produce: chroma subsampling, progressive, grey, CMYK (PIL decodes it)
+    "420": {"subsampling": 2}, "422": {"subsampling": 1}, "444": {"subsampling": 0},
+    "progressive": {"progressive": True}, "grey": {"mode": "L"}, "cmyk": {"mode": "CMYK"},
+}
+
+
+@pytest.mark.parametrize("variant", JPEG_VARIANTS)
+def test_jpeg_pixels_equal_pil_and_opencv(variant: str) -> None:
+    """The fast JPEG path must not move a box: its pixels are PIL's (and cv2.imread's) exactly."""
+    options = dict(JPEG_VARIANTS[variant])
+    image = NOISE.resize((333, 250)).convert(options.pop("mode", "RGB"))
+    data = encode(image, "JPEG", quality=90, **options)
+    arr = core.decode_image(data, 1_000_000)
+    np.testing.assert_array_equal(arr, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    if variant != "cmyk":  # OpenCV converts CMYK its own way; ultralytics users rarely send CMYK
+        np.testing.assert_array_equal(arr, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1])
+
+
+@pytest.mark.parametrize("name", ["bus.jpg", "zidane.jpg"])
+def test_sample_photos_decode_as_opencv_does(name: str) -> None:
+    data = (ultralytics_assets() / name).read_bytes()
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(core.decode_image(data, 50_000_000), expected)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_as_pil_exif_transpose(fmt: str, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(NOISE.resize((64, 40)), fmt, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    arr = core.decode_image(data, 1_000_000)
+    assert arr.flags.c_contiguous
+    np.testing.assert_array_equal(arr, expected)
 
 
 @pytest.mark.parametrize(
