@@ -48,7 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allow-anonymous", action="store_true", default=env.get("ALLOW_ANONYMOUS") == "1",
                    help="serve without keys (local testing only)")
     p.add_argument("--threads", type=int, default=int(env["ORT_THREADS"]) if env.get("ORT_THREADS") else None,
-                   help="onnxruntime intra-op threads [ORT_THREADS; default: CPUs available]")
+                   help="onnxruntime intra-op threads in all [ORT_THREADS; default: CPUs available]")
+    p.add_argument("--inference-workers", type=int, default=int(env.get("INFERENCE_WORKERS", "1")),
+                   help="concurrent inferences, each with threads / N intra-op threads [INFERENCE_WORKERS; default 1:"
+                        " fastest lone request; the CPU count: most predicts/s under concurrent load]")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
     p.add_argument("--max-concurrency", type=int, default=int(env.get("MAX_CONCURRENCY", "4")),
                    help="predicts decoding or inferring at once [MAX_CONCURRENCY, default 4]")
@@ -65,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.max_queue = 2 * args.max_concurrency
     if args.max_concurrency < 1 or args.max_queue < 0 or args.request_timeout <= 0:
         p.error("--max-concurrency must be at least 1, --max-queue at least 0, --request-timeout positive")
+    if args.inference_workers < 1 or (args.threads is not None and args.threads < 1):
+        p.error("--inference-workers and --threads must be at least 1")
     if args.mode == "shared":
         return _check_shared(p, args)
     if not args.model:
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _capacity(args: argparse.Namespace) -> dict[str, float]:
     return {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
-            "request_timeout": args.request_timeout}
+            "request_timeout": args.request_timeout, "inference_workers": args.inference_workers}
 
 
 def _shared_app(args: argparse.Namespace) -> FastAPI:

@@ -55,11 +55,21 @@ class Settings:
     max_pixels: int = 50_000_000
     max_imgsz: int = 2048
     intra_op_threads: int | None = None  # default: every CPU we may use
-    inference_workers: int = 1  # concurrent session.run calls; workers x intra-op threads = CPUs
+    inference_workers: int = 1  # concurrent session.run calls; they share the intra-op threads (see below)
     samples_dir: Path | None = None  # default: samples/ next to the model
     max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
     max_queue: int = 8  # predicts waiting for a turn; more are refused with 503
     request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
+
+    @property
+    def threads_per_inference(self) -> int:
+        """onnxruntime's threads (``intra_op_threads``, default every CPU) split across the concurrent inferences.
+
+        One inference with every thread (the default) answers a lone request fastest. Under steady concurrent load
+        it loses: decoding another request preempts one of its threads and the others wait for it at the next
+        operator. Inferences with one thread each have nobody to wait for (bus.jpg at concurrency 4 on 2 CPUs:
+        30 predicts/s instead of 22, RESULTS.md), at the price of a slower lone request."""
+        return max(1, (self.intra_op_threads or cpu_count()) // self.inference_workers)
 
 
 class CpuWork:
@@ -134,11 +144,11 @@ class SingleModel:
         try:
             start = time.perf_counter()
             s = self.settings
-            self.model = Model(s.model_path, s.model_name, s.intra_op_threads)
+            self.model = Model(s.model_path, s.model_name, s.threads_per_inference)
             self.metrics.model_ready.set(1)
-            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s threads=%d letterbox=%s",
-                     self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
-                     self.model.info.imgsz, self.model.info.end2end, self.model.threads,
+            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s threads=%d x %d inference(s) "
+                     "letterbox=%s", self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
+                     self.model.info.imgsz, self.model.info.end2end, self.model.threads, s.inference_workers,
                      "native" if core.NATIVE else "numpy")
             if core.NATIVE is None:
                 log.warning("letterbox kernel %s is not built (python inference_service/native.py builds it): "

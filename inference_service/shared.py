@@ -97,7 +97,7 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     provider = SharedModels()
     app = create_app(settings, provider)
     registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
-                                                 settings.intra_op_threads)
+                                                 settings.threads_per_inference)
     limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
 
     @app.exception_handler(ModelError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -36,3 +37,29 @@ def test_cli_refuses_to_start_without_keys() -> None:
     r = subprocess.run([sys.executable, "-m", "inference_service", "--model", str(demo_model("e2e"))],
                        capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin", "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2 and "--allow-anonymous" in r.stderr
+
+
+def test_cli_refuses_zero_inference_workers() -> None:
+    r = subprocess.run([sys.executable, "-m", "inference_service", "--model", str(demo_model("e2e")),
+                        "--allow-anonymous", "--inference-workers", "0"],
+                       capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin", "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "--inference-workers" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_inference_workers_split_the_threads_and_answer_concurrently(tmp_path: Path) -> None:
+    """``--inference-workers 2 --threads 2``: two inferences of one thread each (the log says so), and concurrent
+    predicts all answer with the same boxes as one at a time."""
+    log = tmp_path / "server.log"
+    sample = next(p for p in sample_images() if p.name.startswith("shapes-")).read_bytes()
+    args = ["--model", str(demo_model("e2e")), "--allow-anonymous", "--inference-workers", "2", "--threads", "2"]
+    with run_server(args, log_path=log) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+        def predict(_: int) -> list[dict]:
+            r = client.post("/predict", files={"file": ("s.jpg", sample, "image/jpeg")})
+            assert r.status_code == 200, r.text
+            return r.json()["images"][0]["results"]
+
+        alone = predict(0)
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(predict, range(8)))
+    assert alone and all(results == alone for results in together)
+    assert "threads=1 x 2 inference(s)" in log.read_text()
