@@ -49,9 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="serve without keys (local testing only)")
     p.add_argument("--threads", type=int, default=int(env["ORT_THREADS"]) if env.get("ORT_THREADS") else None,
                    help="onnxruntime intra-op threads in all [ORT_THREADS; default: CPUs available]")
-    p.add_argument("--inference-workers", type=int, default=int(env.get("INFERENCE_WORKERS", "1")),
-                   help="concurrent inferences, each with threads / N intra-op threads [INFERENCE_WORKERS; default 1:"
-                        " fastest lone request; the CPU count: most predicts/s under concurrent load]")
+    p.add_argument("--inference-workers", type=int,
+                   default=int(env["INFERENCE_WORKERS"]) if env.get("INFERENCE_WORKERS") else None,
+                   help="a fixed number of concurrent inferences splitting the threads [INFERENCE_WORKERS; default: "
+                        "adaptive, every thread for a lone request, one thread each when requests overlap]")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
     p.add_argument("--max-concurrency", type=int, default=int(env.get("MAX_CONCURRENCY", "4")),
                    help="predicts decoding or inferring at once [MAX_CONCURRENCY, default 4]")
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.max_queue = 2 * args.max_concurrency
     if args.max_concurrency < 1 or args.max_queue < 0 or args.request_timeout <= 0:
         p.error("--max-concurrency must be at least 1, --max-queue at least 0, --request-timeout positive")
-    if args.inference_workers < 1 or (args.threads is not None and args.threads < 1):
+    if any(n is not None and n < 1 for n in (args.inference_workers, args.threads)):
         p.error("--inference-workers and --threads must be at least 1")
     if args.mode == "shared":
         return _check_shared(p, args)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     return serve(create_app(settings), args.host, args.port, args.request_timeout)
 
 
-def _capacity(args: argparse.Namespace) -> dict[str, float]:
+def _capacity(args: argparse.Namespace) -> dict[str, float | None]:
     return {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
             "request_timeout": args.request_timeout, "inference_workers": args.inference_workers}
 
@@ -139,7 +140,8 @@ def _shared_app(args: argparse.Namespace) -> FastAPI:
     from inference_service.tenancy import TenantsError
 
     settings = Settings(model_path=Path(args.models_dir), allow_anonymous=True, intra_op_threads=args.threads,
-                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024), **_capacity(args))
+                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
+                        **{**_capacity(args), "inference_workers": args.inference_workers or 1})  # 1 session/model
     shared = SharedSettings(models_dir=Path(args.models_dir), tenants_file=Path(args.tenants_file),
                             region=args.region, peers=args.peers, cache_bytes=int(args.cache_mb * 1024 * 1024),
                             rate_limit_rps=args.rate_limit_rps, rate_limit_burst=args.rate_limit_burst)

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from inference_service import __version__, core, native
 from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
+from inference_service.lanes import InferenceGate
 from inference_service.model import Model, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
@@ -55,31 +56,35 @@ class Settings:
     max_pixels: int = 50_000_000
     max_imgsz: int = 2048
     intra_op_threads: int | None = None  # default: every CPU we may use
-    inference_workers: int = 1  # concurrent session.run calls; they share the intra-op threads (see below)
+    inference_workers: int | None = None  # concurrent inferences splitting the threads; None: adaptive (lanes.py)
     samples_dir: Path | None = None  # default: samples/ next to the model
     max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
     max_queue: int = 8  # predicts waiting for a turn; more are refused with 503
     request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
 
     @property
-    def threads_per_inference(self) -> int:
-        """onnxruntime's threads (``intra_op_threads``, default every CPU) split across the concurrent inferences.
+    def threads(self) -> int:
+        """onnxruntime's threads in all: ``intra_op_threads``, default every CPU."""
+        return self.intra_op_threads or cpu_count()
 
-        One inference with every thread (the default) answers a lone request fastest. Under steady concurrent load
-        it loses: decoding another request preempts one of its threads and the others wait for it at the next
-        operator. Inferences with one thread each have nobody to wait for (bus.jpg at concurrency 4 on 2 CPUs:
-        30 predicts/s instead of 22, RESULTS.md), at the price of a slower lone request."""
-        return max(1, (self.intra_op_threads or cpu_count()) // self.inference_workers)
+    @property
+    def threads_per_inference(self) -> int:
+        """The full session's threads: all of them, or their share with a fixed number of workers."""
+        return max(1, self.threads // (self.inference_workers or 1))
+
+    def gate(self) -> InferenceGate:
+        """Adaptive: one token per thread. Fixed: one per worker."""
+        return InferenceGate(self.inference_workers or self.threads, adaptive=self.inference_workers is None)
 
 
 class CpuWork:
     """The CPU-bound part of one predict, run whole in one worker thread: decode, letterbox, inference (at most
-    ``inference_slots`` at once, so other requests decode meanwhile), postprocess. One hop off the event loop
-    instead of one per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms."""
+    the gate's turn, so other requests decode meanwhile), postprocess. One hop off the event loop instead of one
+    per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms."""
 
-    def __init__(self, inference_slots: int, max_pixels: int) -> None:
+    def __init__(self, gate: InferenceGate, max_pixels: int) -> None:
         self.max_pixels = max_pixels
-        self._inference = threading.Semaphore(inference_slots)
+        self.gate = gate
         self._lock = threading.Lock()
         self._busy = 0
 
@@ -95,11 +100,11 @@ class CpuWork:
             image = core.decode_image(data, self.max_pixels)
             tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz, alone=alone)
             t1 = time.perf_counter()
-            with self._inference:
+            with self.gate.turn(alone=self._busy == 1) as lane:
                 if time.monotonic() > deadline:
                     raise TimeoutError
                 t2 = time.perf_counter()
-                outputs = model.infer(tensor)
+                outputs = model.infer(tensor, lane=lane)
                 t3 = time.perf_counter()
             det = model.postprocess(outputs, lb, params.conf, params.iou)
             results = core.summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
@@ -144,11 +149,12 @@ class SingleModel:
         try:
             start = time.perf_counter()
             s = self.settings
-            self.model = Model(s.model_path, s.model_name, s.threads_per_inference)
+            gate = s.gate()
+            self.model = Model(s.model_path, s.model_name, s.threads_per_inference, lanes=gate.adaptive)
             self.metrics.model_ready.set(1)
-            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s threads=%d x %d inference(s) "
-                     "letterbox=%s", self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
-                     self.model.info.imgsz, self.model.info.end2end, self.model.threads, s.inference_workers,
+            log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s inference=%s letterbox=%s",
+                     self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
+                     self.model.info.imgsz, self.model.info.end2end, self.model.describe_threads(gate),
                      "native" if core.NATIVE else "numpy")
             if core.NATIVE is None:
                 log.warning("letterbox kernel %s is not built (python inference_service/native.py builds it): "
@@ -194,10 +200,10 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     # CPUs, so one request decodes while another infers, and at least one more than the concurrent inferences.
     # Long-lived threads, so freed buffers are reused from the same few malloc arenas and RSS settles instead of
     # creeping up per new thread.
+    gate = settings.gate()
     workers = ThreadPoolExecutor(
-        max_workers=min(settings.max_concurrency, max(cpu_count(), settings.inference_workers + 1)),
-        thread_name_prefix="predict")
-    cpu_work = CpuWork(settings.inference_workers, settings.max_pixels)
+        max_workers=min(settings.max_concurrency, max(cpu_count(), gate.tokens + 1)), thread_name_prefix="predict")
+    cpu_work = CpuWork(gate, settings.max_pixels)
     admission = Admission(settings.max_concurrency, settings.max_queue, metrics.registry)
 
     @asynccontextmanager

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference_service import core
+from inference_service.lanes import InferenceGate
 
 SUPPORTED_TASKS = ("detect", "pose")
 
@@ -80,13 +81,18 @@ class ModelInfo:
 class Model:
     """One loaded model; thread-safe (onnxruntime sessions may be ``run`` concurrently)."""
 
-    def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None,
+                 lanes: bool = False) -> None:
+        """``lanes``: also load a one-thread session for inferences that overlap (lanes.py); costs its memory."""
         path = Path(path)
         self.threads = intra_op_threads or cpu_count()
         self.letterbox_bands = cpu_count()  # read once: the affinity query is a syscall
         self.session = ort.InferenceSession(
             str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
         )
+        self.lane_session = ort.InferenceSession(
+            str(path), session_options(1), providers=["CPUExecutionProvider"]
+        ) if lanes and self.threads > 1 else None
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -117,10 +123,18 @@ class Model:
         """First ``run`` allocates arenas and picks kernels: pay that before the first user does."""
         h, w = self.info.imgsz
         tensor = np.full((1, 3, h, w), core.PAD_VALUE / 255, dtype=np.float32)
+        if self.lane_session is not None:
+            self.infer(tensor, lane=True)
         self.infer(tensor)
         start = time.perf_counter()
         self.infer(tensor)
         return (time.perf_counter() - start) * 1000
+
+    def describe_threads(self, gate: InferenceGate) -> str:
+        """For the start-up log: how onnxruntime's threads are used."""
+        if self.lane_session is not None:
+            return f"adaptive ({self.threads} threads alone, up to {gate.tokens} x 1 thread under load)"
+        return f"{gate.tokens} x {self.threads} thread(s)"
 
     def unsupported(self) -> str | None:
         """Why this model cannot be served, or None."""
@@ -139,9 +153,10 @@ class Model:
         return core.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic, min_cells=self.info.max_det or 0,
                                executor=letterbox_pool(), bands=self.letterbox_bands if alone else 1)
 
-    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """The onnxruntime call, nothing else: what runs in the inference thread pool."""
-        return self.session.run(self.output_names, {self.input_name: tensor})
+    def infer(self, tensor: np.ndarray, lane: bool = False) -> list[np.ndarray]:
+        """The onnxruntime call, nothing else; ``lane``: on the one-thread session, if there is one."""
+        session = self.lane_session if lane and self.lane_session is not None else self.session
+        return session.run(self.output_names, {self.input_name: tensor})
 
     def postprocess(self, outputs: list[np.ndarray], lb: core.Letterbox, conf: float, iou: float) -> core.Detections:
         """Rows above ``conf`` (NMS at ``iou`` for raw exports) mapped back to original pixels."""

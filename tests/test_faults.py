@@ -172,9 +172,9 @@ def test_inference_past_the_request_timeout_is_a_504_and_the_server_recovers(ima
         model = client.app.state.provider.model
         fast_infer = model.infer
 
-        def stuck_infer(tensor):  # a model that suddenly needs 1.5 s, e.g. a starved CPU
+        def stuck_infer(tensor, **options):  # a model that suddenly needs 1.5 s, e.g. a starved CPU
             time.sleep(1.5)
-            return fast_infer(tensor)
+            return fast_infer(tensor, **options)
 
         model.infer = stuck_infer
         start = time.monotonic()

@@ -62,4 +62,4 @@ def test_inference_workers_split_the_threads_and_answer_concurrently(tmp_path: P
         with ThreadPoolExecutor(4) as pool:
             together = list(pool.map(predict, range(8)))
     assert alone and all(results == alone for results in together)
-    assert "threads=1 x 2 inference(s)" in log.read_text()
+    assert "inference=2 x 1 thread(s)" in log.read_text()
