@@ -150,7 +150,7 @@ class SingleModel:
             start = time.perf_counter()
             s = self.settings
             gate = s.gate()
-            self.model = Model(s.model_path, s.model_name, s.threads_per_inference, lanes=gate.adaptive)
+            self.model = Model(s.model_path, s.model_name, s.threads_per_inference)
             self.metrics.model_ready.set(1)
             log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s inference=%s letterbox=%s",
                      self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
@@ -163,6 +163,19 @@ class SingleModel:
         except Exception as e:  # any failure must surface in /health and the logs, not kill the loader silently
             self.error = f"{type(e).__name__}: {e}"
             log.exception("model %s failed to load", self.settings.model_path)
+            return
+        if gate.adaptive:
+            self._open_lane(self.model)
+
+    def _open_lane(self, model: Model) -> None:
+        start = time.perf_counter()
+        try:
+            model.open_lane()
+        except Exception:  # e.g. out of memory: serve on, overlapping requests share the full session
+            log.exception("the one-thread lane session could not load; overlapping requests share the full one")
+            return
+        log.info("one-thread lane session for overlapping requests loaded in %.0f ms",
+                 (time.perf_counter() - start) * 1000)
 
     def status(self) -> tuple[str, str | None]:
         if self.model is not None:

@@ -81,18 +81,14 @@ class ModelInfo:
 class Model:
     """One loaded model; thread-safe (onnxruntime sessions may be ``run`` concurrently)."""
 
-    def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None,
-                 lanes: bool = False) -> None:
-        """``lanes``: also load a one-thread session for inferences that overlap (lanes.py); costs its memory."""
-        path = Path(path)
+    def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None) -> None:
+        path = self.path = Path(path)
         self.threads = intra_op_threads or cpu_count()
         self.letterbox_bands = cpu_count()  # read once: the affinity query is a syscall
         self.session = ort.InferenceSession(
             str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
         )
-        self.lane_session = ort.InferenceSession(
-            str(path), session_options(1), providers=["CPUExecutionProvider"]
-        ) if lanes and self.threads > 1 else None
+        self.lane_session: ort.InferenceSession | None = None  # see open_lane
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -117,22 +113,29 @@ class Model:
             kpt_shape=tuple(kpt_shape) if kpt_shape else None,
             max_det=out_shape[1] if end2end and isinstance(out_shape[1], int) else None,
         )
-        self.last_inference_ms = self._warm_up()
+        self.last_inference_ms = self._warm_up(self.session)
 
-    def _warm_up(self) -> float:
+    def _warm_up(self, session: ort.InferenceSession) -> float:
         """First ``run`` allocates arenas and picks kernels: pay that before the first user does."""
         h, w = self.info.imgsz
-        tensor = np.full((1, 3, h, w), core.PAD_VALUE / 255, dtype=np.float32)
-        if self.lane_session is not None:
-            self.infer(tensor, lane=True)
-        self.infer(tensor)
+        feed = {self.input_name: np.full((1, 3, h, w), core.PAD_VALUE / 255, dtype=np.float32)}
+        session.run(self.output_names, feed)
         start = time.perf_counter()
-        self.infer(tensor)
+        session.run(self.output_names, feed)
         return (time.perf_counter() - start) * 1000
+
+    def open_lane(self) -> None:
+        """Load the one-thread session that overlapping requests run on (lanes.py), warm, then publish it; until
+        then they share the full session. Costs that session's memory (~60 MB for yolo26n). Called after the
+        model is ready, so it never delays the first predict."""
+        if self.threads > 1 and self.lane_session is None:
+            lane = ort.InferenceSession(str(self.path), session_options(1), providers=["CPUExecutionProvider"])
+            self._warm_up(lane)
+            self.lane_session = lane
 
     def describe_threads(self, gate: InferenceGate) -> str:
         """For the start-up log: how onnxruntime's threads are used."""
-        if self.lane_session is not None:
+        if gate.adaptive:
             return f"adaptive ({self.threads} threads alone, up to {gate.tokens} x 1 thread under load)"
         return f"{gate.tokens} x {self.threads} thread(s)"
 

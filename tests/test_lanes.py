@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,15 +70,18 @@ def test_fixed_workers_share_one_session() -> None:
 
 
 def test_lane_session_detects_what_the_full_session_detects() -> None:
-    model = Model(demo_model("e2e"), intra_op_threads=2, lanes=True)
+    model = Model(demo_model("e2e"), intra_op_threads=2)
+    assert model.lane_session is None  # loaded after the model is ready, not before
+    model.open_lane()
     assert model.lane_session is not None
     assert model.lane_session.get_session_options().intra_op_num_threads == 1
     image = core.decode_image(next(p for p in sample_images() if p.name.startswith("shapes-")).read_bytes(), 10**8)
     tensor, _ = model.preprocess(image, model.info.imgsz)
     full, lane = model.infer(tensor)[0], model.infer(tensor, lane=True)[0]
     np.testing.assert_allclose(lane, full, rtol=1e-4, atol=1e-3)
-    # one thread: the full session is the lane already
-    assert Model(demo_model("e2e"), intra_op_threads=1, lanes=True).lane_session is None
+    single = Model(demo_model("e2e"), intra_op_threads=1)
+    single.open_lane()
+    assert single.lane_session is None  # one thread: the full session is the lane already
 
 
 def test_server_is_adaptive_by_default_and_overlapping_predicts_agree(tmp_path: Path) -> None:
@@ -91,6 +95,10 @@ def test_server_is_adaptive_by_default_and_overlapping_predicts_agree(tmp_path: 
             return r.json()["images"][0]["results"]
 
         alone = predict(0)
+        deadline = time.monotonic() + 20
+        while "one-thread lane session for overlapping requests loaded" not in log.read_text():
+            assert time.monotonic() < deadline, "the lane session never loaded"
+            time.sleep(0.05)
         with ThreadPoolExecutor(4) as pool:
             together = list(pool.map(predict, range(8)))
     assert "inference=adaptive (2 threads alone, up to 2 x 1 thread under load)" in log.read_text()
