@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,8 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
         raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
     tenants = TenantsFile(shared.tenants_file)
     provider = SharedModels()
+    # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
+    settings = replace(settings, inference_workers=settings.inference_workers or 1)
     app = create_app(settings, provider)
     registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
                                                  settings.threads_per_inference)
