@@ -210,8 +210,7 @@ def main() -> None:
         post()
         post(connect(single_url))
         with workers(onnx, bus, ("raw", "tuned", "decoding", "ultralytics")) as contenders:
-            series, stages, rates = measure(args, contenders, post, health, lambda: connect(),
-                                            lambda: connect(single_url))
+            series, stages, rates = measure(args, contenders, post, health, connect, lambda: connect(single_url))
     p50 = {name: statistics.median(values) for name, values in series.items()}
     stage50 = {name: statistics.median(values) for name, values in stages.items()}
     rate = {name: statistics.median(values) for name, values in rates.items()}
@@ -282,9 +281,9 @@ def measure(args: argparse.Namespace, contenders: dict[str, Worker], post: Calla
     # servers; shares are medians of the rounds' ratios, which drift less with the machine than ratios of medians
     rates: dict[str, list[float]] = {"raw": [], "decoding": [], "server": [], "single": []}
     for _ in range(args.rounds):
-        for name in ("tuned", "decoding"):
+        for name, worker in (("raw", "tuned"), ("decoding", "decoding")):
             time.sleep(SETTLE_S)
-            rates["raw" if name == "tuned" else name].append(contenders[name].ask(f"throughput {args.total}"))
+            rates[name].append(contenders[worker].ask(f"throughput {args.total}"))
         for name, connecting in (("server", connect), ("single", connect_single)):
             time.sleep(SETTLE_S)
             rates[name].append(throughput(client(connecting), args.total))
