@@ -152,7 +152,7 @@ def check_dedicated_accounts(resources: list[Any], facts: StackFacts,
         email, owner = _runs_as(r), _account_owner(r)
         others = sorted(owners.get(email, set()) - {owner}) if isinstance(email, str) else []
         if others and owner is not UNKNOWN:
-            yield (f"{_where(r)} ({owner}) shares service account {email} with {', '.join(others)}; only the "
+            yield (f"{_where(r)}: {owner} shares service account {email} with {', '.join(others)}; only the "
                    "endpoints of one model may share an account (its model's), so a grant or a leaked token "
                    "reaches one model's services or one shared region only", r.urn)
 
