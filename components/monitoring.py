@@ -47,7 +47,9 @@ class MonitoringInputs:
     uptime_host: pulumi.Input[str] | None = None
 
 
-def _runbook(plan: ServicePlan, project: str, what: str, checks: list[str]) -> monitoring.AlertPolicyDocumentationArgs:
+def _runbook(plan: ServicePlan, inputs: MonitoringInputs, what: str,
+             checks: list[str]) -> monitoring.AlertPolicyDocumentationArgs:
+    project = inputs.project
     console = (f"https://console.cloud.google.com/run/detail/{plan.region.id}/{plan.service_name}/metrics"
                f"?project={project}")
     lines = [f"**{plan.name}** ({plan.role}, {plan.region.id}, Cloud Run service {plan.service_name}): {what}", "",
@@ -56,7 +58,7 @@ def _runbook(plan: ServicePlan, project: str, what: str, checks: list[str]) -> m
              f"- `fleet monitor --endpoint {plan.name}` and `fleet logs --endpoint {plan.name} --severity ERROR`",
              f"- Cloud Run metrics: {console}"]
     return monitoring.AlertPolicyDocumentationArgs(content="\n".join(lines), mime_type="text/markdown",
-                                                  subject=f"[yolo-fleet] {plan.name}: {what}")
+                                                  subject=f"[yolo-fleet {inputs.stack}] {plan.name}: {what}")
 
 
 def _threshold(filter_: str, aligner: str, reducer: str, value: float, duration: int,
@@ -108,10 +110,11 @@ def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], input
         resources.append(monitoring.AlertPolicy(
             f"{name}-{kind}",
             project=inputs.project,
-            display_name=f"{name}: {what}",
+            # unique in the project, as the API asks, even with several stacks in it
+            display_name=f"{name} ({inputs.stack}): {what}",
             combiner="OR",
             conditions=[monitoring.AlertPolicyConditionArgs(display_name=what, condition_threshold=threshold)],
-            documentation=_runbook(plan, inputs.project, what, checks),
+            documentation=_runbook(plan, inputs, what, checks),
             notification_channels=inputs.channels,
             severity=severity,
             alert_strategy=monitoring.AlertPolicyAlertStrategyArgs(auto_close="1800s"),
@@ -123,7 +126,7 @@ def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], input
         resources.append(monitoring.UptimeCheckConfig(
             f"{name}-uptime",
             project=inputs.project,
-            display_name=f"{name} /health",
+            display_name=f"{name} ({inputs.stack}) /health",
             period="60s",
             timeout="10s",
             http_check=monitoring.UptimeCheckConfigHttpCheckArgs(path="/health", port=443, use_ssl=True,

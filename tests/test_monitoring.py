@@ -39,7 +39,7 @@ def test_every_service_has_its_three_alerts_on_itself_only(prod_plan):
             assert threshold(policy)["comparison"] == "COMPARISON_GT"
             assert service.name in policy["documentation"]["content"], "the runbook names the endpoint"
             assert f"fleet logs --endpoint {service.name}" in policy["documentation"]["content"]
-            assert policy["displayName"].startswith(f"{service.name}: "), "titled with the endpoint's name"
+            assert policy["displayName"].startswith(f"{service.name} (prod): "), "titled with the endpoint's name"
 
 
 def test_alert_conditions_measure_the_right_thing(prod_plan):

@@ -95,6 +95,14 @@ def rejected(plan: Plan) -> list[str]:
     return problems
 
 
+def test_alert_titles_fit_and_two_stacks_never_share_one(awkward_plans):
+    """Alert display names: at most 512 characters, and (as the API asks) not reused in one project."""
+    titles = {s: [r.inputs["displayName"] for r in p.custom("gcp:monitoring/alertPolicy:AlertPolicy")]
+              for s, p in awkward_plans.items()}
+    assert all(len(t) <= 512 for ts in titles.values() for t in ts)
+    assert len(set().union(*titles.values())) == sum(len(ts) for ts in titles.values())
+
+
 def physical_names(plan: Plan) -> set[tuple[str, str]]:
     """(type, name) of everything the plan creates under a name of ours (an SLO under its service)."""
     found = set()
