@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from components import names
+from components.errors import FleetError
 from fleet.program import Plan
-from tests.stacks import AWKWARD_STACKS, LONG_MODEL, LONG_STACK, plan_stack
+from tests.stacks import AWKWARD_STACKS, LONG_MODEL, LONG_STACK, full_config, plan_stack
 
 DNS_63 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # compute, Artifact Registry, SLO API ids (RFC 1035)
 
@@ -209,3 +210,9 @@ def test_stack_tokens_are_distinct_short_and_plain_stacks_appear_as_they_are(sta
     assert (token == stack) == bool(re.fullmatch(r"[a-z0-9]{1,12}", stack))
     others = {names.stack_token(s) for s in (*AWKWARD_STACKS, "prod", "stg-eu-1", "prod-5f5635") if s != stack}
     assert token not in others
+
+
+def test_a_model_whose_account_would_be_a_shared_regions_stops_the_plan():
+    with pytest.raises(FleetError, match="model shared-iowa and shared-iowa would share service account "
+                                         "shared-iowa-prod; rename the model"):
+        plan_stack("prod", full_config([{"name": "shared-iowa", "regions": ["us-central1"]}]))
