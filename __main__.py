@@ -5,10 +5,12 @@ mistake, before any resource exists), then declares the image, the API key diges
 endpoint, and the shared services with their model buckets and the load balancer in front of them.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import pulumi
 
+from components import names
 from components.api_keys import ApiKeyDigests
 from components.catalog import load_catalog
 from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
@@ -17,7 +19,7 @@ from components.image import ServerImage, ServerImageArgs
 from components.layout import plan_fleet
 from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
 from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
-from components.service import ServiceInputs
+from components.service import ServiceInputs, declare_account
 from components.shared import SharedInference, SharedInferenceArgs
 from components.stack_config import load_stack_config
 
@@ -26,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 try:
     config = load_stack_config()
     catalog = load_catalog(HERE / config.catalog)
-    layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml")
+    layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
     routes = plan_routes(config, layout.shared, f"Pulumi.{pulumi.get_stack()}.yaml")
     missing = sorted({m.file for m in config.models if not (HERE / m.file).is_file()})
     if missing:
@@ -36,11 +38,12 @@ except FleetError as error:
     raise pulumi.RunError(str(error)) from None  # a message, not a traceback
 
 stack = pulumi.get_stack()
-labels = {"managed-by": "yolo-fleet", "stack": stack.lower()}
+labels = {"managed-by": "yolo-fleet", "stack": names.label_value(stack)}
 
 image = ServerImage("server-image", ServerImageArgs(
     project=config.project,
     locations=sorted({catalog.registries[s.region.geography] for s in layout.services}),
+    repository_id=names.repository_id(stack),
     context=str(HERE),
     dockerfile=str(HERE / "inference_service" / "Dockerfile"),
     prebuilt=config.image,
@@ -58,9 +61,16 @@ def service_inputs(geography: str, uptime_host: str | None = None) -> ServiceInp
                          monitoring=MonitoringInputs(config.project, stack, channels, config.slo, uptime_host))
 
 
+# One account per model, shared by its endpoints: they all read the same API keys secret and nothing else.
+model_accounts = {
+    model: declare_account(account_id, f"Runs the dedicated inference endpoints of model {model} (stack {stack})",
+                           config.project, keys.secret_id)
+    for model, account_id in layout.model_accounts.items()
+}
 endpoints = [
-    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, service_inputs(plan.region.geography)))
-    for plan in layout.endpoints
+    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, replace(
+        service_inputs(plan.region.geography), account=model_accounts[plan.model.name])))
+    for plan in layout.endpoints if plan.model
 ]
 shared = routing = None
 if routes:  # the shared API: a service and bucket per shared region, behind one balancer
@@ -73,7 +83,8 @@ if routes:  # the shared API: a service and bucket per shared region, behind one
 
 dashboard = FleetDashboard("dashboard", config.project, stack)
 
-pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model}
+pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model,
+                                         "service": plan.service_name}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
 pulumi.export("shared", shared.urls if shared else {})
 if routing:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
+from components import names
+
 
 class ApiKeyDigests(pulumi.ComponentResource):
     """Outputs `secret_id`: the Secret Manager secret holding one sha256 hex digest per line."""
@@ -18,7 +20,7 @@ class ApiKeyDigests(pulumi.ComponentResource):
         secret = gcp.secretmanager.Secret(
             name,
             project=project,
-            secret_id=f"yolo-fleet-{stack}-api-keys",
+            secret_id=names.secret_id("api-keys", stack),
             replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
             labels=labels,
             opts=pulumi.ResourceOptions(parent=self),

@@ -1,4 +1,4 @@
-"""A dedicated endpoint: one model in one region, single tenant, its own URL and service account."""
+"""A dedicated endpoint: one model in one region, single tenant, its own URL; it runs as its model's account."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class DedicatedEndpointArgs:
 
 
 class DedicatedEndpoint(pulumi.ComponentResource):
-    """Cloud Run v2 service + service account for `model` in `region`; outputs url, service_name, region."""
+    """Cloud Run v2 service for `model` in `region`; outputs url, service_name, region, service_account."""
 
     url: pulumi.Output[str]
     service_name: pulumi.Output[str]
@@ -40,10 +40,10 @@ class DedicatedEndpoint(pulumi.ComponentResource):
             args.service,
             envs={**args.service.envs, "MODEL_PATH": model_path_in_image(plan.model.file)},
             labels={**args.service.labels, "model": plan.model.name})
-        declared = declare_service(plan, inputs, parent=self)
-        self.url = declared.service.uri
-        self.service_name = declared.service.name
-        self.service_account = declared.account.email
+        service = declare_service(plan, inputs, parent=self)
+        self.url = service.uri
+        self.service_name = service.name
+        self.service_account = inputs.account.email
         self.region = plan.region.id
         self.model = plan.model.name
         self.register_outputs({"url": self.url, "service_name": self.service_name, "region": self.region,

@@ -14,7 +14,6 @@ import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
-REPOSITORY_ID = "yolo-fleet"
 IMAGE_NAME = "inference-server"
 REPOSITORY_READER = "roles/artifactregistry.reader"
 
@@ -32,6 +31,7 @@ def registry_host(location: str) -> str:
 class ServerImageArgs:
     project: str
     locations: list[str]  # Artifact Registry multi-regions: us, europe, asia
+    repository_id: str  # the stack's repository in each location (components/names.py: yolo-fleet-<stack>)
     context: str  # the repository root (the image copies models/ and inference_service/)
     dockerfile: str
     prebuilt: str | None = None  # an image already pushed elsewhere, by digest: no build, no repositories
@@ -39,13 +39,15 @@ class ServerImageArgs:
 
 
 class ServerImage(pulumi.ComponentResource):
-    """Outputs `digest` and, per location, the pull reference `<host>/<project>/yolo-fleet/server@sha256:...`;
-    a reference resolves only once Cloud Run may pull from that location's repository."""
+    """Outputs `digest` and, per location, the pull reference
+    `<host>/<project>/yolo-fleet-<stack>/inference-server@sha256:...`; a reference resolves only once Cloud Run
+    may pull from that location's repository."""
 
     def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:ServerImage", name, None, opts)
         self._prebuilt = args.prebuilt
         self._project = args.project
+        self._repository_id = args.repository_id
         if args.prebuilt:
             self.digest: pulumi.Output[str] = pulumi.Output.from_input(args.prebuilt.split("@", 1)[1])
             self.register_outputs({"digest": self.digest})
@@ -55,7 +57,7 @@ class ServerImage(pulumi.ComponentResource):
                 f"{name}-{location}",
                 project=args.project,
                 location=location,
-                repository_id=REPOSITORY_ID,
+                repository_id=args.repository_id,
                 format="DOCKER",
                 description="yolo-fleet inference server images",
                 labels=args.labels,
@@ -93,7 +95,7 @@ class ServerImage(pulumi.ComponentResource):
         self.register_outputs({"digest": self.digest})
 
     def _repository(self, location: str) -> str:
-        return f"{registry_host(location)}/{self._project}/{REPOSITORY_ID}/{IMAGE_NAME}"
+        return f"{registry_host(location)}/{self._project}/{self._repository_id}/{IMAGE_NAME}"
 
     def ref(self, location: str) -> pulumi.Output[str]:
         """The image by digest, pulled from `location`'s repository (or the prebuilt reference)."""

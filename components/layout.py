@@ -13,19 +13,29 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from components import names
 from components.catalog import Catalog, Region
 from components.errors import FleetError, describe
 from components.settings import EndpointSettings, merge
 from components.stack_config import ModelSpec, StackConfig
 
-MAX_SERVICE_NAME = 49  # Cloud Run service names: lowercase, digits, '-', at most 49 characters
+MAX_ENDPOINT_NAME = 49  # what users type and see (`fleet monitor --endpoint`, outputs); Cloud Run's own limit
+QUOTA_HOWTO = ("request more in the console (IAM & Admin > Quotas & System Limits, or Google Cloud support if "
+               "the console offers no increase) and set yolo-fleet:service_account_quota to the new limit")
 
 
 @dataclass(frozen=True)
 class ServicePlan:
-    """One Cloud Run service to declare: a dedicated endpoint (model set) or a shared region (model None)."""
+    """One Cloud Run service to declare: a dedicated endpoint (model set) or a shared region (model None).
+
+    `name` is the logical, user-facing name (`demo-iowa`: outputs, `fleet monitor --endpoint`, alert titles);
+    `service_name` is the Cloud Run service's physical name (`demo-iowa-prod`), which carries the stack;
+    `account_id` is the service account it runs as: its model's, or its shared region's own.
+    """
 
     name: str
+    service_name: str
+    account_id: str
     region: Region
     settings: EndpointSettings
     model: ModelSpec | None = None
@@ -44,6 +54,15 @@ class FleetLayout:
     def services(self) -> list[ServicePlan]:
         return self.endpoints + self.shared
 
+    @property
+    def model_accounts(self) -> dict[str, str]:
+        """Model name -> the service account id its endpoints share (models with at least one endpoint)."""
+        return {s.model.name: s.account_id for s in self.endpoints if s.model}
+
+    def by_service_name(self, service_name: str) -> ServicePlan | None:
+        """The plan of a Cloud Run service by its physical name, None if the layout has no such service."""
+        return next((s for s in self.services if s.service_name == service_name), None)
+
 
 def _resolve(source: str, where: str, *layers: object) -> EndpointSettings:
     base, *overrides = layers
@@ -57,8 +76,8 @@ def endpoint_name(model: str, region: Region) -> str:
     return f"{model}-{region.city_slug}"
 
 
-def plan_fleet(catalog: Catalog, config: StackConfig, source: str) -> FleetLayout:
-    """Resolve every service's name, region and settings; FleetError names the model/region at fault."""
+def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -> FleetLayout:
+    """Resolve every service's names, region and settings; FleetError names the model/region at fault."""
     known = {r.id for r in catalog.regions}
     endpoints: list[ServicePlan] = []
     for model in config.models:
@@ -70,14 +89,15 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str) -> FleetLayou
         for region in catalog.select(model.regions):
             name = endpoint_name(model.name, region)
             where = f"models[{model.name}] in regions[{region.id}]"
-            if len(name) > MAX_SERVICE_NAME:
-                raise FleetError(f"{source}: {where}: endpoint name '{name}' is longer than {MAX_SERVICE_NAME} "
+            if len(name) > MAX_ENDPOINT_NAME:
+                raise FleetError(f"{source}: {where}: endpoint name '{name}' is longer than {MAX_ENDPOINT_NAME} "
                                  "characters; use a shorter model name")
             settings = _resolve(source, where, catalog.defaults, region.overrides, config.settings, model.settings)
             if settings.gpu and not region.gpu_available:
                 raise FleetError(f"{source}: {where}: gpu: {region.id} has no GPU; choose a region with "
                                  "gpu_available or drop gpu")
-            endpoints.append(ServicePlan(name, region, settings, model))
+            endpoints.append(ServicePlan(name, names.cloud_run_service(name, stack),
+                                         names.service_account_id(model.name, stack), region, settings, model))
     shared = []
     for region_id in catalog.shared.regions:
         region = catalog.region(region_id)
@@ -87,9 +107,38 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str) -> FleetLayou
                             config.settings, config.shared_settings)
         if settings.gpu and not region.gpu_available:
             raise FleetError(f"{source}: shared in regions[{region.id}]: gpu: {region.id} has no GPU")
-        shared.append(ServicePlan(f"shared-{region.city_slug}", region, settings))
-    names = [s.name for s in endpoints + shared]
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        raise FleetError(f"{source}: two services would both be named {', '.join(clashes)}; rename a model")
-    return FleetLayout(endpoints, shared)
+        name = f"shared-{region.city_slug}"
+        shared.append(ServicePlan(name, names.cloud_run_service(name, stack), names.service_account_id(name, stack),
+                                  region, settings))
+    layout = FleetLayout(endpoints, shared)
+    _check_unique(layout, source)
+    _check_account_quota(layout, config, source)
+    return layout
+
+
+def _check_unique(layout: FleetLayout, source: str) -> None:
+    """No two services share a name, and no model's account is a shared region's (a model named 'shared-iowa')."""
+    for what, values in (("named", [s.name for s in layout.services]),
+                         ("deployed as Cloud Run service", [s.service_name for s in layout.services])):
+        clashes = sorted({n for n in values if values.count(n) > 1})
+        if clashes:
+            raise FleetError(f"{source}: two services would both be {what} {', '.join(clashes)}; rename a model")
+    owners: dict[str, set[str]] = {}
+    for s in layout.services:
+        owners.setdefault(s.account_id, set()).add(f"model {s.model.name}" if s.model else s.name)
+    for account, who in sorted(owners.items()):
+        if len(who) > 1:
+            raise FleetError(f"{source}: {' and '.join(sorted(who))} would share service account {account}; "
+                             "rename the model")
+
+
+def _check_account_quota(layout: FleetLayout, config: StackConfig, source: str) -> None:
+    """One account per model and per shared region must fit the project's service account quota."""
+    models = len(layout.model_accounts)
+    needed = models + len(layout.shared)
+    if needed > config.service_account_quota:
+        raise FleetError(
+            f"{source}: the stack needs {needed} service accounts ({models} for its models, one each, and "
+            f"{len(layout.shared)} for the shared regions) but the project's quota is {config.service_account_quota} "
+            f"(IAM, iam.googleapis.com: service accounts per project, default 100, shared with everything else in "
+            f"the project); deploy fewer models, or {QUOTA_HOWTO}")

@@ -17,6 +17,7 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp import monitoring
 
+from components import names
 from components.layout import ServicePlan
 from components.stack_config import NotificationChannelSpec, SloSpec
 
@@ -46,15 +47,18 @@ class MonitoringInputs:
     uptime_host: pulumi.Input[str] | None = None
 
 
-def _runbook(plan: ServicePlan, project: str, what: str, checks: list[str]) -> monitoring.AlertPolicyDocumentationArgs:
-    console = (f"https://console.cloud.google.com/run/detail/{plan.region.id}/{plan.name}/metrics"
+def _runbook(plan: ServicePlan, inputs: MonitoringInputs, what: str,
+             checks: list[str]) -> monitoring.AlertPolicyDocumentationArgs:
+    project = inputs.project
+    console = (f"https://console.cloud.google.com/run/detail/{plan.region.id}/{plan.service_name}/metrics"
                f"?project={project}")
-    lines = [f"**{plan.name}** ({plan.role}, {plan.region.id}): {what}", "", "Check:",
+    lines = [f"**{plan.name}** ({plan.role}, {plan.region.id}, Cloud Run service {plan.service_name}): {what}", "",
+             "Check:",
              *[f"- {c}" for c in checks],
              f"- `fleet monitor --endpoint {plan.name}` and `fleet logs --endpoint {plan.name} --severity ERROR`",
              f"- Cloud Run metrics: {console}"]
     return monitoring.AlertPolicyDocumentationArgs(content="\n".join(lines), mime_type="text/markdown",
-                                                  subject=f"[yolo-fleet] {plan.name}: {what}")
+                                                  subject=f"[yolo-fleet {inputs.stack}] {plan.name}: {what}")
 
 
 def _threshold(filter_: str, aligner: str, reducer: str, value: float, duration: int,
@@ -73,27 +77,30 @@ def _threshold(filter_: str, aligner: str, reducer: str, value: float, duration:
 
 def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], inputs: MonitoringInputs,
                        parent: pulumi.Resource) -> list[pulumi.CustomResource]:
-    """Alert policies (always), an uptime check (min_instances > 0), SLOs (when enabled) for one service."""
-    s, name, region = plan.settings, plan.name, plan.region.id
+    """Alert policies (always), an uptime check (min_instances > 0), SLOs (when enabled) for one service.
+
+    Titles use the endpoint's name (`demo-iowa`); filters and the `service` label its Cloud Run service's.
+    """
+    s, name, service, region = plan.settings, plan.name, plan.service_name, plan.region.id
     opts = pulumi.ResourceOptions(parent=parent)
-    requests = service_filter(name, region, REQUESTS)
+    requests = service_filter(service, region, REQUESTS)
     conditions = {
         "error-ratio": (
             f"5xx ratio above {s.alert_error_ratio:.1%} for {s.alert_duration_seconds // 60} min", "ERROR",
-            _threshold(service_filter(name, region, REQUESTS, 'metric.labels.response_code_class = "5xx"'),
+            _threshold(service_filter(service, region, REQUESTS, 'metric.labels.response_code_class = "5xx"'),
                        "ALIGN_RATE", "REDUCE_SUM", s.alert_error_ratio, s.alert_duration_seconds, requests),
             ["the latest revision and its logs: a bad image or model file fails every request",
              "health: `curl https://<url>/health`", "recent deploys: `pulumi stack history`"]),
         "latency-p95": (
             f"p95 latency above {s.alert_latency_p95_ms} ms for {s.alert_duration_seconds // 60} min", "WARNING",
-            _threshold(service_filter(name, region, LATENCIES), "ALIGN_PERCENTILE_95", "REDUCE_MAX",
+            _threshold(service_filter(service, region, LATENCIES), "ALIGN_PERCENTILE_95", "REDUCE_MAX",
                        float(s.alert_latency_p95_ms), s.alert_duration_seconds),
             ["cold starts (startup latency) if min_instances is 0: raise min_instances",
              "CPU utilisation near 100%: raise cpu or lower concurrency",
              "image sizes sent by clients (large uploads decode slowly)"]),
         "max-instances": (
             f"pinned at max_instances ({s.max_instances}) for {s.alert_duration_seconds // 60} min", "WARNING",
-            _threshold(service_filter(name, region, INSTANCES, 'metric.labels.state = "active"'), "ALIGN_MAX",
+            _threshold(service_filter(service, region, INSTANCES, 'metric.labels.state = "active"'), "ALIGN_MAX",
                        "REDUCE_SUM", s.max_instances - 0.5, s.alert_duration_seconds),
             ["requests queue or get 429 while pinned: raise max_instances in regions.yaml or the stack config",
              "a traffic spike or a client retry loop in the request logs"]),
@@ -103,15 +110,15 @@ def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], input
         resources.append(monitoring.AlertPolicy(
             f"{name}-{kind}",
             project=inputs.project,
-            display_name=f"{name}: {what}",
+            # unique in the project, as the API asks, even with several stacks in it
+            display_name=f"{name} ({inputs.stack}): {what}",
             combiner="OR",
             conditions=[monitoring.AlertPolicyConditionArgs(display_name=what, condition_threshold=threshold)],
-            documentation=_runbook(plan, inputs.project, what, checks),
+            documentation=_runbook(plan, inputs, what, checks),
             notification_channels=inputs.channels,
             severity=severity,
             alert_strategy=monitoring.AlertPolicyAlertStrategyArgs(auto_close="1800s"),
-            user_labels={"service": name, "region": region, "alert": kind, "managed-by": "yolo-fleet",
-                         "stack": inputs.stack.lower()},
+            user_labels={**_labels(plan, inputs.stack), "alert": kind},
             opts=opts,
         ))
     if s.min_instances > 0:
@@ -119,14 +126,14 @@ def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], input
         resources.append(monitoring.UptimeCheckConfig(
             f"{name}-uptime",
             project=inputs.project,
-            display_name=f"{name} /health",
+            display_name=f"{name} ({inputs.stack}) /health",
             period="60s",
             timeout="10s",
             http_check=monitoring.UptimeCheckConfigHttpCheckArgs(path="/health", port=443, use_ssl=True,
                                                                  validate_ssl=True),
             monitored_resource=monitoring.UptimeCheckConfigMonitoredResourceArgs(
                 type="uptime_url", labels={"project_id": inputs.project, "host": host}),
-            user_labels={"service": name, "region": region, "managed-by": "yolo-fleet"},
+            user_labels=_labels(plan, inputs.stack),
             opts=opts,
         ))
     if inputs.slo.enabled:
@@ -134,32 +141,39 @@ def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], input
     return resources
 
 
+def _labels(plan: ServicePlan, stack: str) -> dict[str, str]:
+    """userLabels of everything watching one service: the Cloud Run service it is about, where, which stack."""
+    return {"service": plan.service_name, "region": plan.region.id, "managed-by": "yolo-fleet",
+            "stack": names.label_value(stack)}
+
+
 def _slos(plan: ServicePlan, inputs: MonitoringInputs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
-    name, region, slo = plan.name, plan.region.id, inputs.slo
-    labels = {"service": name, "region": region, "managed-by": "yolo-fleet"}
+    name, service, region, slo, stack = plan.name, plan.service_name, plan.region.id, inputs.slo, inputs.stack
+    labels = _labels(plan, stack)
     custom = monitoring.CustomService(
-        name, project=inputs.project, service_id=f"yolo-fleet-{name}", display_name=f"yolo-fleet {name} ({region})",
-        user_labels=labels, opts=opts)
+        name, project=inputs.project, service_id=names.monitoring_service_id(name, stack),
+        display_name=f"yolo-fleet {name} ({region}, {stack})", user_labels=labels, opts=opts)
     availability = monitoring.Slo(
         f"{name}-availability",
         project=inputs.project,
         service=custom.service_id,
-        slo_id=f"{name}-availability"[:63],
+        slo_id=names.slo_id(name, stack, "availability"),
         display_name=f"{name}: {slo.availability_goal:.1%} of requests not 5xx, {slo.rolling_period_days} days",
         goal=slo.availability_goal,
         rolling_period_days=slo.rolling_period_days,
         user_labels=labels,
         request_based_sli=monitoring.SloRequestBasedSliArgs(
             good_total_ratio=monitoring.SloRequestBasedSliGoodTotalRatioArgs(
-                bad_service_filter=service_filter(name, region, REQUESTS, 'metric.labels.response_code_class = "5xx"'),
-                total_service_filter=service_filter(name, region, REQUESTS))),
+                bad_service_filter=service_filter(service, region, REQUESTS,
+                                                  'metric.labels.response_code_class = "5xx"'),
+                total_service_filter=service_filter(service, region, REQUESTS))),
         opts=opts,
     )
     latency = monitoring.Slo(
         f"{name}-latency",
         project=inputs.project,
         service=custom.service_id,
-        slo_id=f"{name}-latency"[:63],
+        slo_id=names.slo_id(name, stack, "latency"),
         display_name=f"{name}: {slo.latency_goal:.1%} of requests under {slo.latency_ms} ms, "
                      f"{slo.rolling_period_days} days",
         goal=slo.latency_goal,
@@ -167,7 +181,7 @@ def _slos(plan: ServicePlan, inputs: MonitoringInputs, opts: pulumi.ResourceOpti
         user_labels=labels,
         request_based_sli=monitoring.SloRequestBasedSliArgs(
             distribution_cut=monitoring.SloRequestBasedSliDistributionCutArgs(
-                distribution_filter=service_filter(name, region, LATENCIES),
+                distribution_filter=service_filter(service, region, LATENCIES),
                 range=monitoring.SloRequestBasedSliDistributionCutRangeArgs(max=float(slo.latency_ms)))),
         opts=opts,
     )

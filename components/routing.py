@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_gcp import compute
 
+from components import names
 from components.errors import FleetError
 from components.layout import ServicePlan
 from components.stack_config import StackConfig
@@ -72,15 +73,16 @@ class SharedRouting(pulumi.ComponentResource):
     def __init__(self, name: str, args: SharedRoutingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:SharedRouting", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        prefix = f"yolo-fleet-{args.stack}"
+        stack = args.stack
+        lb_name, http_name = names.compute_name(stack), names.compute_name(stack, "http")
         backends: dict[str, pulumi.Output[str]] = {}
         for rid, (plan, service_name) in args.services.items():
             neg = compute.RegionNetworkEndpointGroup(
-                plan.name, name=f"{prefix}-{plan.name}", project=args.project, region=rid,
+                plan.name, name=names.compute_name(stack, plan.name), project=args.project, region=rid,
                 network_endpoint_type="SERVERLESS",
                 cloud_run=compute.RegionNetworkEndpointGroupCloudRunArgs(service=service_name), opts=child)
             backend = compute.BackendService(
-                plan.name, name=f"{prefix}-{plan.name}", project=args.project,
+                plan.name, name=names.compute_name(stack, plan.name), project=args.project,
                 load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTPS",
                 backends=[compute.BackendServiceBackendArgs(group=neg.id)],
                 log_config=compute.BackendServiceLogConfigArgs(enable=True, sample_rate=1.0), opts=child)
@@ -88,7 +90,7 @@ class SharedRouting(pulumi.ComponentResource):
         routes = args.routes
         home = backends[next(iter(args.services))]
         url_map = compute.URLMap(
-            name, name=prefix, project=args.project,
+            name, name=lb_name, project=args.project,
             description=f"shared inference: hosts per region, tenants on {routes.domain} to their data region",
             default_service=home,
             host_rules=[compute.URLMapHostRuleArgs(hosts=[host], path_matcher=rid)
@@ -102,28 +104,30 @@ class SharedRouting(pulumi.ComponentResource):
                                                                   service=backends[region])
                             for owner, region in sorted(routes.tenants.items())] or None)],
             opts=child)
-        # Auto-named: adding a host replaces the certificate, and the new one must exist before the old goes.
+        # Named after its domains: adding a host replaces the certificate under a new name, so the new one can
+        # exist before the old one goes.
+        domains = [routes.domain, *routes.hosts.values()]
         certificate = compute.ManagedSslCertificate(
-            name, project=args.project, type="MANAGED",
-            managed=compute.ManagedSslCertificateManagedArgs(domains=[routes.domain, *routes.hosts.values()]),
-            opts=child)
-        address = compute.GlobalAddress(name, name=prefix, project=args.project, address_type="EXTERNAL",
+            name, name=names.compute_name(stack, "cert", names.short_hash(",".join(domains))), project=args.project,
+            type="MANAGED", managed=compute.ManagedSslCertificateManagedArgs(domains=domains), opts=child)
+        address = compute.GlobalAddress(name, name=lb_name, project=args.project, address_type="EXTERNAL",
                                         ip_version="IPV4", opts=child)
-        https_proxy = compute.TargetHttpsProxy(name, name=prefix, project=args.project, url_map=url_map.id,
+        https_proxy = compute.TargetHttpsProxy(name, name=lb_name, project=args.project, url_map=url_map.id,
                                                ssl_certificates=[certificate.id], opts=child)
         compute.GlobalForwardingRule(
-            name, name=f"{prefix}-https", project=args.project, target=https_proxy.id, ip_address=address.address,
-            ip_protocol="TCP", port_range="443", load_balancing_scheme="EXTERNAL_MANAGED", opts=child)
+            name, name=names.compute_name(stack, "https"), project=args.project, target=https_proxy.id,
+            ip_address=address.address, ip_protocol="TCP", port_range="443", load_balancing_scheme="EXTERNAL_MANAGED",
+            opts=child)
         # Plain HTTP on the same address answers with a redirect to HTTPS, never with content.
         redirect = compute.URLMap(
-            f"{name}-http", name=f"{prefix}-http", project=args.project,
+            f"{name}-http", name=http_name, project=args.project,
             default_url_redirect=compute.URLMapDefaultUrlRedirectArgs(
                 https_redirect=True, strip_query=False, redirect_response_code="MOVED_PERMANENTLY_DEFAULT"),
             opts=child)
-        http_proxy = compute.TargetHttpProxy(f"{name}-http", name=f"{prefix}-http", project=args.project,
+        http_proxy = compute.TargetHttpProxy(f"{name}-http", name=http_name, project=args.project,
                                              url_map=redirect.id, opts=child)
         compute.GlobalForwardingRule(
-            f"{name}-http", name=f"{prefix}-http", project=args.project, target=http_proxy.id,
+            f"{name}-http", name=http_name, project=args.project, target=http_proxy.id,
             ip_address=address.address, ip_protocol="TCP", port_range="80",
             load_balancing_scheme="EXTERNAL_MANAGED", opts=child)
         self.ip_address: pulumi.Output[str] = address.address

@@ -6,8 +6,6 @@ here so a Cloud Run knob is wired once.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +13,7 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp import cloudrunv2 as run
 
+from components import names
 from components.layout import ServicePlan
 from components.monitoring import MonitoringInputs, declare_monitoring
 
@@ -33,19 +32,34 @@ RUNTIME_PROJECT_ROLES = {"log-writer": "roles/logging.logWriter", "metric-writer
 SECRET_READER = "roles/secretmanager.secretAccessor"
 
 
-def label_value(text: str) -> str:
-    """GCP label values: lowercase letters, digits, '_' and '-', at most 63 characters."""
-    return re.sub(r"[^a-z0-9_-]+", "-", text.lower())[:63]
+@dataclass(frozen=True)
+class RuntimeAccount:
+    """A service account services run as, and the grants a service must wait for before it starts."""
+
+    email: pulumi.Output[str]
+    ready: list[pulumi.Resource]
 
 
-def service_account_id(name: str) -> str:
-    """Service account ids are 6-30 characters: keep the readable name, hash what does not fit."""
-    if len(name) < 6:
-        return f"{name}-run"[:30] if len(f"{name}-run") >= 6 else f"{name}-runner"
-    if len(name) <= 30:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:5]
-    return f"{name[:24].rstrip('-')}-{digest}"
+def declare_account(account_id: str, description: str, project: str, api_keys_secret: pulumi.Input[str],
+                    grants: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None,
+                    parent: pulumi.Resource | None = None) -> RuntimeAccount:
+    """Declare a service account that may write logs and metrics in the project and read the API key digests'
+    secret, plus whatever `grants(member)` adds on other resources; nothing else.
+
+    One per model (all its endpoints read the same secret, so sharing grants nothing more) and one per
+    shared region (each reads only its own bucket): 3 models in all 43 regions need 6 accounts, not 132.
+    """
+    opts = pulumi.ResourceOptions(parent=parent)
+    account = gcp.serviceaccount.Account(
+        account_id, account_id=account_id, display_name=f"yolo-fleet {account_id}",
+        description=description, project=project, opts=opts)
+    member = account.email.apply(lambda email: f"serviceAccount:{email}")
+    key_access = gcp.secretmanager.SecretIamMember(
+        f"{account_id}-api-keys", project=project, secret_id=api_keys_secret, role=SECRET_READER, member=member,
+        opts=opts)
+    writes = [gcp.projects.IAMMember(f"{account_id}-{suffix}", project=project, role=role, member=member, opts=opts)
+              for suffix, role in RUNTIME_PROJECT_ROLES.items()]
+    return RuntimeAccount(account.email, [key_access, *writes, *(grants(member) if grants else [])])
 
 
 @dataclass(frozen=True)
@@ -61,48 +75,20 @@ class ServiceInputs:
     labels: dict[str, str] = field(default_factory=dict)
     volumes: list[run.ServiceTemplateVolumeArgs] = field(default_factory=list)
     volume_mounts: list[run.ServiceTemplateContainerVolumeMountArgs] = field(default_factory=list)
-    # Access the service account needs before the service starts (it mounts what they grant): member -> grants.
-    grants: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None
+    # The account the service runs as (its model's, or its shared region's): the program always sets it.
+    account: RuntimeAccount | None = None
     monitoring: MonitoringInputs | None = None  # alerts, uptime check, SLOs (the program always sets it)
 
 
-@dataclass
-class DeclaredService:
-    service: run.Service
-    account: gcp.serviceaccount.Account
+def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Resource) -> run.Service:
+    """Declare the Cloud Run service `plan.service_name`, running as `inputs.account`, and its monitoring.
 
-
-def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Resource) -> DeclaredService:
-    """Declare a dedicated service account, what it may do, and the Cloud Run service running as it.
-
-    The account may write logs and metrics in the project and read the API key digests' secret (plus
-    whatever `inputs.grants` adds on other resources); nothing else. Ingress and the invoker check are
-    always set from the resolved settings, never left to provider defaults.
+    Ingress and the invoker check are always set from the resolved settings, never left to provider defaults.
     """
+    assert inputs.account is not None, "every service runs as an account the stack declares"
     s = plan.settings
-    labels = {"region": plan.region.id, "stack": label_value(inputs.stack), "managed-by": "yolo-fleet",
+    labels = {"region": plan.region.id, "stack": names.label_value(inputs.stack), "managed-by": "yolo-fleet",
               "role": plan.role, **inputs.labels}
-    account = gcp.serviceaccount.Account(
-        plan.name,
-        account_id=service_account_id(plan.name),
-        display_name=f"yolo-fleet {plan.name}",
-        description=f"Runs the {plan.role} inference service {plan.name} in {plan.region.id}",
-        project=inputs.project,
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-    member = account.email.apply(lambda email: f"serviceAccount:{email}")
-    key_access = gcp.secretmanager.SecretIamMember(
-        plan.name,
-        project=inputs.project,
-        secret_id=inputs.api_keys_secret,
-        role=SECRET_READER,
-        member=member,
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-    writes = [gcp.projects.IAMMember(f"{plan.name}-{suffix}", project=inputs.project, role=role, member=member,
-                                     opts=pulumi.ResourceOptions(parent=parent))
-              for suffix, role in RUNTIME_PROJECT_ROLES.items()]
-    grants = inputs.grants(member) if inputs.grants else []
     limits = {"cpu": str(s.cpu), "memory": s.memory}
     if s.gpu:
         limits["nvidia.com/gpu"] = "1"
@@ -127,7 +113,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
     )
     template = run.ServiceTemplateArgs(
         containers=[container],
-        service_account=account.email,
+        service_account=inputs.account.email,
         scaling=run.ServiceTemplateScalingArgs(min_instance_count=s.min_instances,
                                                max_instance_count=s.max_instances),
         max_instance_request_concurrency=s.concurrency,
@@ -145,7 +131,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
     )
     service = run.Service(
         plan.name,
-        name=plan.name,
+        name=plan.service_name,
         project=inputs.project,
         location=plan.region.id,
         description=f"yolo-fleet {plan.role} inference: {plan.name}",
@@ -154,8 +140,8 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         deletion_protection=inputs.deletion_protection,
         labels=labels,
         template=template,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[key_access, *writes, *grants]),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=inputs.account.ready),
     )
     if inputs.monitoring:
         declare_monitoring(plan, service.uri, inputs.monitoring, parent)
-    return DeclaredService(service, account)
+    return service

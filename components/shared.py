@@ -15,9 +15,10 @@ import yaml
 from pulumi_gcp import cloudrunv2 as run
 from pulumi_gcp import storage
 
+from components import names
 from components.layout import ServicePlan
 from components.routing import SharedRoutes
-from components.service import SECRET_READER, ServiceInputs, declare_service, label_value
+from components.service import SECRET_READER, ServiceInputs, declare_account, declare_service
 from components.stack_config import TenantSpec
 
 MODELS_DIR = "/models"
@@ -30,12 +31,6 @@ def model_cache_mb(memory_gib: int) -> int:
     return max(256, memory_gib * 1024 - SERVER_OVERHEAD_MB)
 TENANTS_MOUNT = "/secrets/tenants"
 TENANTS_FILE = "tenants.yaml"
-MAX_BUCKET_NAME = 63
-
-
-def bucket_name(project: str, stack: str, region_id: str) -> str:
-    """Globally unique per project, stack and region; at most 63 characters."""
-    return f"{project}-{label_value(stack)}-models-{region_id}"[:MAX_BUCKET_NAME].rstrip("-")
 
 
 def tenants_file(tenants: dict[str, TenantSpec]) -> str:
@@ -61,7 +56,7 @@ class SharedInference(pulumi.ComponentResource):
         project = args.regions[0][1].project
         stack = args.regions[0][1].stack
         secret = gcp.secretmanager.Secret(
-            f"{name}-tenants", project=project, secret_id=f"yolo-fleet-{label_value(stack)}-tenants",
+            f"{name}-tenants", project=project, secret_id=names.secret_id("tenants", stack),
             replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
             labels=args.labels, opts=child)
         version = gcp.secretmanager.SecretVersion(
@@ -73,7 +68,7 @@ class SharedInference(pulumi.ComponentResource):
         for plan, inputs in args.regions:
             rid = plan.region.id
             bucket = storage.Bucket(
-                plan.name, name=bucket_name(project, stack, rid), project=project, location=rid,
+                plan.name, name=names.bucket_name(project, stack, rid), project=project, location=rid,
                 uniform_bucket_level_access=True, public_access_prevention="enforced",
                 versioning=storage.BucketVersioningArgs(enabled=True), force_destroy=False,
                 labels={**args.labels, "region": rid, "role": "shared-models"}, opts=child)
@@ -82,16 +77,19 @@ class SharedInference(pulumi.ComponentResource):
             def grants(member: pulumi.Output[str], plan: ServicePlan = plan,
                        bucket: storage.Bucket = bucket) -> list[pulumi.Resource]:
                 return [
-                    storage.BucketIAMMember(plan.name, bucket=bucket.name, role=BUCKET_READER,
+                    storage.BucketIAMMember(plan.account_id, bucket=bucket.name, role=BUCKET_READER,
                                             member=member, opts=child),
                     gcp.secretmanager.SecretIamMember(
-                        f"{plan.name}-tenants", project=project, secret_id=tenants_secret,
+                        f"{plan.account_id}-tenants", project=project, secret_id=tenants_secret,
                         role=SECRET_READER, member=member, opts=child),
                 ]
 
+            account = declare_account(
+                plan.account_id, f"Runs the shared inference service {plan.service_name} in {rid}; reads only "
+                f"the {rid} tenant model bucket", project, inputs.api_keys_secret, grants, parent=self)
             peers = ",".join(f"{other}={args.routes.url(other)}" for other in args.routes.hosts if other != rid)
             inputs = replace(
-                inputs, grants=grants,
+                inputs, account=account,
                 envs={**inputs.envs, "MODE": "shared", "MODELS_DIR": MODELS_DIR, "REGION": rid, "PEERS": peers,
                       "TENANTS_FILE": f"{TENANTS_MOUNT}/{TENANTS_FILE}",
                       "MODEL_CACHE_MB": str(model_cache_mb(plan.settings.memory_gib))},
@@ -107,8 +105,8 @@ class SharedInference(pulumi.ComponentResource):
                                run.ServiceTemplateContainerVolumeMountArgs(name="models", mount_path=MODELS_DIR),
                                run.ServiceTemplateContainerVolumeMountArgs(name="tenants", mount_path=TENANTS_MOUNT)])
             declared[rid] = declare_service(plan, inputs, parent=self)
-        self.urls = {rid: d.service.uri for rid, d in declared.items()}
-        self.service_names = {rid: d.service.name for rid, d in declared.items()}
+        self.urls = {rid: d.uri for rid, d in declared.items()}
+        self.service_names = {rid: d.name for rid, d in declared.items()}
         self.buckets = buckets
         self.regions = list(declared)
         self.register_outputs({"urls": self.urls, "service_names": self.service_names, "buckets": self.buckets,

@@ -21,6 +21,10 @@ PLACEHOLDER_PROJECT = "my-gcp-project"
 # Tenant owners become URL path segments and model directories: GitHub-style names, nothing else.
 OWNER = re.compile(r"^[a-z0-9](?:-?[a-z0-9]){0,38}$")
 MAX_OWNER = 39
+# The IAM quota on service accounts per project, and Cloud Run's L4 GPU quota per region: a new project has
+# none until requested (cloud.google.com/run/docs/configuring/services/gpu, "Request quota").
+DEFAULT_SERVICE_ACCOUNT_QUOTA = 100
+DEFAULT_GPU_QUOTA_PER_REGION = 0
 DOMAIN = r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 
 
@@ -112,6 +116,13 @@ class StackConfig(_Strict):
     max_instances_cap: int | None = Field(None, ge=1, le=MAX_INSTANCES_CAP,
                                           description="no service of the stack may set max_instances above this")
     monthly_budget_usd: float | None = Field(None, gt=0, description="always-on (min_instances) cost limit, USD/month")
+    service_account_quota: int = Field(
+        DEFAULT_SERVICE_ACCOUNT_QUOTA, ge=1,
+        description="the project's service account quota (IAM default 100): the plan stops if the stack needs more")
+    gpu_quota_per_region: int = Field(
+        DEFAULT_GPU_QUOTA_PER_REGION, ge=0,
+        description="policy: Cloud Run L4 GPUs the project may run per region (quota 'Total Nvidia L4 GPU "
+                    "allocation, per project per region', 0 until requested); GPU services' max_instances sum")
     notification_channels: list[NotificationChannelSpec] = Field(default_factory=list,
                                                                  description="where alerts are sent; none required")
     slo: SloSpec = SloSpec()

@@ -16,7 +16,8 @@ NO_CREDENTIALS = ("no Google credentials: run `gcloud auth application-default l
 
 @dataclass
 class Endpoint:
-    name: str
+    name: str  # the endpoint's name (`demo-iowa`): what users pass to --endpoint and read in reports
+    service: str  # its Cloud Run service (`demo-iowa-prod`): what Cloud Monitoring and Logging know it by
     region: str
     role: str
 
@@ -25,14 +26,14 @@ def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:
     """The Cloud Run services the stack's program declares (the plan's list, not a second one); --endpoint
     narrows them to one."""
     plan = evaluate(args.stack, catalog=args.catalog)
-    endpoints = [Endpoint(r.inputs["name"], r.inputs["location"], r.inputs["template"]["labels"]["role"])
+    endpoints = [Endpoint(r.name, r.inputs["name"], r.inputs["location"], r.inputs["template"]["labels"]["role"])
                  for r in plan.custom(CLOUD_RUN)]
     if not args.endpoint:
         return endpoints
-    chosen = [e for e in endpoints if e.name == args.endpoint]
+    chosen = [e for e in endpoints if args.endpoint in (e.name, e.service)]
     if not chosen:
         names = ", ".join(sorted(e.name for e in endpoints)[:5])
-        raise FleetError(f"--endpoint {args.endpoint}: no such Cloud Run service in stack {args.stack} "
+        raise FleetError(f"--endpoint {args.endpoint}: no such endpoint or Cloud Run service in stack {args.stack} "
                          f"({len(endpoints)} services, e.g. {names})")
     return chosen
 

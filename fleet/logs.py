@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,11 +56,13 @@ def log_filter(services: list[str], since: datetime, severity: str | None) -> st
     return " AND ".join(parts)
 
 
-def entry_row(entry: Any) -> dict[str, Any]:
-    """A LogEntry as users read it: when, how bad, what, which request, which endpoint."""
+def entry_row(entry: Any, endpoints: Mapping[str, str]) -> dict[str, Any]:
+    """A LogEntry as users read it: when, how bad, what, which request, which endpoint (`endpoints` maps the
+    Cloud Run service names the entries carry to endpoint names)."""
     from google.logging.type import log_severity_pb2
 
     http = entry.http_request
+    service = entry.resource.labels.get("service_name")
     payload = dict(entry.json_payload) if entry.json_payload else {}
     message = payload.get("message") or entry.text_payload or ""
     request = None
@@ -71,11 +74,11 @@ def entry_row(entry: Any) -> dict[str, Any]:
         message = message or f"{http.request_method} {http.request_url} {http.status}"
     return {"timestamp": entry.timestamp.isoformat(), "severity": log_severity_pb2.LogSeverity.Name(entry.severity),
             "message": message,
-            "httpRequest": request, "endpoint": entry.resource.labels.get("service_name"),
+            "httpRequest": request, "endpoint": endpoints.get(service, service), "service": service,
             "region": entry.resource.labels.get("location"), "trace": entry.trace or None}
 
 
-def fetch(client: Any, project: str, filter_: str, limit: int) -> list[dict[str, Any]]:
+def fetch(client: Any, project: str, filter_: str, limit: int, endpoints: Mapping[str, str]) -> list[dict[str, Any]]:
     """The newest `limit` entries matching `filter_`, newest first."""
     from google.cloud.logging_v2.types import ListLogEntriesRequest
 
@@ -83,7 +86,7 @@ def fetch(client: Any, project: str, filter_: str, limit: int) -> list[dict[str,
                                     order_by="timestamp desc", page_size=limit)
     rows = []
     for entry in client.list_log_entries(request=request):
-        rows.append(entry_row(entry))
+        rows.append(entry_row(entry, endpoints))
         if len(rows) >= limit:
             break
     return rows
@@ -99,7 +102,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    services = [e.name for e in stack_endpoints(args)]
+    endpoints = {e.service: e.name for e in stack_endpoints(args)}
     gcp_project = project(args)
     since = datetime.now(UTC) - parse_since(args.since)
     client = logging_client()
@@ -107,7 +110,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     while True:
         try:
-            rows = fetch(client, gcp_project, log_filter(services, since, args.severity), args.limit)
+            rows = fetch(client, gcp_project, log_filter(list(endpoints), since, args.severity), args.limit, endpoints)
         except exceptions.GoogleAPICallError as error:
             print(f"fleet logs: Cloud Logging answered {error.code}: {error.message}", file=sys.stderr)
             return 1
@@ -128,7 +131,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("logs", parents=[common], help="request and application logs per endpoint (Cloud Logging)")
-    p.add_argument("--endpoint", help="one Cloud Run service name, e.g. demo-iowa")
+    p.add_argument("--endpoint", help="one endpoint, e.g. demo-iowa (or its Cloud Run service, demo-iowa-prod)")
     p.add_argument("--since", default="1h", help="how far back: 30m, 1h, 2d (default 1h)")
     p.add_argument("--severity", choices=SEVERITIES, type=str.upper, help="this severity and worse")
     p.add_argument("--follow", action="store_true", help="keep polling for new entries")

@@ -92,7 +92,7 @@ def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: 
     request = monitoring_v3.ListTimeSeriesRequest(
         name=f"projects/{project}",
         filter=(f'metric.type="{metric}" AND resource.type="cloud_run_revision" AND '
-                f'resource.labels.service_name="{endpoint.name}" AND resource.labels.location="{endpoint.region}"'),
+                f'resource.labels.service_name="{endpoint.service}" AND resource.labels.location="{endpoint.region}"'),
         interval=interval,
         aggregation=monitoring_v3.Aggregation(
             alignment_period={"seconds": period},
@@ -244,7 +244,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("monitor", parents=[common], help="requests, errors, latency per endpoint (Cloud Monitoring)")
     p.add_argument("--range", choices=list(RANGES), default="1h")
-    p.add_argument("--endpoint", help="one Cloud Run service name, e.g. demo-iowa")
+    p.add_argument("--endpoint", help="one endpoint, e.g. demo-iowa (or its Cloud Run service, demo-iowa-prod)")
     p.add_argument("--project", help="GCP project (default: the stack's gcp:project)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG of requests, errors and p95 latency over time")

@@ -100,13 +100,14 @@ def _evaluate(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
 
 
 def evaluate(stack: str, catalog: str | Path | None = None, project_dir: Path = PROJECT_DIR,
-             config_overrides: dict[str, str] | None = None) -> Plan:
+             config_overrides: dict[str, str] | None = None, config: dict[str, str] | None = None) -> Plan:
     """Run `__main__.py` for `stack` under mocks; FleetError on any catalog or config mistake.
 
-    Each evaluation runs in a fresh context (its own root stack, config and event loop), so one process
-    can plan several stacks or catalogs.
+    `config` (as `stack_config` returns it) stands in for Pulumi.<stack>.yaml, so any stack name can be
+    planned without a file. Each evaluation runs in a fresh context (its own root stack, config and event
+    loop), so one process can plan several stacks or catalogs.
     """
-    config = stack_config(stack, project_dir)
+    config = dict(config) if config is not None else stack_config(stack, project_dir)
     if catalog is not None:
         config[f"{NAMESPACE}:catalog"] = str(Path(catalog).resolve())
     config.update(config_overrides or {})

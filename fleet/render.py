@@ -26,19 +26,16 @@ def _int(value: object) -> str:
 
 
 def resource_regions(plan: Plan) -> dict[tuple[str, str], str]:
-    """(type, name) -> region: its own `location` (or `region`), else that of the Cloud Run service it serves.
-
-    A service's account and IAM binding share its logical name; anything else is global.
-    """
-    service_region = {r.name: str(r.inputs["location"]) for r in plan.custom(CLOUD_RUN)}
+    """(type, name) -> region: its own `location` (or `region`), else that of the Cloud Run service it watches
+    (monitoring labelled `service: <Cloud Run service name>`); anything else is global."""
+    service_region = {r.inputs["name"]: str(r.inputs["location"]) for r in plan.custom(CLOUD_RUN)}
     return {(r.type, r.name): str(r.inputs.get("location") or r.inputs.get("region")
-                                  or service_region.get(r.name)
                                   or service_region.get((r.inputs.get("userLabels") or {}).get("service"), "global"))
             for r in plan.resources}
 
 
 def monitoring_summary(plan: Plan) -> dict[str, str]:
-    """Service name -> '3 alerts, uptime, 2 SLOs': what watches it (resources labelled service=<name>)."""
+    """Cloud Run service name -> '3 alerts, uptime, 2 SLOs': what watches it (resources labelled service=<name>)."""
     kinds = {ALERT_POLICY: "alerts", "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
              "uptime", "gcp:monitoring/slo:Slo": "SLOs"}
     counts: dict[str, Counter[str]] = defaultdict(Counter)
@@ -61,10 +58,10 @@ def service_rows(services: list[RecordedResource], outputs: dict[str, dict],
         limits = t["containers"][0]["resources"]["limits"]
         role = t["labels"]["role"]
         url = urls.get(s.name) or urls.get(f"shared@{s.inputs['location']}", "")
-        rows.append([s.name, role, t["labels"].get("model", "-"), s.inputs["location"],
+        rows.append([s.name, s.inputs["name"], role, t["labels"].get("model", "-"), s.inputs["location"],
                      _int(t["scaling"]["minInstanceCount"]), _int(t["scaling"]["maxInstanceCount"]),
                      limits["cpu"], limits["memory"], "l4" if "nvidia.com/gpu" in limits else "-",
-                     monitoring.get(s.name, "none"), url])
+                     monitoring.get(s.inputs["name"], "none"), url])
     return rows
 
 
@@ -109,8 +106,8 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
     out = [f"yolo-fleet plan for stack '{plan.stack}' (offline, under mocks): what `pulumi up` would create", ""]
 
     out += [f"Cloud Run services ({len(services)})",
-            table(["NAME", "ROLE", "MODEL", "REGION", "MIN", "MAX", "CPU", "MEMORY", "GPU", "MONITORING",
-                   "URL (after deploy)"],
+            table(["NAME", "CLOUD RUN SERVICE", "ROLE", "MODEL", "REGION", "MIN", "MAX", "CPU", "MEMORY", "GPU",
+                   "MONITORING", "URL (after deploy)"],
                   service_rows(services, plan.outputs, monitoring_summary(plan))), ""]
 
     by_type = Counter(r.type for r in custom)

@@ -29,17 +29,21 @@ class StackFacts:
     prices: PriceBook
 
     def settings_of(self, service: str) -> EndpointSettings | None:
-        """The catalog's resolved settings for a service the layout declares, None for any other."""
-        return next((s.settings for s in self.layout.services if s.name == service), None)
+        """The resolved settings of a Cloud Run service (by its physical name) the layout declares, None for any
+        other."""
+        plan = self.layout.by_service_name(service)
+        return plan.settings if plan else None
 
 
 def load_facts(stack: str, project_dir: Path = PROJECT_DIR, catalog: str | Path | None = None,
-               prices: str | Path = DEFAULT_PRICES) -> StackFacts:
-    """FleetError (exit 2 in the CLI) if the stack file, its catalog or the price file is invalid."""
-    config = stack_config_from_values(stack_config(stack, project_dir), stack)
-    loaded = load_catalog(Path(catalog) if catalog else project_dir / config.catalog)
-    layout = plan_fleet(loaded, config, f"Pulumi.{stack}.yaml")
-    return StackFacts(stack, config, loaded, layout, load_prices(prices))
+               prices: str | Path = DEFAULT_PRICES, config: dict[str, str] | None = None) -> StackFacts:
+    """FleetError (exit 2 in the CLI) if the stack file (or `config`, standing in for it), its catalog or the
+    price file is invalid."""
+    raw = config if config is not None else stack_config(stack, project_dir)
+    parsed = stack_config_from_values(raw, stack)
+    loaded = load_catalog(Path(catalog) if catalog else project_dir / parsed.catalog)
+    layout = plan_fleet(loaded, parsed, f"Pulumi.{stack}.yaml", stack)
+    return StackFacts(stack, parsed, loaded, layout, load_prices(prices))
 
 
 def stack_of(urn: str) -> str:

@@ -23,6 +23,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from components import names
 from components.catalog import Region
 from components.settings import GPU_MIN_CPU, GPU_MIN_MEMORY_GIB
 from fleet.pricing import price_services, service_shape
@@ -179,7 +180,7 @@ def check_required_labels(r: Any, facts: StackFacts, options: Options) -> Iterat
     if missing:
         yield f"{_where(name, props)}: missing label(s) {', '.join(missing)}; declare services through " \
               "components/service.py, which sets them"
-    expected = {"managed-by": "yolo-fleet", "stack": facts.stack.lower(), "region": dig(props, "location")}
+    expected = {"managed-by": "yolo-fleet", "stack": names.label_value(facts.stack), "region": dig(props, "location")}
     wrong = [f"{k}={dig(labels, k)!r} (expected {v!r})" for k, v in expected.items()
              if isinstance(dig(labels, k), str) and isinstance(v, str) and dig(labels, k) != v]
     if wrong:
@@ -239,6 +240,35 @@ def check_monthly_budget(resources: list[Any], facts: StackFacts, options: Optio
         yield (f"always-on cost ${total:,.2f}/month (min_instances kept warm) is above the {facts.stack} stack's "
                f"budget of ${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); largest: "
                f"{listed}. Lower min_instances or raise the budget in a reviewed change", "")
+
+
+GPU_QUOTA = "Total Nvidia L4 GPU allocation, per project per region"
+CLOUD_RUN_DEFAULT_MAX = 100  # what Cloud Run scales to when max_instances is unset
+
+
+def check_gpu_quota(resources: list[Any], facts: StackFacts, options: Options) -> Iterator[tuple[str, str]]:
+    """Per region, the GPU services' max_instances (each instance holds its GPUs) fit the project's GPU quota."""
+    quota = facts.config.gpu_quota_per_region
+    by_region: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+    for r in resources:
+        if r.resource_type != CLOUD_RUN:
+            continue
+        limits = dig(r.props, "template", "containers", 0, "resources", "limits")
+        location, high = dig(r.props, "location"), dig(r.props, "template", "scaling", "maxInstanceCount")
+        gpus = dig(limits, GPU_LIMIT) if isinstance(limits, Mapping) else None
+        if not known(limits, location, high, gpus) or gpus is None or not isinstance(location, str):
+            continue  # no GPU, or can't tell yet
+        count = int(high) if isinstance(high, int | float) else CLOUD_RUN_DEFAULT_MAX
+        by_region[location].append((r, count * int(float(str(gpus)))))
+    for region, services in sorted(by_region.items()):
+        total = sum(n for _, n in services)
+        if total > quota:
+            listed = ", ".join(f"{r.name} {n}" for r, n in services)
+            yield (f"{region}: the GPU services may scale to {total} nvidia-l4 GPUs ({listed}; max_instances x GPUs) "
+                   f"but the project's Cloud Run GPU quota there is {quota} (yolo-fleet:gpu_quota_per_region in "
+                   f"Pulumi.{facts.stack}.yaml, default 0: a project has none until requested). Request '{GPU_QUOTA}' "
+                   f"(or its zonal-redundancy variant) for {region} in the console (IAM & Admin > Quotas) and set "
+                   "yolo-fleet:gpu_quota_per_region to the granted amount, or lower max_instances", services[0][0].urn)
 
 
 ResourceCheck = Callable[[Any, StackFacts, Options], Iterator[str]]
@@ -303,8 +333,10 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
                   check_alert_policies, MANDATORY),
     _stack_policy("monthly-budget", "Always-on cost stays within the stack's monthly budget",
                   check_monthly_budget, MANDATORY),
+    _stack_policy("gpu-quota", "GPU services' max_instances per region fit the stack's GPU quota per region",
+                  check_gpu_quota, MANDATORY),
     _stack_policy("dedicated-service-accounts",
-                  "Every Cloud Run service runs as its own service account, declared in the stack",
+                  "Every Cloud Run service runs as a declared account: its model's, or a shared region's own",
                   check_dedicated_accounts, MANDATORY),
     _stack_policy("service-account-project-roles",
                   "The fleet's service accounts hold only the allowed project roles (logs, metrics)",

@@ -1,6 +1,7 @@
 """The pack's security rules: who each service runs as, what those identities may do, and where secrets live.
 
-Each service runs as its own account, declared in the stack; those accounts hold at most the allowed
+Each service runs as an account declared in the stack (its model's, shared by that model's endpoints alone,
+or a shared region's own); those accounts hold at most the allowed
 project roles (writing logs and metrics) and get everything else on the one resource they read; no plain
 environment variable carries a secret; ingress and the invoker check are set on purpose; Artifact
 Registry repositories are neither public nor writable by the identities that only pull. As everywhere
@@ -114,12 +115,26 @@ def _where(r: Any) -> str:
     return f"{r.name} ({location})" if isinstance(location, str) else r.name
 
 
+def _account_owner(r: Any) -> Any:
+    """Who may run as a service's account: its model, for a dedicated endpoint (every endpoint of a model reads
+    the same secret, so they share the model's account), else the service alone. UNKNOWN while unknown."""
+    labels = dig(r.props, "template", "labels")
+    if labels is UNKNOWN:
+        return UNKNOWN
+    model = dig(labels, "model")
+    if dig(labels, "role") == "dedicated" and isinstance(model, str) and model:
+        return f"model {model}"
+    name = dig(r.props, "name")
+    return f"service {name if isinstance(name, str) else r.name}"
+
+
 def check_dedicated_accounts(resources: list[Any], facts: StackFacts,
                              options: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every Cloud Run service runs as an account this stack declares, used by no other service."""
+    """Every Cloud Run service runs as an account this stack declares: its model's (shared by that model's
+    endpoints alone) or, for a shared region, its own."""
     accounts = FleetAccounts(resources)
     services = [r for r in resources if r.resource_type == CLOUD_RUN]
-    users: dict[str, list[str]] = {}
+    owners: dict[str, set[str]] = {}
     for r in services:
         email = _runs_as(r)
         if email is UNKNOWN:
@@ -131,14 +146,15 @@ def check_dedicated_accounts(resources: list[Any], facts: StackFacts,
         elif not accounts.is_declared(email):
             yield (f"{_where(r)}: runs as {email}, which this stack does not declare, so other workloads may share "
                    "it and its grants; give the service its own account (components/service.py declares one)", r.urn)
-        else:
-            users.setdefault(email, []).append(r.name)
+        elif (owner := _account_owner(r)) is not UNKNOWN:
+            owners.setdefault(email, set()).add(owner)
     for r in services:
-        email = _runs_as(r)
-        others = [n for n in users.get(email, []) if n != r.name] if isinstance(email, str) else []
-        if others:
-            yield (f"{_where(r)}: shares service account {email} with {', '.join(others)}; each service needs its own "
-                   "so a grant or a leaked token reaches one service only", r.urn)
+        email, owner = _runs_as(r), _account_owner(r)
+        others = sorted(owners.get(email, set()) - {owner}) if isinstance(email, str) else []
+        if others and owner is not UNKNOWN:
+            yield (f"{_where(r)}: {owner} shares service account {email} with {', '.join(others)}; only the "
+                   "endpoints of one model may share an account (its model's), so a grant or a leaked token "
+                   "reaches one model's services or one shared region only", r.urn)
 
 
 def check_account_project_roles(resources: list[Any], facts: StackFacts,

@@ -29,12 +29,12 @@ REQUEST_500 = server_line(logging.ERROR, "POST /predict 500 123.4ms", {
 
 def fake_logs(fail: bool = False) -> FakeLogging:
     return FakeLogging([
-        ingest(REQUEST_500, "demo-iowa", "us-central1", NOW - timedelta(minutes=5)),
-        ingest(server_line(logging.INFO, "model loaded in 812 ms"), "demo-iowa", "us-central1",
+        ingest(REQUEST_500, "demo-iowa-dev", "us-central1", NOW - timedelta(minutes=5)),
+        ingest(server_line(logging.INFO, "model loaded in 812 ms"), "demo-iowa-dev", "us-central1",
                NOW - timedelta(minutes=30)),
-        ingest(server_line(logging.WARNING, "slow inference"), "shared-iowa", "us-central1",
+        ingest(server_line(logging.WARNING, "slow inference"), "shared-iowa-dev", "us-central1",
                NOW - timedelta(minutes=10)),
-        ingest(server_line(logging.INFO, "yesterday"), "demo-tokyo", "asia-northeast1", NOW - timedelta(days=1)),
+        ingest(server_line(logging.INFO, "yesterday"), "demo-tokyo-dev", "asia-northeast1", NOW - timedelta(days=1)),
         ingest(server_line(logging.ERROR, "not in this stack"), "other-service", "us-central1", NOW),
     ], fail=fail)
 
@@ -53,7 +53,8 @@ def test_server_request_lines_parse_into_request_fields_newest_first(monkeypatch
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["message"] for r in rows] == ["POST /predict 500 123.4ms", "slow inference", "model loaded in 812 ms"]
     first = rows[0]
-    assert (first["severity"], first["endpoint"], first["region"]) == ("ERROR", "demo-iowa", "us-central1")
+    assert (first["severity"], first["endpoint"], first["service"], first["region"]) == (
+        "ERROR", "demo-iowa", "demo-iowa-dev", "us-central1"), "the endpoint's name, from its Cloud Run service's"
     assert first["httpRequest"] == {"method": "POST", "url": "/predict?conf=0.5", "status": 500,
                                     "latencyMs": 123.4, "userAgent": "curl/8.5"}
     assert first["trace"] == "projects/my-gcp-project-dev/traces/abc123"
@@ -69,7 +70,7 @@ def test_severity_endpoint_and_since_narrow_the_query(monkeypatch, capsys):
     lines = out.splitlines()
     assert lines[0].split() == ["TIMESTAMP", "SEVERITY", "ENDPOINT", "REGION", "REQUEST", "MESSAGE"]
     assert len(lines) == 2 and "POST /predict?conf=0.5 500 123.4ms" in lines[1]
-    assert 'service_name=("demo-iowa")' in fake.requests[0].filter
+    assert 'service_name=("demo-iowa-dev")' in fake.requests[0].filter, "its Cloud Run service, by name"
     assert fake.requests[0].resource_names == ["projects/my-gcp-project-dev"]
 
 
@@ -96,7 +97,7 @@ def test_follow_prints_only_entries_newer_than_the_last_poll(monkeypatch, capsys
         sleeps.append(seconds)
         if len(sleeps) == 2:
             raise KeyboardInterrupt
-        fake.entries.append(ingest(server_line(logging.INFO, "GET /health 200 1.0ms"), "demo-iowa", "us-central1",
+        fake.entries.append(ingest(server_line(logging.INFO, "GET /health 200 1.0ms"), "demo-iowa-dev", "us-central1",
                                    datetime.now(UTC)))
 
     monkeypatch.setattr("fleet.logs.time.sleep", sleep)
@@ -134,7 +135,7 @@ def test_the_request_middlewares_own_line_becomes_the_displayed_fields(monkeypat
     finally:
         logger.removeHandler(captured)
     [line] = captured.lines
-    fake = FakeLogging([ingest(line, "demo-iowa", "us-central1", NOW - timedelta(minutes=1))])
+    fake = FakeLogging([ingest(line, "demo-iowa-dev", "us-central1", NOW - timedelta(minutes=1))])
     code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--endpoint", "demo-iowa")
     assert code == 0
     [row] = [json.loads(line) for line in out.splitlines()]
@@ -146,7 +147,7 @@ def test_the_request_middlewares_own_line_becomes_the_displayed_fields(monkeypat
 
 def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
     code, _, err = run_logs(monkeypatch, capsys, fake_logs(), "--endpoint", "demo-nowhere")
-    assert code == 2 and "--endpoint demo-nowhere: no such Cloud Run service in stack dev" in err
+    assert code == 2 and "--endpoint demo-nowhere: no such endpoint or Cloud Run service in stack dev" in err
     monkeypatch.delenv("FLEET_LOGGING_ENDPOINT")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     assert main(["logs", "--stack", "dev"]) == 2

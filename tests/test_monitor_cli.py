@@ -49,19 +49,19 @@ def test_percentile_of_no_samples_is_unknown_and_overflow_reports_its_lower_boun
 def fake_fleet(failing: dict[str, grpc.StatusCode] | None = None) -> FakeMetricService:
     return FakeMetricService({
         # demo-iowa: 320 requests, 20 of them 5xx, latency split over two points, 3 cold starts, 2 instances now.
-        ("demo-iowa", REQUESTS): [count_series("2xx", [100, 200]), count_series("5xx", [5, 15])],
-        ("demo-iowa", LATENCY): [distribution_series([[0, 30, 20, 10, 0], [0, 20, 10, 10, 0]], mean=300,
+        ("demo-iowa-dev", REQUESTS): [count_series("2xx", [100, 200]), count_series("5xx", [5, 15])],
+        ("demo-iowa-dev", LATENCY): [distribution_series([[0, 30, 20, 10, 0], [0, 20, 10, 10, 0]], mean=300,
                                                      scale=100)],
-        ("demo-iowa", INSTANCES): [gauge_series([1, 3, 2]), gauge_series([4, 4, 5], state="idle")],
-        ("demo-iowa", STARTUP): [distribution_series([[0, 1, 1, 0, 0], [0, 0, 1, 0, 0]], mean=2500, scale=1000)],
+        ("demo-iowa-dev", INSTANCES): [gauge_series([1, 3, 2]), gauge_series([4, 4, 5], state="idle")],
+        ("demo-iowa-dev", STARTUP): [distribution_series([[0, 1, 1, 0, 0], [0, 0, 1, 0, 0]], mean=2500, scale=1000)],
         # shared-iowa: healthy traffic, fast.
-        ("shared-iowa", REQUESTS): [count_series("2xx", [40, 60])],
-        ("shared-iowa", LATENCY): [distribution_series([[0, 100, 0, 0, 0]], mean=150, scale=100)],
-        ("shared-iowa", INSTANCES): [gauge_series([1, 1])],
+        ("shared-iowa-dev", REQUESTS): [count_series("2xx", [40, 60])],
+        ("shared-iowa-dev", LATENCY): [distribution_series([[0, 100, 0, 0, 0]], mean=150, scale=100)],
+        ("shared-iowa-dev", INSTANCES): [gauge_series([1, 1])],
         # demo-tokyo scaled to zero: instance series of zeros, no requests at all.
-        ("demo-tokyo", INSTANCES): [gauge_series([0, 0])],
+        ("demo-tokyo-dev", INSTANCES): [gauge_series([0, 0])],
         # an empty series: present, no points
-        ("demo-raw-iowa", REQUESTS): [count_series("2xx", [])],
+        ("demo-raw-iowa-dev", REQUESTS): [count_series("2xx", [])],
     }, failing=failing)
 
 
@@ -76,8 +76,8 @@ def run_monitor(monkeypatch, capsys, fake: FakeMetricService, *args: str) -> tup
 
 def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
     code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={
-        "demo-st-ghislain": grpc.StatusCode.UNAVAILABLE,  # retried, then reported
-        "shared-st-ghislain": grpc.StatusCode.PERMISSION_DENIED}), "--json")
+        "demo-st-ghislain-dev": grpc.StatusCode.UNAVAILABLE,  # retried, then reported (Cloud Run service names)
+        "shared-st-ghislain-dev": grpc.StatusCode.PERMISSION_DENIED}), "--json")
     assert code == 0
     rows = json.loads(out)
     assert {r["name"] for r in rows} == DEV_SERVICES
@@ -92,9 +92,9 @@ def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
     assert (tokyo["totalRequests"], tokyo["instanceCount"], tokyo["p95LatencyMs"], tokyo["error"]) == (0, 0, None, None)
     # the endpoints that could not be read come first with their error; the one with 5xx next
     assert (rows[0]["name"], rows[0]["error"]) == ("demo-st-ghislain", "ServiceUnavailable: unavailable for "
-                                                                       "demo-st-ghislain")
+                                                                       "demo-st-ghislain-dev")
     assert (rows[1]["name"], rows[1]["error"]) == ("shared-st-ghislain", "PermissionDenied: permission denied for "
-                                                                         "shared-st-ghislain")
+                                                                         "shared-st-ghislain-dev")
     assert rows[2]["name"] == "demo-iowa"
     assert "demo-st-ghislain (europe-west1)" in err and "Traceback" not in err
 
@@ -103,7 +103,7 @@ def test_monitor_queries_each_service_with_its_own_filter(monkeypatch, capsys):
     fake = fake_fleet()
     run_monitor(monkeypatch, capsys, fake, "--endpoint", "demo-tokyo", "--range", "24h")
     assert {r.filter.split("service_name=")[1] for r in fake.requests} == {
-        '"demo-tokyo" AND resource.labels.location="asia-northeast1"'}
+        '"demo-tokyo-dev" AND resource.labels.location="asia-northeast1"'}, "its Cloud Run service, by name"
     assert all(r.name == "projects/my-gcp-project-dev" for r in fake.requests)
     assert all(r.interval.end_time.timestamp() - r.interval.start_time.timestamp() == 86400 for r in fake.requests)
 
@@ -120,7 +120,7 @@ def test_monitor_table_and_plot(monkeypatch, capsys, tmp_path):
 
 
 def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, capsys):
-    code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(failing=dict.fromkeys(DEV_SERVICES,
+    code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(failing=dict.fromkeys({f"{s}-dev" for s in DEV_SERVICES},
                                                                             grpc.StatusCode.DEADLINE_EXCEEDED)))
     assert code == 1
     assert err.count("DeadlineExceeded: deadline exceeded for") == len(DEV_SERVICES) and "Traceback" not in err
@@ -128,7 +128,8 @@ def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, caps
 
 def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
     code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(), "--endpoint", "nope")
-    assert code == 2 and "--endpoint nope: no such Cloud Run service in stack dev (7 services, e.g. demo-iowa" in err
+    assert code == 2 and "--endpoint nope: no such endpoint or Cloud Run service in stack dev (7 services, e.g. " \
+        "demo-iowa" in err
     monkeypatch.delenv("FLEET_MONITORING_ENDPOINT")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     assert main(["monitor", "--stack", "dev"]) == 2

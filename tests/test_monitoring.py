@@ -37,12 +37,13 @@ def test_every_service_has_its_three_alerts_on_itself_only(prod_plan):
             f = threshold(policy)["filter"]
             assert f'resource.labels.service_name = "{name}"' in f and f'resource.labels.location = "{region}"' in f
             assert threshold(policy)["comparison"] == "COMPARISON_GT"
-            assert name in policy["documentation"]["content"], "the runbook names the endpoint"
-            assert f"fleet logs --endpoint {name}" in policy["documentation"]["content"]
+            assert service.name in policy["documentation"]["content"], "the runbook names the endpoint"
+            assert f"fleet logs --endpoint {service.name}" in policy["documentation"]["content"]
+            assert policy["displayName"].startswith(f"{service.name} (prod): "), "titled with the endpoint's name"
 
 
 def test_alert_conditions_measure_the_right_thing(prod_plan):
-    policies = alerts(prod_plan, "demo-iowa")
+    policies = alerts(prod_plan, "demo-iowa-prod")
     ratio = threshold(policies["error-ratio"])
     assert 'response_code_class = "5xx"' in ratio["filter"] and "run.googleapis.com/request_count" in ratio["filter"]
     assert "response_code_class" not in ratio["denominatorFilter"], "5xx over all requests"
@@ -53,21 +54,21 @@ def test_alert_conditions_measure_the_right_thing(prod_plan):
     pinned = threshold(policies["max-instances"])
     assert 'metric.labels.state = "active"' in pinned["filter"]
     assert pinned["thresholdValue"] == 9.5, "fires once active instances reach max_instances (10)"
-    assert threshold(alerts(prod_plan, "demo-eemshaven")["max-instances"])["thresholdValue"] == 19.5
+    assert threshold(alerts(prod_plan, "demo-eemshaven-prod")["max-instances"])["thresholdValue"] == 19.5
 
 
 def test_thresholds_follow_overrides(write_catalog):
     path = write_catalog(lambda d: region_entry(d, "us-east1").setdefault("overrides", {}).update(
         alert_latency_p95_ms=3500, alert_duration_seconds=600, alert_error_ratio=0.01))
     plan = evaluate("prod", catalog=path)
-    east = alerts(plan, "demo-south-carolina")
+    east = alerts(plan, "demo-south-carolina-prod")
     assert threshold(east["latency-p95"])["thresholdValue"] == 3500
     assert threshold(east["error-ratio"])["thresholdValue"] == 0.01
     assert {threshold(p)["duration"] for p in east.values()} == {"600s"}
-    assert threshold(alerts(plan, "demo-oregon")["latency-p95"])["thresholdValue"] == 2000
+    assert threshold(alerts(plan, "demo-oregon-prod")["latency-p95"])["thresholdValue"] == 2000
     plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:settings": json.dumps(
         {"alert_latency_p95_ms": 900})})
-    assert threshold(alerts(plan, "demo-south-carolina")["latency-p95"])["thresholdValue"] == 900, "stack wins"
+    assert threshold(alerts(plan, "demo-south-carolina-prod")["latency-p95"])["thresholdValue"] == 900, "stack wins"
 
 
 def test_alert_duration_must_be_whole_minutes(write_catalog, capsys):
@@ -80,25 +81,27 @@ def test_uptime_checks_only_where_instances_stay_warm(prod_plan):
     checks = {r.inputs["userLabels"]["service"]: r.inputs for r in prod_plan.custom(UPTIME)}
     warm = {s.inputs["name"] for s in prod_plan.custom(SERVICE)
             if s.inputs["template"]["scaling"]["minInstanceCount"] > 0}
-    assert set(checks) == warm == {"demo-iowa", "shared-iowa", "shared-st-ghislain", "shared-changhua-county"}
-    assert checks["demo-iowa"]["monitoredResource"]["labels"]["host"] == "demo-iowa-PROJECT_NUMBER.us-central1.run.app"
+    assert set(checks) == warm == {"demo-iowa-prod", "shared-iowa-prod", "shared-st-ghislain-prod",
+                                   "shared-changhua-county-prod"}
+    assert checks["demo-iowa-prod"]["monitoredResource"]["labels"]["host"] == \
+        "demo-iowa-prod-PROJECT_NUMBER.us-central1.run.app"
     # shared services only accept the balancer's traffic: probe them through their public host
-    assert checks["shared-st-ghislain"]["monitoredResource"]["labels"]["host"] == "eu.inference.example.com"
+    assert checks["shared-st-ghislain-prod"]["monitoredResource"]["labels"]["host"] == "eu.inference.example.com"
     assert all(c["httpCheck"]["path"] == "/health" and c["httpCheck"]["useSsl"] for c in checks.values())
 
 
 def test_raising_min_instances_adds_an_uptime_check(write_catalog):
     plan = evaluate("prod", catalog=write_catalog(
         lambda d: region_entry(d, "asia-northeast1").setdefault("overrides", {}).update(min_instances=1)))
-    assert "demo-tokyo" in {r.inputs["userLabels"]["service"] for r in plan.custom(UPTIME)}
+    assert "demo-tokyo-prod" in {r.inputs["userLabels"]["service"] for r in plan.custom(UPTIME)}
 
 
 def test_slos_when_enabled(prod_plan, dev_plan):
-    slos = [r.inputs for r in prod_plan.custom(SLO) if r.inputs["userLabels"]["service"] == "demo-iowa"]
+    slos = [r.inputs for r in prod_plan.custom(SLO) if r.inputs["userLabels"]["service"] == "demo-iowa-prod"]
     assert sorted(s["goal"] for s in slos) == [0.95, 0.995]
     latency = next(s for s in slos if "distributionCut" in s["requestBasedSli"])
     assert latency["requestBasedSli"]["distributionCut"]["range"]["max"] == 1000
-    assert 'service_name = "demo-iowa"' in latency["requestBasedSli"]["distributionCut"]["distributionFilter"]
+    assert 'service_name = "demo-iowa-prod"' in latency["requestBasedSli"]["distributionCut"]["distributionFilter"]
     assert len(prod_plan.custom(SLO)) == 2 * len(prod_plan.custom(SERVICE))
     assert not dev_plan.custom(SLO), "off unless enabled"
 

@@ -9,7 +9,7 @@ import pytest
 
 from components.catalog import load_catalog
 from components.errors import FleetError
-from components.service import service_account_id
+from components.names import service_account_id
 from fleet.cli import main
 from fleet.program import PROJECT_DIR, Plan, evaluate
 from tests.conftest import region_entry
@@ -35,10 +35,10 @@ def test_prod_creates_exactly_these_resources(prod_plan):
         counts[r.type] = counts.get(r.type, 0) + 1
     assert counts == {
         SERVICE: 46,
-        "gcp:serviceaccount/account:Account": 46,  # one identity per service
-        # each reads the key digests; the 3 shared services also read the tenants file
-        "gcp:secretmanager/secretIamMember:SecretIamMember": 49,
-        "gcp:projects/iAMMember:IAMMember": 92,  # each service account writes its logs and metrics, nothing else
+        "gcp:serviceaccount/account:Account": 4,  # one for the model's 43 endpoints, one per shared service
+        # each reads the key digests; the 3 shared services' accounts also read the tenants file
+        "gcp:secretmanager/secretIamMember:SecretIamMember": 7,
+        "gcp:projects/iAMMember:IAMMember": 8,  # each service account writes its logs and metrics, nothing else
         "gcp:secretmanager/secret:Secret": 2,  # API key digests, tenants file
         "gcp:secretmanager/secretVersion:SecretVersion": 2,
         "gcp:artifactregistry/repository:Repository": 3,  # us, europe, asia
@@ -87,7 +87,7 @@ def test_endpoint_names_are_model_and_city(prod_plan):
     for region in CATALOG.regions:
         name = f"demo-{region.city_slug}"
         assert dedicated[name]["location"] == region.id
-        assert dedicated[name]["name"] == name
+        assert dedicated[name]["name"] == f"{name}-prod", "the Cloud Run service carries the stack"
     assert {"demo-iowa", "demo-sao-paulo", "demo-montreal", "demo-st-ghislain"} <= set(dedicated)
 
 
@@ -113,8 +113,9 @@ def test_every_service_is_labelled_and_wired(prod_plan):
         assert c["startupProbe"]["httpGet"]["path"] == "/health"
         assert c["resources"]["startupCpuBoost"] is True
         assert t["maxInstanceRequestConcurrency"] == 4 if labels["role"] == "dedicated" else 8
-        assert t["serviceAccount"].startswith(service_account_id(name) + "@")
-        assert re.fullmatch(r".+-docker\.pkg\.dev/my-gcp-project/yolo-fleet/inference-server@sha256:[0-9a-f]{64}",
+        owner = labels["model"] if labels["role"] == "dedicated" else name  # a model's endpoints share its account
+        assert t["serviceAccount"] == f"{service_account_id(owner, 'prod')}@my-gcp-project.iam.gserviceaccount.com"
+        assert re.fullmatch(r".+-docker\.pkg\.dev/my-gcp-project/yolo-fleet-prod/inference-server@sha256:[0-9a-f]{64}",
                             c["image"]), "deployed by digest"
         envs = {e["name"]: e["value"] for e in c["envs"]}
         assert envs["API_KEY_FILE"] == "/secrets/api-keys/sha256.txt"
@@ -158,10 +159,6 @@ def test_turning_a_region_off_removes_exactly_its_resources(prod_plan, write_cat
     assert before - after == {
         ("yolo-fleet:index:DedicatedEndpoint", "demo-south-carolina"),
         (SERVICE, "demo-south-carolina"),
-        ("gcp:serviceaccount/account:Account", "demo-south-carolina"),
-        ("gcp:secretmanager/secretIamMember:SecretIamMember", "demo-south-carolina"),
-        ("gcp:projects/iAMMember:IAMMember", "demo-south-carolina-log-writer"),
-        ("gcp:projects/iAMMember:IAMMember", "demo-south-carolina-metric-writer"),
         *(("gcp:monitoring/alertPolicy:AlertPolicy", f"demo-south-carolina-{kind}")
           for kind in ("error-ratio", "latency-p95", "max-instances")),
         ("gcp:monitoring/customService:CustomService", "demo-south-carolina"),
@@ -209,11 +206,11 @@ def test_prebuilt_image_skips_the_build():
 
 
 def test_service_account_ids_fit_gcp_limits():
-    for name in ["a", "demo", "demo-iowa", "a-very-long-model-name-changhua-county", "x" * 49]:
-        sa = service_account_id(name)
+    for name in ["a", "demo", "shared-changhua-county", "a-very-long-model-name-x", "x" * 49]:
+        sa = service_account_id(name, "Stg.EU_1")
         assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", sa), sa
-    assert service_account_id("a-very-long-model-name-changhua-county") != service_account_id(
-        "a-very-long-model-name-changhua-countz"), "truncation keeps names distinct"
+    assert service_account_id("a-very-long-model-name-x", "prod") != service_account_id(
+        "a-very-long-model-name-y", "prod"), "truncation keeps names distinct"
 
 
 def test_api_key_digests_are_stored_not_keys(prod_plan):
@@ -235,7 +232,8 @@ def test_plan_json_is_what_the_provider_receives(capsys):
     assert sorted(r["inputs"]["location"] for r in run if r["inputs"]["template"]["labels"]["role"] == "shared") == \
         sorted(SHARED_REGIONS)
     assert "maxInstanceCount" in dedicated[0]["inputs"]["template"]["scaling"], "camelCase, as the provider gets it"
-    assert data["outputs"]["endpoints"]["demo-iowa"]["url"] == "https://demo-iowa-PROJECT_NUMBER.us-central1.run.app"
+    assert data["outputs"]["endpoints"]["demo-iowa"]["url"] == "https://demo-iowa-prod-PROJECT_NUMBER.us-central1.run.app"
+    assert data["outputs"]["endpoints"]["demo-iowa"]["service"] == "demo-iowa-prod"
     assert set(data["outputs"]["shared"]) == SHARED_REGIONS
     assert all(set(r) == {"type", "name", "inputs"} for r in data["resources"])
 
@@ -243,10 +241,12 @@ def test_plan_json_is_what_the_provider_receives(capsys):
 def test_plan_table_for_people(capsys):
     assert main(["plan", "--stack", "prod"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^demo-iowa\s+dedicated\s+demo\s+us-central1\s+1\s+10\s+2\s+4Gi\s+-\s+3 alerts, uptime, 2 SLOs\s+"
-                     r"https://demo-iowa-",
+    assert re.search(r"^demo-iowa\s+demo-iowa-prod\s+dedicated\s+demo\s+us-central1\s+1\s+10\s+2\s+4Gi\s+-\s+"
+                     r"3 alerts, uptime, 2 SLOs\s+"
+                     r"https://demo-iowa-prod-",
                      out, re.M)
-    assert re.search(r"^shared-st-ghislain\s+shared\s+-\s+europe-west1\s+1\s+20\s+4\s+8Gi", out, re.M)
+    assert re.search(r"^shared-st-ghislain\s+shared-st-ghislain-prod\s+shared\s+-\s+europe-west1\s+1\s+20\s+4\s+8Gi",
+                     out, re.M)
     assert re.search(r"^europe-west1\s+europe\s+2\s+", out, re.M), "per-region table: endpoint + shared service"
     assert "46 Cloud Run services (43 dedicated in 43 regions, 3 shared)" in out
     assert "4 instances kept warm" in out

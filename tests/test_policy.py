@@ -152,13 +152,13 @@ def test_public_iam_grant_on_a_private_service_is_refused(prod_plan, write_catal
     plan = evaluate("prod", catalog=private_iowa)
     grants = [
         RecordedResource("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "iowa-public",
-                         {"name": "demo-iowa", "location": "us-central1", "role": "roles/run.invoker",
+                         {"name": "demo-iowa-prod", "location": "us-central1", "role": "roles/run.invoker",
                           "member": "allUsers"}, True),
         RecordedResource("gcp:cloudrunv2/serviceIamPolicy:ServiceIamPolicy", "iowa-policy",
-                         {"name": "demo-iowa", "location": "us-central1", "policyData": json.dumps({"bindings": [
+                         {"name": "demo-iowa-prod", "location": "us-central1", "policyData": json.dumps({"bindings": [
                              {"role": "roles/run.invoker", "members": ["allAuthenticatedUsers"]}]})}, True),
         RecordedResource("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "tokyo-public",
-                         {"name": "demo-tokyo", "location": "asia-northeast1", "role": "roles/run.invoker",
+                         {"name": "demo-tokyo-prod", "location": "asia-northeast1", "role": "roles/run.invoker",
                           "member": "allUsers"}, True),  # public in the catalog: allowed
     ]
     found = by_policy(run_policies(plan.resources + grants, load_facts("prod", catalog=private_iowa), SETTINGS),
@@ -191,12 +191,13 @@ def test_every_service_needs_its_three_alert_policies(prod_plan):
     without_alerts = [r for r in prod_plan.resources if r.type != ALERT_POLICY]
     found = by_policy(run_policies(without_alerts, load_facts("prod"), SETTINGS), "alert-policies")
     assert len(found) == 46
-    assert "demo-iowa (us-central1) lacks alert policies: error-ratio, latency-p95, max-instances" in found["demo-iowa"]
+    assert "demo-iowa-prod (us-central1) lacks alert policies: error-ratio, latency-p95, max-instances" in found[
+        "demo-iowa"]
     without_latency = [r for r in prod_plan.resources if not (r.type == ALERT_POLICY and r.inputs["userLabels"][
-        "service"] == "demo-tokyo" and r.inputs["userLabels"]["alert"] == "latency-p95")]
+        "service"] == "demo-tokyo-prod" and r.inputs["userLabels"]["alert"] == "latency-p95")]
     found = by_policy(run_policies(without_latency, load_facts("prod"), SETTINGS), "alert-policies")
     assert list(found) == ["demo-tokyo"] and "lacks alert policies: latency-p95" in found["demo-tokyo"]
-    tokyo = next(a for a in alerts if a.inputs["userLabels"]["service"] == "demo-tokyo")
+    tokyo = next(a for a in alerts if a.inputs["userLabels"]["service"] == "demo-tokyo-prod")
     doubled = [*prod_plan.resources, RecordedResource(ALERT_POLICY, f"{tokyo.name}-again", copy.deepcopy(tokyo.inputs),
                                                       True)]
     found = by_policy(run_policies(doubled, load_facts("prod"), SETTINGS), "alert-policies")
@@ -243,7 +244,7 @@ def test_fleet_policy_exits_1_on_a_mandatory_violation_and_lists_it(write_catalo
 
 def test_fleet_policy_exits_0_when_every_policy_passes(capsys):
     assert main(["policy", "--stack", "prod"]) == 0
-    assert capsys.readouterr().out.startswith("Stack 'prod': all 15 policies pass")
+    assert capsys.readouterr().out.startswith("Stack 'prod': all 16 policies pass")
 
 
 def test_fleet_policy_levels_come_from_the_policy_config(write_catalog, tmp_path, capsys):

@@ -15,7 +15,7 @@ from fleet.program import Plan, evaluate
 
 DOMAIN = "inference.example.com"
 URL_MAP = "gcp:compute/uRLMap:URLMap"
-HOME = ("us-central1", "shared-iowa")
+HOME = ("us-central1", "shared-iowa-prod")
 
 
 def one(plan: Plan, type_token: str, **match: object) -> dict:
@@ -54,18 +54,18 @@ def routes(plan: Plan) -> dict[tuple[str, str], tuple[str, str]]:
 
 def test_each_region_host_reaches_its_own_region(prod_plan):
     r = routes(prod_plan)
-    assert r[(f"us.{DOMAIN}", "*")] == ("us-central1", "shared-iowa")
-    assert r[(f"eu.{DOMAIN}", "*")] == ("europe-west1", "shared-st-ghislain")
-    assert r[(f"ap.{DOMAIN}", "*")] == ("asia-east1", "shared-changhua-county")
+    assert r[(f"us.{DOMAIN}", "*")] == ("us-central1", "shared-iowa-prod")
+    assert r[(f"eu.{DOMAIN}", "*")] == ("europe-west1", "shared-st-ghislain-prod")
+    assert r[(f"ap.{DOMAIN}", "*")] == ("asia-east1", "shared-changhua-county-prod")
     assert {k for k in r if k[0] != DOMAIN} == {(f"{p}.{DOMAIN}", "*") for p in ("us", "eu", "ap")}
 
 
 def test_each_tenant_is_routed_to_its_data_region(prod_plan):
     tenants = {path: target for (host, path), target in routes(prod_plan).items() if host == DOMAIN}
     assert tenants == {
-        "/api/models/acme/*": ("us-central1", "shared-iowa"),
-        "/api/models/globex/*": ("europe-west1", "shared-st-ghislain"),
-        "/api/models/initech/*": ("asia-east1", "shared-changhua-county"),
+        "/api/models/acme/*": ("us-central1", "shared-iowa-prod"),
+        "/api/models/globex/*": ("europe-west1", "shared-st-ghislain-prod"),
+        "/api/models/initech/*": ("asia-east1", "shared-changhua-county-prod"),
         "*": HOME,
     }
 
@@ -77,7 +77,7 @@ def test_moving_a_tenant_moves_only_its_path_rule(prod_plan):
                "new-co": {"data_region": "us-central1", "key_sha256": ["4" * 64]}}
     before, after = routes(prod_plan), routes(evaluate("prod", config_overrides={
         "yolo-fleet:tenants": json.dumps(tenants)}))
-    assert after[(DOMAIN, "/api/models/acme/*")] == ("asia-east1", "shared-changhua-county")
+    assert after[(DOMAIN, "/api/models/acme/*")] == ("asia-east1", "shared-changhua-county-prod")
     assert after[(DOMAIN, "/api/models/new-co/*")] == HOME
     changed = {k for k in after if before.get(k) != after[k]}
     assert changed == {(DOMAIN, "/api/models/acme/*"), (DOMAIN, "/api/models/new-co/*")}
@@ -111,8 +111,9 @@ def test_plan_lists_hosts_tenant_rules_and_buckets(capsys):
     assert main(["plan", "--stack", "prod"]) == 0
     out = capsys.readouterr().out
     section = out.split("Shared inference routing", 1)[1].split("Resources by type", 1)[0]
-    assert re.search(rf"^eu\.{re.escape(DOMAIN)}\s+\* \(default\)\s+europe-west1\s+shared-st-ghislain$", section, re.M)
-    assert re.search(rf"^{re.escape(DOMAIN)}\s+/api/models/initech/\*\s+asia-east1\s+shared-changhua-county$",
+    assert re.search(rf"^eu\.{re.escape(DOMAIN)}\s+\* \(default\)\s+europe-west1\s+shared-st-ghislain-prod$", section,
+                     re.M)
+    assert re.search(rf"^{re.escape(DOMAIN)}\s+/api/models/initech/\*\s+asia-east1\s+shared-changhua-county-prod$",
                      section, re.M)
     assert re.search(r"^asia-east1\s+my-gcp-project-prod-models-asia-east1\s", section, re.M)
 

@@ -91,7 +91,10 @@ def grant(type_token: str, name: str, **inputs: Any) -> RecordedResource:
 
 def test_each_service_account_holds_exactly_what_its_service_needs(prod_plan):
     runs_as = {name: s["template"]["serviceAccount"] for name, s in services(prod_plan).items()}
-    assert len(set(runs_as.values())) == len(runs_as) == 46, "one account per service, none shared"
+    assert len(runs_as) == 46 and len(set(runs_as.values())) == 4, "one account for the model, one per shared region"
+    demo = {runs_as[n] for n in runs_as if n.startswith("demo-")}
+    assert demo == {"demo-prod@my-gcp-project.iam.gserviceaccount.com"}
+    assert len({runs_as[n] for n in runs_as if n.startswith("shared-")}) == 3, "each shared region its own"
     declared = {f"{a.inputs['accountId']}@{a.inputs['project']}.iam.gserviceaccount.com"
                 for a in prod_plan.custom(ACCOUNT)}
     assert set(runs_as.values()) == declared
@@ -134,7 +137,7 @@ def test_keys_and_digests_reach_services_only_as_mounted_secrets(prod_plan):
 def test_ingress_and_invoker_always_come_from_the_resolved_settings(dev_plan):
     facts = load_facts("dev")
     for name, s in services(dev_plan).items():
-        settings = facts.settings_of(name)
+        settings = facts.settings_of(s["name"])
         assert (s["ingress"], s["invokerIamDisabled"]) == (INGRESS[settings.ingress], settings.public), name
     private = {"min_instances": 0, "max_instances": 2, "cpu": 1, "memory": "2Gi", "ingress": "internal",
                "public": False}
@@ -163,10 +166,17 @@ def test_a_service_without_its_own_account_is_refused(prod_plan):
                      lambda i: i["template"].update(serviceAccount="123456-compute@developer.gserviceaccount.com"))
     assert "runs as 123456-compute@developer.gserviceaccount.com, a project editor" in only(
         "dedicated-service-accounts", compute)["demo-tokyo"]
-    shared = edited(prod_plan, "demo-tokyo", lambda i: i["template"].update(serviceAccount=iowa_account))
+    assert iowa_account == services(prod_plan)["demo-tokyo"]["template"]["serviceAccount"], "one model, one account"
+    shared_account = services(prod_plan)["shared-iowa"]["template"]["serviceAccount"]
+    shared = edited(prod_plan, "demo-tokyo", lambda i: i["template"].update(serviceAccount=shared_account))
     found = only("dedicated-service-accounts", shared)
-    assert sorted(found) == ["demo-iowa", "demo-tokyo"]
-    assert f"demo-tokyo (asia-northeast1): shares service account {iowa_account} with demo-iowa" in found["demo-tokyo"]
+    assert sorted(found) == ["demo-tokyo", "shared-iowa"]
+    assert (f"demo-tokyo (asia-northeast1): model demo shares service account {shared_account} with service "
+            "shared-iowa-prod; only the endpoints of one model may share an account") in found["demo-tokyo"]
+    other_model = edited(prod_plan, "demo-tokyo", lambda i: i["template"]["labels"].update(model="other"))
+    found = only("dedicated-service-accounts", other_model)
+    assert len(found) == 43 and f"model other shares service account {iowa_account} with model demo" in found[
+        "demo-tokyo"]
     foreign = edited(prod_plan, "demo-tokyo", lambda i: i["template"].update(
         serviceAccount="runner@other-project.iam.gserviceaccount.com"))
     assert "which this stack does not declare" in only("dedicated-service-accounts", foreign)["demo-tokyo"]
@@ -176,7 +186,7 @@ def test_a_service_without_its_own_account_is_refused(prod_plan):
 
 def test_a_broad_project_role_for_a_fleet_account_is_refused(prod_plan):
     iowa = f"serviceAccount:{services(prod_plan)['demo-iowa']['template']['serviceAccount']}"
-    tokyo = f"serviceAccount:{services(prod_plan)['demo-tokyo']['template']['serviceAccount']}"
+    tokyo = f"serviceAccount:{services(prod_plan)['shared-iowa']['template']['serviceAccount']}"
     extra = [
         grant(PROJECT_MEMBER, "iowa-editor", project="my-gcp-project", role="roles/editor", member=iowa),
         grant("gcp:projects/iAMBinding:IAMBinding", "all-secrets", project="my-gcp-project",
@@ -191,10 +201,10 @@ def test_a_broad_project_role_for_a_fleet_account_is_refused(prod_plan):
     found = only("service-account-project-roles", prod_plan.resources + extra)
     assert sorted(found) == ["all-secrets", "iowa-editor", "policy"]
     assert found["iowa-editor"].startswith(
-        "iowa-editor: service account demo-iowa@my-gcp-project.iam.gserviceaccount.com gets project role roles/editor;"
+        "iowa-editor: service account demo-prod@my-gcp-project.iam.gserviceaccount.com gets project role roles/editor;"
         " the fleet's service accounts may hold only roles/logging.logWriter, roles/monitoring.metricWriter")
     assert "roles/secretmanager.secretAccessor on its secret" in found["all-secrets"]
-    assert "demo-tokyo@" in found["all-secrets"] and "roles/storage.objectAdmin" in found["policy"]
+    assert "shared-iowa-prod@" in found["all-secrets"] and "roles/storage.objectAdmin" in found["policy"]
 
 
 def test_the_allowed_project_roles_come_from_the_pack_config(tmp_path, capsys):
@@ -204,8 +214,8 @@ def test_the_allowed_project_roles_come_from_the_pack_config(tmp_path, capsys):
     violations = json.loads(capsys.readouterr().out)["violations"]
     assert {v["policy"] for v in violations} == {"service-account-project-roles"}
     assert sorted(v["resource"] for v in violations) == sorted(
-        f"{name}-metric-writer" for name in ["demo-iowa", "demo-raw-iowa", "demo-st-ghislain", "demo-tokyo",
-                                             "shared-iowa", "shared-st-ghislain", "shared-changhua-county"])
+        f"{account}-dev-metric-writer" for account in ["demo", "demo-raw", "shared-iowa", "shared-st-ghislain",
+                                                       "shared-changhua-county"])
 
 
 @pytest.mark.parametrize(("env", "value", "expected"), [
@@ -279,6 +289,6 @@ def test_artifact_registry_is_never_public_nor_writable_by_identities_that_pull(
     assert sorted(found) == ["agent-admin", "iowa-writer", "public"]
     assert found["public"].startswith("public: repository yolo-fleet grants roles/artifactregistry.reader to "
                                       "allUsers, so anyone could pull the server image")
-    assert ("grants roles/artifactregistry.writer to demo-iowa@my-gcp-project.iam.gserviceaccount.com, an identity "
+    assert ("grants roles/artifactregistry.writer to demo-prod@my-gcp-project.iam.gserviceaccount.com, an identity "
             "that only pulls images; grant it roles/artifactregistry.reader at most") in found["iowa-writer"]
     assert "roles/artifactregistry.repoAdmin to service-PROJECT_NUMBER@serverless-robot-prod" in found["agent-admin"]

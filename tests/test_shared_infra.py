@@ -61,7 +61,7 @@ def test_each_shared_service_account_can_read_only_its_own_bucket(prod_plan):
 
 
 def test_shared_services_are_reachable_only_through_the_balancer(prod_plan):
-    ingress = {r.name: r.inputs["ingress"] for r in prod_plan.custom(SERVICE)}
+    ingress = {r.inputs["name"]: r.inputs["ingress"] for r in prod_plan.custom(SERVICE)}
     shared = {s["name"] for s in shared_services(prod_plan).values()}
     assert {ingress[n] for n in shared} == {"INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"}
     assert {v for n, v in ingress.items() if n not in shared} == {"INGRESS_TRAFFIC_ALL"}, "endpoints unaffected"
