@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from google.cloud import _storage_v2 as storage_v2  # the Storage v2 API's messages, shipped by google-cloud-storage
 from google.cloud import (
     artifactregistry_v1,
     compute_v1,
@@ -31,7 +32,6 @@ from google.cloud import (
     run_v2,
     secretmanager_v1,
 )
-from google.cloud import _storage_v2 as storage_v2  # the Storage v2 API's messages, shipped by google-cloud-storage
 from google.iam.v1 import policy_pb2
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
