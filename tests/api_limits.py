@@ -156,6 +156,8 @@ def _cloud_run(api: ApiMessage) -> Iterator[str]:
     if not CLOUD_RUN_NAME.match(name) or len(name) > MAX_CLOUD_RUN_NAME:
         yield (f"name: {name!r} is not a Cloud Run service name (a lowercase letter, then lowercase letters, "
                f"digits and '-', not ending in '-', at most {MAX_CLOUD_RUN_NAME})")
+    if len(service.description) > 512:  # Service.description: "a 512-character limit"
+        yield "description: over 512 characters"
     t = service.template
     environment = _enum_name(t, "execution_environment")
     timeout = seconds(t.timeout) if t.HasField("timeout") else 300

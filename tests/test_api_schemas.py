@@ -42,28 +42,30 @@ SMALLEST = {
                                        "min_instances": 0, "max_instances": 1, "alert_duration_seconds": 60}),
 }
 
-# The plans checked: (id, factory). One line per stack; e.g. the awkward stack names of tests/stacks.py.
-PLANS: list[tuple[str, Callable[[], Plan]]] = [
-    ("dev", lambda: evaluate("dev")),
-    ("prod", lambda: evaluate("prod")),
-    ("dev-everything-on", lambda: evaluate("dev", config_overrides=EVERYTHING_ON)),
-    ("prod-with-channels", lambda: evaluate("prod", config_overrides={
-        "yolo-fleet:notification_channels": json.dumps(CHANNELS)})),
-    ("dev-largest", lambda: evaluate("dev", config_overrides=LARGEST)),
-    ("dev-smallest", lambda: evaluate("dev", config_overrides=SMALLEST)),
+PlanFactory = Callable[[pytest.FixtureRequest], Plan]
+# The plans checked, one line each (add e.g. the awkward stack names of tests/stacks.py here). The stock
+# stacks reuse the session's plans (conftest.py), so the suite plans them once.
+PLANS: list[tuple[str, PlanFactory]] = [
+    ("dev", lambda request: request.getfixturevalue("dev_plan")),
+    ("prod", lambda request: request.getfixturevalue("prod_plan")),
+    ("dev-everything-on", lambda _: evaluate("dev", config_overrides=EVERYTHING_ON)),
+    ("dev-largest", lambda _: evaluate("dev", config_overrides=LARGEST)),
+    ("dev-smallest", lambda _: evaluate("dev", config_overrides=SMALLEST)),
 ]
+Plans = Callable[[str], Plan]
 
 
 @pytest.fixture(scope="module")
-def plans() -> dict[str, Plan]:
-    """Each plan evaluated once for the module, on first use."""
-    return {}
+def plans(request: pytest.FixtureRequest) -> Plans:
+    """plans(id) -> that plan, evaluated once for the module on first use."""
+    cache: dict[str, Plan] = {}
 
+    def get(plan_id: str) -> Plan:
+        if plan_id not in cache:
+            cache[plan_id] = dict(PLANS)[plan_id](request)
+        return cache[plan_id]
 
-def planned(plans: dict[str, Plan], plan_id: str) -> Plan:
-    if plan_id not in plans:
-        plans[plan_id] = dict(PLANS)[plan_id]()
-    return plans[plan_id]
+    return get
 
 
 def plan_problems(plan: Plan) -> list[str]:
@@ -71,17 +73,17 @@ def plan_problems(plan: Plan) -> list[str]:
 
 
 @pytest.mark.parametrize("plan_id", [plan_id for plan_id, _ in PLANS])
-def test_every_planned_resource_is_what_its_api_accepts(plans: dict[str, Plan], plan_id: str) -> None:
-    plan = planned(plans, plan_id)
+def test_every_planned_resource_is_what_its_api_accepts(plans: Plans, plan_id: str) -> None:
+    plan = plans(plan_id)
     problems = plan_problems(plan)
     assert not problems, f"{len(problems)} problem(s) in plan {plan_id}:\n" + "\n".join(problems[:40])
 
 
-def test_the_extra_plans_declare_every_optional_resource_type(plans: dict[str, Plan]) -> None:
+def test_the_extra_plans_declare_every_optional_resource_type(plans: Plans) -> None:
     """The parametrized check covers GPUs, uptime checks, SLOs and channels only if some plan declares them."""
-    types = {r.type for plan_id, _ in PLANS for r in planned(plans, plan_id).custom()}
+    types = {r.type for plan_id, _ in PLANS for r in plans(plan_id).custom()}
     assert set(TRANSLATORS) - types <= {"gcp:projects/iAMAuditConfig:IAMAuditConfig"}, set(TRANSLATORS) - types
-    gpu = [r for r in planned(plans, "dev-everything-on").custom("gcp:cloudrunv2/service:Service")
+    gpu = [r for r in plans("dev-everything-on").custom("gcp:cloudrunv2/service:Service")
            if r.inputs["template"].get("nodeSelector")]
     assert len(gpu) == 2
     assert gpu[0].inputs["template"]["containers"][0]["resources"]["limits"] == {
@@ -89,8 +91,8 @@ def test_the_extra_plans_declare_every_optional_resource_type(plans: dict[str, P
 
 
 # --- the check fails on what the APIs refuse ------------------------------------------------------------------
-def first(plans: dict[str, Plan], type_token: str, plan_id: str = "dev-everything-on") -> RecordedResource:
-    return copy.deepcopy(planned(plans, plan_id).custom(type_token)[0])
+def first(plans: Plans, type_token: str, plan_id: str = "dev-everything-on") -> RecordedResource:
+    return copy.deepcopy(plans(plan_id).custom(type_token)[0])
 
 
 def problems_after(resource: RecordedResource, mutate: Callable[[dict[str, Any]], None]) -> str:
@@ -140,9 +142,9 @@ def container(inputs: dict[str, Any]) -> dict[str, Any]:
     ("service name too long", lambda i: i.__setitem__("name", "a" * 50), "is not a Cloud Run service name"),
     ("label value with capitals", lambda i: i["labels"].update(stack="Stg.EU_1"), "is not a label value"),
 ])
-def test_cloud_run_mutations_fail(plans: dict[str, Plan], what: str, mutate: Callable[[dict[str, Any]], None],
+def test_cloud_run_mutations_fail(plans: Plans, what: str, mutate: Callable[[dict[str, Any]], None],
                                   expected: str) -> None:
-    gpu_service = next(r for r in planned(plans, "dev-everything-on").custom(RUN)
+    gpu_service = next(r for r in plans("dev-everything-on").custom(RUN)
                        if r.inputs["template"].get("nodeSelector"))
     assert expected in problems_after(copy.deepcopy(gpu_service), mutate), what
 
@@ -151,8 +153,8 @@ def condition(inputs: dict[str, Any]) -> dict[str, Any]:
     return inputs["conditions"][0]["conditionThreshold"]
 
 
-def alert(plans: dict[str, Plan], kind: str) -> RecordedResource:
-    return copy.deepcopy(next(r for r in planned(plans, "dev").custom(ALERT) if r.name.endswith(kind)))
+def alert(plans: Plans, kind: str) -> RecordedResource:
+    return copy.deepcopy(next(r for r in plans("dev").custom(ALERT) if r.name.endswith(kind)))
 
 
 @pytest.mark.parametrize(("kind", "mutate", "expected"), [
@@ -174,7 +176,7 @@ def alert(plans: dict[str, Plan], kind: str) -> RecordedResource:
      "metric run.googleapis.com/requests is not in"),
     ("max-instances", lambda i: i["userLabels"].update(service="demo.iowa"), "is not a label value"),
 ])
-def test_alert_policy_mutations_fail(plans: dict[str, Plan], kind: str, mutate: Callable[[dict[str, Any]], None],
+def test_alert_policy_mutations_fail(plans: Plans, kind: str, mutate: Callable[[dict[str, Any]], None],
                                      expected: str) -> None:
     assert expected in problems_after(alert(plans, kind), mutate)
 
@@ -187,7 +189,7 @@ def dashboard_chart(inputs: dict[str, Any], title: str, **aggregation: str) -> N
     inputs["dashboardJson"] = json.dumps(document)
 
 
-def test_dashboard_mutations_fail(plans: dict[str, Plan]) -> None:
+def test_dashboard_mutations_fail(plans: Plans) -> None:
     dashboard = first(plans, "gcp:monitoring/dashboard:Dashboard", "dev")
     assert "ALIGN_PERCENTILE_50 is not valid for a DELTA INT64 metric" in problems_after(
         copy.deepcopy(dashboard), lambda i: dashboard_chart(i, "Requests/s", perSeriesAligner="ALIGN_PERCENTILE_50"))
@@ -239,7 +241,7 @@ def test_dashboard_mutations_fail(plans: dict[str, Plan]) -> None:
     ("gcp:storage/bucket:Bucket", lambda i: i.update(publicAccessPrevention="on"), "'inherited' or 'enforced'"),
     ("gcp:storage/bucket:Bucket", lambda i: i.update(name="google-models"), "is not a bucket name"),
 ])
-def test_other_resource_mutations_fail(plans: dict[str, Plan], type_token: str,
+def test_other_resource_mutations_fail(plans: Plans, type_token: str,
                                        mutate: Callable[[dict[str, Any]], None], expected: str) -> None:
     assert expected in problems_after(first(plans, type_token), mutate)
 
@@ -251,9 +253,9 @@ def test_a_resource_type_without_a_translator_fails_naming_it() -> None:
         "add one to tests/api_messages.py (fields mapped as terraform-provider-google's expand functions do)"]
 
 
-def test_provider_names_become_the_apis(plans: dict[str, Plan]) -> None:
+def test_provider_names_become_the_apis(plans: Plans) -> None:
     """The renames the expand functions make land where the API reads them (not merely parse)."""
-    gpu_service = next(r for r in planned(plans, "dev-everything-on").custom(RUN)
+    gpu_service = next(r for r in plans("dev-everything-on").custom(RUN)
                        if r.inputs["template"].get("nodeSelector"))
     service = translate(gpu_service).message
     c = service.template.containers[0]
