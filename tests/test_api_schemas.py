@@ -276,3 +276,14 @@ def test_provider_names_become_the_apis(plans: Plans) -> None:
     assert version.payload.data.startswith(b"0000")  # the secret payload itself, not a redaction
     rule = translate(first(plans, "gcp:compute/globalForwardingRule:GlobalForwardingRule")).message
     assert rule.I_p_protocol == "TCP"  # ipProtocol -> IPProtocol
+
+
+def test_project_audit_configs_translate_for_when_the_plan_declares_them() -> None:
+    """Data Access audit logs (issue 13, section 5) are a project IAMAuditConfig: ready for the plan to add."""
+    audit = RecordedResource("gcp:projects/iAMAuditConfig:IAMAuditConfig", "models-data-access", {
+        "project": "my-gcp-project", "service": "storage.googleapis.com",
+        "auditLogConfigs": [{"logType": "DATA_READ"}, {"logType": "ADMIN_READ"}]}, True)
+    assert resource_problems(audit) == []
+    assert [c.log_type for c in translate(audit).message.audit_log_configs] == [3, 1]  # AuditLogConfig.LogType
+    audit.inputs["auditLogConfigs"][0]["logType"] = "DATA_READS"
+    assert "Invalid enum value DATA_READS" in "\n".join(resource_problems(audit))
