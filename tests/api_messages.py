@@ -291,7 +291,7 @@ _SECRET_VERSION = Translator(secretmanager_v1.AddSecretVersionRequest.pb(), {
     "secret": F("parent"),  # versions are added to the secret: AddSecretVersion(parent, payload)
     # SecretVersion.yaml: secret_data is sent as payload.data, base64 (bytes in JSON).
     "secretData": F("payload", convert=lambda data: {"data": base64.b64encode(data.encode()).decode()}),
-    "enabled": PROVIDER, "deletionPolicy": PROVIDER, "isSecretDataBase64": PROVIDER,
+    "deletionPolicy": PROVIDER,  # what the provider does on destroy (delete, disable or abandon the version)
 })
 
 # --- IAM -----------------------------------------------------------------------------------------------------
