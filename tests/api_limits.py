@@ -76,9 +76,10 @@ GIB = 1 << 30
 MAX_MEMORY = 32 * GIB
 MIN_MEMORY = {"EXECUTION_ENVIRONMENT_GEN1": 128 * MIB, "EXECUTION_ENVIRONMENT_GEN2": 512 * MIB,
               "EXECUTION_ENVIRONMENT_UNSPECIFIED": 128 * MIB}
-# "Memory limits": memory above a size needs at least this many vCPUs.
-MIN_CPU_FOR_MEMORY = [(24 * GIB, 8.0), (16 * GIB, 6.0), (8 * GIB, 4.0), (4 * GIB, 2.0), (2 * GIB, 1.0),
-                      (1 * GIB, 0.583), (512 * MIB, 0.333), (256 * MIB, 0.167), (0, 0.083)]
+# "Memory limits" and "CPU limits": memory above a size needs at least this many vCPUs (below 1 vCPU: 0.5
+# for more than 512 MiB, 1 for more than 1 GiB).
+MIN_CPU_FOR_MEMORY = [(24 * GIB, 8.0), (16 * GIB, 6.0), (8 * GIB, 4.0), (4 * GIB, 2.0), (1 * GIB, 1.0),
+                      (512 * MIB, 0.5), (0, MIN_FRACTIONAL_CPU)]
 # "CPU limits": 4 vCPU need at least 2 GiB, 6 and 8 vCPU at least 4 GiB.
 MIN_MEMORY_FOR_CPU = {4.0: 2 * GIB, 6.0: 4 * GIB, 8.0: 4 * GIB}
 MAX_CONCURRENCY = 1000
@@ -183,8 +184,10 @@ def _cloud_run(api: ApiMessage) -> Iterator[str]:
         yield from _cpu_memory(limits.get("cpu", "1"), limits.get("memory", "512Mi"), environment,
                                f"{where}.resources.limits")
         cpu = cpu_count(limits.get("cpu", "1")) or 0
-        if cpu < 1 and t.max_instance_request_concurrency > 1:
-            yield f"{where}: cpu below 1 allows only maxInstanceRequestConcurrency 1"
+        if cpu < 1 and t.max_instance_request_concurrency != 1:  # "CPU limits": below 1 vCPU
+            yield f"{where}: cpu below 1 needs maxInstanceRequestConcurrency 1"
+        if cpu < 1 and not c.resources.cpu_idle:
+            yield f"{where}: cpu below 1 needs request-based billing (cpuIdle true)"
         unknown = set(limits) - {"cpu", "memory", GPU_LIMIT}
         if unknown:
             yield f"{where}.resources.limits: only cpu, memory and {GPU_LIMIT} are supported, not {sorted(unknown)}"

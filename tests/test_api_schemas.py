@@ -293,3 +293,27 @@ def test_project_audit_configs_translate_for_when_the_plan_declares_them() -> No
     assert [c.log_type for c in translate(audit).message.audit_log_configs] == [3, 1]  # AuditLogConfig.LogType
     audit.inputs["auditLogConfigs"][0]["logType"] = "DATA_READS"
     assert "Invalid enum value DATA_READS" in "\n".join(resource_problems(audit))
+
+
+@pytest.mark.parametrize(("cpu", "memory", "concurrency", "expected"), [
+    ("0.5", "1Gi", 1.0, ""),
+    ("0.5", "2Gi", 1.0, "memory 2Gi needs at least 1 vCPU"),
+    ("0.25", "1Gi", 1.0, "memory 1Gi needs at least 0.5 vCPU"),
+    ("0.5", "1Gi", 4.0, "cpu below 1 needs maxInstanceRequestConcurrency 1"),
+    ("0.05", "512Mi", 1.0, "is not a Cloud Run CPU"),
+    ("2", "256Mi", 4.0, "under the 512Mi minimum of EXECUTION_ENVIRONMENT_GEN2"),
+    ("4", "1Gi", 4.0, "cpu 4 needs at least 2Gi"),
+    ("2", "9Gi", 4.0, "memory 9Gi needs at least 4 vCPU"),
+    ("8", "33Gi", 4.0, "over Cloud Run's 32Gi"),
+    ("1000m", "4Gi", 4.0, ""),
+])
+def test_cloud_run_cpu_memory_table(plans: Plans, cpu: str, memory: str, concurrency: float, expected: str) -> None:
+    """Cloud Run's documented cpu/memory pairs, fractional CPUs included, on a copy of a real dev service."""
+    service = first(plans, RUN, "dev")
+
+    def resize(inputs: dict[str, Any]) -> None:
+        container(inputs)["resources"]["limits"].update(cpu=cpu, memory=memory)
+        inputs["template"]["maxInstanceRequestConcurrency"] = concurrency
+
+    problems = problems_after(service, resize)
+    assert (expected in problems) if expected else problems == "", problems
