@@ -87,6 +87,8 @@ class ApiMessage:
 
 
 def _seconds(value: float) -> str:
+    if value != int(value):
+        raise Untranslatable(f"{value}: the provider takes whole numbers here")
     return f"{int(value)}s"
 
 
@@ -99,6 +101,8 @@ def _map_by_id(policies: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _apply(value: Any, spec: Spec, where: str, params: dict[str, Any] | None) -> Any:
+    """`value` (an object, or a list of them) with its fields renamed and converted by `spec`; top-level
+    request parameters go to `params`. Untranslatable on any field the spec does not list."""
     if isinstance(value, list):
         return [_apply(item, spec, f"{where}[{i}]", None) for i, item in enumerate(value)]
     if not isinstance(value, dict):
