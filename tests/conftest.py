@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from fleet.program import PROJECT_DIR, Plan, evaluate
+from tests.stacks import AWKWARD_STACKS, plan_stack
 
 CATALOG = PROJECT_DIR / "regions.yaml"
 
@@ -28,6 +29,12 @@ def prod_plan() -> Plan:
 @pytest.fixture(scope="session")
 def dev_plan() -> Plan:
     return evaluate("dev")
+
+
+@pytest.fixture(scope="session")
+def awkward_plans() -> dict[str, Plan]:
+    """The real program planned for stack names the APIs' naming rules make awkward (tests/stacks.py)."""
+    return {stack: plan_stack(stack) for stack in AWKWARD_STACKS}
 
 
 @pytest.fixture

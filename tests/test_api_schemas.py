@@ -16,6 +16,7 @@ from fleet.mocks import RecordedResource
 from fleet.program import Plan, evaluate
 from tests.api_limits import resource_problems
 from tests.api_messages import NOT_GOOGLE_APIS, TRANSLATORS, translate
+from tests.stacks import AWKWARD_STACKS
 
 CHANNELS = [{"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@example.com"}},
             {"type": "slack", "display_name": "Alerts", "labels": {"channel_name": "#alerts"}}]
@@ -43,14 +44,16 @@ SMALLEST = {
 }
 
 PlanFactory = Callable[[pytest.FixtureRequest], Plan]
-# The plans checked, one line each (add e.g. the awkward stack names of tests/stacks.py here). The stock
-# stacks reuse the session's plans (conftest.py), so the suite plans them once.
+# The plans checked, one line each. The stock stacks and the awkward stack names (tests/stacks.py) reuse the
+# session's plans (conftest.py), so the suite plans them once.
 PLANS: list[tuple[str, PlanFactory]] = [
     ("dev", lambda request: request.getfixturevalue("dev_plan")),
     ("prod", lambda request: request.getfixturevalue("prod_plan")),
     ("dev-everything-on", lambda _: evaluate("dev", config_overrides=EVERYTHING_ON)),
     ("dev-largest", lambda _: evaluate("dev", config_overrides=LARGEST)),
     ("dev-smallest", lambda _: evaluate("dev", config_overrides=SMALLEST)),
+    *[(f"awkward-stack:{stack}", lambda request, stack=stack: request.getfixturevalue("awkward_plans")[stack])
+      for stack in AWKWARD_STACKS],
 ]
 Plans = Callable[[str], Plan]
 

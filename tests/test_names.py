@@ -115,11 +115,6 @@ def physical_names(plan: Plan) -> set[tuple[str, str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def awkward_plans() -> dict[str, Plan]:
-    return {stack: plan_stack(stack) for stack in AWKWARD_STACKS}
-
-
 def test_the_full_config_plans_every_named_resource_type(awkward_plans):
     for stack, plan in awkward_plans.items():
         assert set(NAME_RULES) <= {r.type for r in plan.custom()}, stack
