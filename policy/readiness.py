@@ -76,7 +76,7 @@ def _tenants_file(text: str) -> dict[str, list[str]] | None:
             for owner, spec in tenants.items()}
 
 
-def _names(resources: Sequence[Any], most: int = 3) -> str:
+def _names(resources: Sequence[Any], most: int = 8) -> str:
     names = list(dict.fromkeys(r.name for r in resources))
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return ", ".join(names[:most]) + more
