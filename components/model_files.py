@@ -99,7 +99,8 @@ def describe_model(name: str, file: str, metadata: dict[str, str]) -> ModelFile:
     end2end = metadata.get("end2end")
     return ModelFile(
         name=name, file=file, task=metadata.get("task", DEFAULT_TASK),
-        imgsz=(int(imgsz[0]), int(imgsz[1])) if isinstance(imgsz, list | tuple) and len(imgsz) == 2 else None,
+        imgsz=(imgsz[0], imgsz[1]) if isinstance(imgsz, list | tuple) and len(imgsz) == 2
+        and all(isinstance(v, int) for v in imgsz) else None,
         classes=len(names) if isinstance(names, dict | list) else None,
         end2end=end2end.lower() == "true" if end2end is not None else None,
     )

@@ -30,6 +30,7 @@ HEX_DIGEST = re.compile(r"(?<![0-9a-fA-F])[0-9a-f]{64}(?![0-9a-fA-F])")
 RESERVED_DOMAIN = re.compile(r"(?<![a-z0-9.-])((?:[a-z0-9-]+\.)*(example\.(?:com|net|org)"
                              r"|[a-z0-9-]+\.(?:test|example|invalid|localhost)))(?![a-z0-9-]|\.[a-z0-9])",
                              re.IGNORECASE)
+SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 MAKE_KEY = ("KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'); "
             "printf %s \"$KEY\" | sha256sum | cut -d' ' -f1")
 CHANNEL_FIX = ("`pulumi config set --path 'yolo-fleet:notification_channels[0].type' email`, "
@@ -72,8 +73,11 @@ def _tenants_file(text: str) -> dict[str, list[str]] | None:
         return None
     if not isinstance(tenants, dict):
         return None
-    return {str(owner): [str(d) for d in (spec or {}).get("key_sha256") or []] if isinstance(spec, dict) else []
-            for owner, spec in tenants.items()}
+    owners = {}
+    for owner, spec in tenants.items():
+        keys = spec.get("key_sha256") if isinstance(spec, dict) else None
+        owners[str(owner)] = [str(d) for d in keys] if isinstance(keys, list) else []
+    return owners
 
 
 def _names(resources: Sequence[Any], most: int = 8) -> str:
@@ -123,10 +127,15 @@ def check_placeholders(resources: list[Any], facts: StackFacts, options: Options
                "(`pulumi config set yolo-fleet:shared_domain inference.<your-domain>`), and any address under it",
                found[0].urn)
     for digest, found in digests.items():
-        yield (f"key digest {_short(digest)} ({placeholder_digest(digest)}) in {_names(found)}: no key hashes to "
-               f"it, so nobody can call with it; make a key and use its digest: `{MAKE_KEY}`, then `pulumi config "
-               f"set --path 'yolo-fleet:api_key_sha256[0]' <digest>` ({stack_file}; keep the key in your secret "
-               "store, only its digest goes in the stack)", found[0].urn)
+        what = f"digest {_short(digest)} ({placeholder_digest(digest)}) in {_names(found)}"
+        if all(r.resource_type == SECRET_VERSION for r in found):  # an API key digest, in its secret
+            yield (f"key {what}: no key hashes to it, so nobody can call with it; make a key and use its digest: "
+                   f"`{MAKE_KEY}`, then `pulumi config set --path 'yolo-fleet:api_key_sha256[0]' <digest>` "
+                   f"({stack_file}; keep the key in your secret store, only its digest goes in the stack)",
+                   found[0].urn)
+        else:
+            yield (f"{what}: a placeholder that no real image or key has; set the real one in {stack_file} "
+                   "(yolo-fleet:image takes an image by the digest its registry reports)", found[0].urn)
     for owner, (r, bad) in sorted(tenants.items()):
         why = [f"one of the example tenants (exampleTenants in policy/PulumiPolicy.yaml: remove '{owner}' there "
                "if it really is a tenant)"] if owner in examples else []

@@ -21,11 +21,10 @@ from fleet.program import ALERT_POLICY, PROJECT_DIR, SECRET_SIG, SECRET_SIG_KEY,
 from policy.config import PolicySetting, load_pack_config
 from policy.facts import load_facts
 from policy.policies import POLICIES
-from policy.readiness import EMPTY_SHA256, placeholder_digest
+from policy.readiness import EMPTY_SHA256, SECRET_VERSION, placeholder_digest
 from tests.conftest import deployable
 
 SETTINGS = load_pack_config()
-SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 
 
 def only(prefix: str, settings: dict[str, PolicySetting] | None = None) -> dict[str, PolicySetting]:
@@ -145,7 +144,8 @@ def test_example_tenants_and_tenants_with_placeholder_digests_are_named():
 def test_a_prebuilt_image_with_a_placeholder_digest_is_refused():
     plan = ready("dev", **{"yolo-fleet:image": "us-docker.pkg.dev/p/r/server@sha256:" + "0" * 64})
     [violation] = judged(plan, "no-placeholders")
-    assert "key digest 00000000...0000 (one repeated character)" in violation.message
+    assert violation.message.startswith("digest 00000000...0000 (one repeated character) in ")
+    assert "yolo-fleet:image" in violation.message and "api_key_sha256" not in violation.message
     assert all(r.name in violation.message for r in plan.custom("gcp:cloudrunv2/service:Service"))  # all deploy it
 
 
