@@ -17,6 +17,7 @@ from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
 from components.image import ServerImage, ServerImageArgs
 from components.layout import plan_fleet
+from components.model_files import check_model_files
 from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
 from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
 from components.service import ServiceInputs, declare_account
@@ -30,10 +31,7 @@ try:
     catalog = load_catalog(HERE / config.catalog)
     layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
     routes = plan_routes(config, layout.shared, f"Pulumi.{pulumi.get_stack()}.yaml")
-    missing = sorted({m.file for m in config.models if not (HERE / m.file).is_file()})
-    if missing:
-        raise FleetError(f"Pulumi.{pulumi.get_stack()}.yaml: models: {', '.join(missing)} not found in the "
-                         "repository; the image bakes each model file in")
+    model_files = check_model_files(config.models, HERE, f"Pulumi.{pulumi.get_stack()}.yaml")
 except FleetError as error:
     raise pulumi.RunError(str(error)) from None  # a message, not a traceback
 
@@ -91,3 +89,5 @@ if routing:
     pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
     pulumi.export("shared_buckets", shared.buckets)
 pulumi.export("image_digest", image.digest)
+pulumi.export("models", {m.name: {"file": m.file, "task": m.task, "imgsz": list(m.imgsz) if m.imgsz else None,
+                                  "classes": m.classes, "end2end": m.end2end} for m in model_files})

@@ -71,10 +71,11 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 class FleetMocks(pulumi.runtime.Mocks):
-    """Records every resource the program declares, in order."""
+    """Records every resource the program declares, in order, and every data source it calls."""
 
     def __init__(self) -> None:
         self.resources: list[RecordedResource] = []
+        self.invokes: list[str] = []  # data-source calls' tokens: they use Google APIs too
         self.parents: dict[tuple[str, str], str | None] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -83,6 +84,7 @@ class FleetMocks(pulumi.runtime.Mocks):
         return resource_id(args.name), {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        self.invokes.append(args.token)
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": "offline-placeholder-token", "project": "my-gcp-project", "id": "offline"}, []
         if args.token == "gcp:organizations/getProject:getProject":

@@ -7,7 +7,7 @@ import contextvars
 import json
 import runpy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Plan:
     stack: str
     resources: list[RecordedResource]
     outputs: dict[str, Any]
+    invokes: list[str] = field(default_factory=list)  # data sources called (gcp:organizations/getProject:...)
 
     def custom(self, type_token: str | None = None) -> list[RecordedResource]:
         return [r for r in self.resources if r.custom and (type_token is None or r.type == type_token)]
@@ -93,7 +94,7 @@ def _evaluate(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
             sys.path.remove(str(project_dir))
         outputs = {k: loop.run_until_complete(_resolve(v)) for k, v in root.outputs.items()}  # type: ignore[union-attr]
         resources = sorted(monitor.mocks.resources, key=lambda r: (r.type, r.name))  # registration order varies
-        return Plan(stack, resources, outputs)
+        return Plan(stack, resources, outputs, sorted(set(monitor.mocks.invokes)))
     finally:
         loop.close()
         asyncio.set_event_loop(None)

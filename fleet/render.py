@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from components.catalog import GEOGRAPHIES, Catalog
+from fleet.apis import required_apis, unknown_warning
 from fleet.mocks import RecordedResource, resource_id
 from fleet.program import ALERT_POLICY, CLOUD_RUN, Plan
 
@@ -98,6 +99,25 @@ def render_routing(plan: Plan) -> list[str]:
             table(["REGION", "BUCKET", "MOUNTED"], buckets), ""]
 
 
+def render_models(plan: Plan) -> list[str]:
+    """Each model file as its ONNX metadata describes it (the program exports what it read)."""
+    models = plan.outputs.get("models", {})
+    if not models:
+        return []
+    rows = [[name, m["file"], m["task"], {True: "end-to-end", False: "raw (NMS in the server)"}.get(m["end2end"], "-"),
+             "x".join(map(str, m["imgsz"])) if m["imgsz"] else "-", "-" if m["classes"] is None else m["classes"]]
+            for name, m in models.items()]
+    return [f"Models ({len(rows)}, from their ONNX metadata)",
+            table(["NAME", "FILE", "TASK", "EXPORT", "IMGSZ", "CLASSES"], rows), ""]
+
+
+def render_apis(plan: Plan) -> list[str]:
+    apis, unknown = required_apis(plan)
+    lines = [f"Google APIs the stack uses ({len(apis)}; enable them once per project: "
+             f"`fleet apis --stack {plan.stack}` prints the gcloud line)", *(f"  {api}" for api in apis)]
+    return [*lines, *([f"  warning: {unknown_warning(unknown)}"] if unknown else []), ""]
+
+
 def render_plan(plan: Plan, catalog: Catalog) -> str:
     services = sorted(plan.custom(CLOUD_RUN), key=lambda s: (s.inputs["template"]["labels"]["role"], s.name))
     custom = plan.custom()
@@ -110,6 +130,7 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
                    "MONITORING", "URL (after deploy)"],
                   service_rows(services, plan.outputs, monitoring_summary(plan))), ""]
 
+    out += render_models(plan)
     by_type = Counter(r.type for r in custom)
     out += render_routing(plan)
     out += ["Resources by type", table(["TYPE", "COUNT"], sorted(by_type.items())), ""]
@@ -120,6 +141,7 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
     region_rows = [[rid, geography.get(rid, "-"), c[CLOUD_RUN], sum(c.values())]
                    for rid, c in sorted(per_region.items(), key=lambda kv: (kv[0] == "global", kv[0]))]
     out += ["Resources by region", table(["REGION", "GEOGRAPHY", "SERVICES", "RESOURCES"], region_rows), ""]
+    out += render_apis(plan)
 
     dedicated = [s for s in services if s.inputs["template"]["labels"]["role"] == "dedicated"]
     warm = sum(int(s.inputs["template"]["scaling"]["minInstanceCount"]) for s in services)

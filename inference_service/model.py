@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import functools
 import os
 import time
@@ -15,8 +14,7 @@ import onnxruntime as ort
 
 from inference_service import core
 from inference_service.lanes import InferenceGate
-
-SUPPORTED_TASKS = ("detect", "pose")
+from inference_service.metadata import DEFAULT_TASK, SUPPORTED_TASKS, literal
 
 
 def cpu_count() -> int:
@@ -53,16 +51,6 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     return opts
 
 
-def _literal(value: str | None, default):
-    """Ultralytics writes metadata values as Python literals (``"{0: 'person'}"``, ``"[640, 640]"``)."""
-    if value is None:
-        return default
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return value
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """What the server needs from the ONNX metadata and graph signature."""
@@ -94,19 +82,19 @@ class Model:
         self.input_name = inp.name
         self.output_names = [o.name for o in self.session.get_outputs()]
         out_shape = self.session.get_outputs()[0].shape
-        names = _literal(meta.get("names"), {})
+        names = literal(meta.get("names"), {})
         if not isinstance(names, dict):  # a list, or missing: number the classes
             names = dict(enumerate(names if isinstance(names, list) else []))
-        imgsz = _literal(meta.get("imgsz"), None) or [d if isinstance(d, int) else 640 for d in inp.shape[2:4]]
+        imgsz = literal(meta.get("imgsz"), None) or [d if isinstance(d, int) else 640 for d in inp.shape[2:4]]
         if isinstance(imgsz, int):
             imgsz = [imgsz, imgsz]
         end2end = str(meta.get("end2end", "")).lower() == "true" or (len(out_shape) == 3 and out_shape[-1] == 6)
-        kpt_shape = _literal(meta.get("kpt_shape"), None)
+        kpt_shape = literal(meta.get("kpt_shape"), None)
         self.info = ModelInfo(
             name=name or path.stem,
-            task=str(meta.get("task", "detect")),
+            task=str(meta.get("task", DEFAULT_TASK)),
             names={int(k): str(v) for k, v in names.items()},
-            stride=int(_literal(meta.get("stride"), 32)),
+            stride=int(literal(meta.get("stride"), 32)),
             imgsz=(int(imgsz[0]), int(imgsz[1])),
             end2end=end2end,
             dynamic=not all(isinstance(d, int) for d in inp.shape[2:4]),

@@ -30,6 +30,7 @@ from fleet.pricing import price_services, service_shape
 from fleet.program import ALERT_POLICY, CLOUD_RUN
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 from policy.facts import StackFacts, facts_for
+from policy.readiness import check_alert_notifications_except, check_alert_notifications_in, check_placeholders
 from policy.security import (
     PUBLIC_MEMBERS,
     check_access_settings,
@@ -352,4 +353,16 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_policy("artifact-registry-access",
                   "Artifact Registry repositories: no public access, read-only for identities that pull",
                   check_repository_access, MANDATORY),
+    _stack_policy("no-placeholders",
+                  "Nothing from the examples is deployed: placeholder project, key digests, example.com domains, "
+                  "example tenants", check_placeholders, MANDATORY,
+                  PolicyConfigSchema({"exampleTenants": {"type": "array", "items": {"type": "string"},
+                                                         "default": ["acme", "globex", "initech"]}})),
+    _stack_policy("alert-notifications-in-prod", "Alert policies notify someone in production stacks",
+                  check_alert_notifications_in, MANDATORY,
+                  PolicyConfigSchema({"stacks": {"type": "array", "items": {"type": "string"}, "default": ["prod"]}})),
+    _stack_policy("alert-notifications", "Alert policies notify someone (other stacks: a warning)",
+                  check_alert_notifications_except, ADVISORY,
+                  PolicyConfigSchema({"exceptStacks": {"type": "array", "items": {"type": "string"},
+                                                       "default": ["prod"]}})),
 ]

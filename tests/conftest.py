@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,19 @@ def write_catalog(tmp_path: Path, catalog_data: dict[str, Any]) -> Callable[...,
 
 def region_entry(data: dict[str, Any], region_id: str) -> dict[str, Any]:
     return next(r for r in data["regions"] if r["id"] == region_id)
+
+
+def deployable(stack: str) -> dict[str, str]:
+    """Config overrides a user would set before a first deploy, replacing the stock stack's placeholders (project,
+    key digests, example.com domain, example tenants) and giving alerts a channel: what `fleet policy` passes."""
+    digest = hashlib.sha256(f"{stack} test key".encode()).hexdigest()
+    return {
+        "gcp:project": f"northwind-vision-{stack}",
+        "yolo-fleet:api_key_sha256": json.dumps([digest]),
+        "yolo-fleet:shared_domain": f"inference-{stack}.northwind-vision.io",
+        "yolo-fleet:tenants": json.dumps({
+            "northwind": {"data_region": "us-central1", "key_sha256": [hashlib.sha256(b"northwind").hexdigest()]},
+            "tailspin": {"data_region": "europe-west1", "key_sha256": [hashlib.sha256(b"tailspin").hexdigest()]}}),
+        "yolo-fleet:notification_channels": json.dumps([
+            {"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@northwind-vision.io"}}]),
+    }

@@ -68,3 +68,21 @@ def test_the_pack_judges_a_real_service_over_grpc(analyzer, prod_plan):
     unknown = copy.deepcopy(iowa.inputs)
     unknown["template"]["containers"][0]["image"] = UNKNOWN_STRING_VALUE  # preview, before the image is built
     assert analyze(analyzer, "demo-iowa", unknown) == []
+
+
+def test_the_pack_refuses_the_stock_placeholders_and_silent_alerts_over_grpc(analyzer, prod_plan):
+    """The stack policies as the engine runs them: every resource, secrets as the engine sends them (the pack
+    unwraps them), the stack's facts read from the project's own files."""
+    resources = []
+    for r in prod_plan.custom():
+        properties = struct_pb2.Struct()
+        properties.update(r.inputs)
+        resources.append(analyzer_pb2.AnalyzerResource(
+            type=r.type, properties=properties, name=r.name, urn=f"urn:pulumi:prod::yolo-fleet::{r.type}::{r.name}"))
+    diagnostics = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=resources)).diagnostics
+    found = {(d.policyName, d.enforcementLevel) for d in diagnostics}
+    assert found == {("no-placeholders", analyzer_pb2.MANDATORY),
+                     ("alert-notifications-in-prod", analyzer_pb2.MANDATORY)}
+    messages = "\n".join(d.message for d in diagnostics)
+    assert "key digest 00000000...0000 (one repeated character) in api-keys" in messages  # inside a Pulumi secret
+    assert "tenant 'acme' in shared-tenants" in messages

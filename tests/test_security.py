@@ -8,6 +8,7 @@ way a careless change to the components would, and judged with `fleet policy`'s 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import replace
 from typing import Any
@@ -24,6 +25,7 @@ from fleet.program import SECRET_SIG, SECRET_SIG_KEY, Plan, evaluate, stack_conf
 from policy.config import PolicySetting, load_pack_config
 from policy.facts import load_facts
 from policy.security import looks_like_key
+from tests.conftest import deployable
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 ACCOUNT = "gcp:serviceaccount/account:Account"
@@ -207,7 +209,8 @@ def test_a_broad_project_role_for_a_fleet_account_is_refused(prod_plan):
     assert "shared-iowa-prod@" in found["all-secrets"] and "roles/storage.objectAdmin" in found["policy"]
 
 
-def test_the_allowed_project_roles_come_from_the_pack_config(tmp_path, capsys):
+def test_the_allowed_project_roles_come_from_the_pack_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("fleet.policy.evaluate", functools.partial(evaluate, config_overrides=deployable("dev")))
     levels = tmp_path / "PulumiPolicy.yaml"
     levels.write_text("config:\n  service-account-project-roles:\n    allowedProjectRoles: [roles/logging.logWriter]\n")
     assert main(["policy", "--stack", "dev", "--policy-config", str(levels), "--json"]) == 1
