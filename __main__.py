@@ -43,6 +43,7 @@ image = ServerImage("server-image", ServerImageArgs(
     locations=sorted({catalog.registries[s.region.geography] for s in layout.services}),
     context=str(HERE),
     dockerfile=str(HERE / "inference_service" / "Dockerfile"),
+    stack=stack,
     prebuilt=config.image,
     labels=labels,
 ))
