@@ -72,7 +72,7 @@ if routes:  # the shared API: a service and bucket per shared region, behind one
         config.project, stack, routes,
         {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
 
-dashboard = FleetDashboard("dashboard", config.project, stack)
+dashboard = FleetDashboard("dashboard", config.project, stack, layout.services)
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
