@@ -187,8 +187,9 @@ def notification_channels(specs: list[NotificationChannelSpec], project: str,
 
 
 # The longest filter the Monitoring API documents: an alert condition's filter "may not exceed 2048 Unicode
-# characters" (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.alertPolicies#MetricThreshold).
-# Dashboard filters document no limit of their own; the charts keep within this one.
+# characters" (MetricThreshold.filter, https://cloud.google.com/python/docs/reference/monitoring/latest/
+# google.cloud.monitoring_v3.types.AlertPolicy.Condition.MetricThreshold). Dashboard filters document no limit
+# of their own; the charts keep within this one.
 FILTER_MAX_CHARS = 2048
 STARTUPS_PROMQL = "run_googleapis_com:container_startup_latencies_count"
 
@@ -198,6 +199,12 @@ def run_service_name(plan: ServicePlan) -> str:
     return plan.name
 
 
+def _alternation(values: Sequence[str]) -> str:
+    """A regular expression matching exactly these Cloud Run service names or region ids, which are [a-z0-9-]
+    and so need no escaping in RE2."""
+    return "|".join(values)
+
+
 @dataclass(frozen=True)
 class ChartScope:
     """Some of the stack's services, with every service of their regions: one data set per scope in a chart."""
@@ -205,15 +212,11 @@ class ChartScope:
     locations: tuple[str, ...]
     services: tuple[str, ...]
 
-    def regex(self, values: tuple[str, ...]) -> str:
-        # Cloud Run service names and region ids are [a-z0-9-]: nothing to escape in RE2.
-        return "|".join(values)
-
     def filter(self, metric: str, extra: str = "") -> str:
         """A filter on the built-in labels every Cloud Run metric carries (not metadata.user_labels)."""
         base = ('resource.type = "cloud_run_revision" AND resource.labels.location = '
-                f'monitoring.regex.full_match("{self.regex(self.locations)}") AND resource.labels.service_name = '
-                f'monitoring.regex.full_match("{self.regex(self.services)}") AND metric.type = "{metric}"')
+                f'monitoring.regex.full_match("{_alternation(self.locations)}") AND resource.labels.service_name = '
+                f'monitoring.regex.full_match("{_alternation(self.services)}") AND metric.type = "{metric}"')
         return f"{base} AND {extra}" if extra else base
 
     def startups_promql(self) -> str:
@@ -223,7 +226,7 @@ class ChartScope:
         number of values (https://cloud.google.com/monitoring/promql/promql-mapping): here, startups.
         """
         selector = (f'{STARTUPS_PROMQL}{{monitored_resource="cloud_run_revision",'
-                    f'location=~"{self.regex(self.locations)}",service_name=~"{self.regex(self.services)}"}}')
+                    f'location=~"{_alternation(self.locations)}",service_name=~"{_alternation(self.services)}"}}')
         return f"sum by (location) (increase({selector}[1m]))"
 
 
@@ -244,7 +247,7 @@ def chart_scopes(services: Sequence[ServicePlan], limit: int = FILTER_MAX_CHARS)
     names: list[str] = []
 
     def size(locs: list[str], svcs: list[str]) -> int:
-        return len("|".join(locs)) + len("|".join(svcs))
+        return len(_alternation(locs)) + len(_alternation(svcs))
 
     def close() -> None:
         if names:
@@ -256,7 +259,7 @@ def chart_scopes(services: Sequence[ServicePlan], limit: int = FILTER_MAX_CHARS)
         if size([*locations, region], [*names, *region_names]) > budget:
             close()
         for name in sorted(region_names):
-            if size([region], [*names, name]) > budget:
+            if names and size(sorted({*locations, region}), [*names, name]) > budget:
                 close()
             if region not in locations:
                 locations.append(region)

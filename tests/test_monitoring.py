@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 
 from components.errors import FleetError
-from components.monitoring import FILTER_MAX_CHARS, REQUESTS, STARTUPS
+from components.monitoring import FILTER_MAX_CHARS, REQUESTS, STARTUPS, ChartScope, chart_scopes
 from fleet.cli import main
 from fleet.program import Plan, evaluate
+from policy.facts import load_facts
 from tests.conftest import region_entry
 from tests.fakes.queries import Dist, Series, chart, time_series_filter
 
@@ -206,3 +207,20 @@ def test_plan_shows_what_watches_each_service(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^demo-iowa\s.*\s3 alerts, uptime, 2 SLOs\s", out, re.M)
     assert re.search(r"^demo-tokyo\s.*\s3 alerts, 2 SLOs\s", out, re.M)
+
+
+@pytest.mark.parametrize("room", [40, 60, 200])
+def test_chart_scopes_keep_every_filter_within_the_limit_and_draw_each_service_once(room):
+    services = load_facts("prod").layout.services
+    limit = len(ChartScope((), ()).filter(STARTUPS, 'metric.labels.response_code_class = "5xx"')) + room
+    scopes = chart_scopes(services, limit)
+    drawn = [name for scope in scopes for name in scope.services]
+    assert sorted(drawn) == sorted(s.name for s in services)
+    for scope in scopes:
+        assert len(scope.filter(STARTUPS, 'metric.labels.response_code_class = "5xx"')) <= limit
+        assert len(scope.startups_promql()) <= limit
+    regions = [region for scope in scopes for region in scope.locations]
+    split = {r for r in regions if regions.count(r) > 1}
+    # a region is split only when it cannot fit alone: europe-west1 with 'demo-st-ghislain|shared-st-ghislain'
+    # needs 47 characters of room, asia-east1 with the Changhua County pair 53, us-central1 32
+    assert split == {"europe-west1", "asia-east1"} if room == 40 else not split
