@@ -39,7 +39,7 @@ def stack_tag(stack: str) -> str:
 
 
 def cleanup_policies() -> list[gcp.artifactregistry.RepositoryCleanupPolicyArgs]:
-    """Delete versions older than DELETE_AFTER, except the newest KEEP_NEWEST and each stack's current image.
+    """Delete versions older than DELETE_AFTER_DAYS, except the newest KEEP_NEWEST and each stack's current image.
 
     A keep policy only exempts versions from a delete policy, so a keep policy alone deletes nothing; a
     version matching both a delete and a keep policy is kept
