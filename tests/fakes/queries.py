@@ -11,8 +11,9 @@ Documented semantics followed:
 - REDUCE_SUM: the sum across series (distributions merge: counts add). REDUCE_COUNT: "the number of data
   points across time series for each alignment period", i.e. one per series with a value.
 - PromQL: a distribution metric reads as a histogram whose `_count` is its number of values; metric names
-  map `/` (first) to `:` and other special characters to `_`; `increase(v[w])` of a delta series is the sum
-  of its points ending within the window.
+  map `/` (first) to `:` and other special characters to `_` (cloud.google.com/monitoring/promql/promql-mapping).
+  Assumed, not documented there: `increase(v[w])` of a DELTA series is the sum of its points ending within
+  the window (a window as long as the points' interval, as here, has no extrapolation to do).
 """
 
 from __future__ import annotations
