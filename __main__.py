@@ -44,6 +44,7 @@ image = ServerImage("server-image", ServerImageArgs(
     repository_id=names.repository_id(stack),
     context=str(HERE),
     dockerfile=str(HERE / "inference_service" / "Dockerfile"),
+    stack=stack,
     prebuilt=config.image,
     labels=labels,
 ))
@@ -79,7 +80,7 @@ if routes:  # the shared API: a service and bucket per shared region, behind one
         config.project, stack, routes,
         {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
 
-dashboard = FleetDashboard("dashboard", config.project, stack)
+dashboard = FleetDashboard("dashboard", config.project, stack, layout.services)
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model,
                                          "service": plan.service_name}

@@ -14,8 +14,14 @@ import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
+from components import names
+
 IMAGE_NAME = "inference-server"
 REPOSITORY_READER = "roles/artifactregistry.reader"
+# Cleanup (see cleanup_policies): what a repository keeps of the images pushed over time.
+DELETE_AFTER_DAYS = 30
+KEEP_NEWEST = 10
+STACK_TAG_PREFIX = "stack-"
 
 
 def cloud_run_agent(project_number: str) -> str:
@@ -27,6 +33,33 @@ def registry_host(location: str) -> str:
     return f"{location}-docker.pkg.dev"
 
 
+def stack_tag(stack: str) -> str:
+    """The tag each push also gets: it moves to the stack's newest image, the digest its services run."""
+    return STACK_TAG_PREFIX + names.stack_token(stack)
+
+
+def cleanup_policies() -> list[gcp.artifactregistry.RepositoryCleanupPolicyArgs]:
+    """Delete versions older than DELETE_AFTER_DAYS, except the newest KEEP_NEWEST and each stack's current image.
+
+    A keep policy only exempts versions from a delete policy, so a keep policy alone deletes nothing; a
+    version matching both a delete and a keep policy is kept
+    (https://cloud.google.com/artifact-registry/docs/repositories/cleanup-policy-overview). The digest a
+    stack's services run is the one its last `pulumi up` pushed, which carries the stack's tag
+    (`stack_tag`): a stack that has not deployed for months keeps its image. Changes apply within a day.
+    """
+    policy, condition = gcp.artifactregistry.RepositoryCleanupPolicyArgs, \
+        gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs
+    return [
+        policy(id="delete-old", action="DELETE",
+               condition=condition(tag_state="ANY", older_than=f"{DELETE_AFTER_DAYS * 86400}s")),
+        policy(id="keep-newest", action="KEEP",
+               most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                   keep_count=KEEP_NEWEST)),
+        policy(id="keep-deployed", action="KEEP",
+               condition=condition(tag_state="TAGGED", tag_prefixes=[STACK_TAG_PREFIX])),
+    ]
+
+
 @dataclass(frozen=True)
 class ServerImageArgs:
     project: str
@@ -34,6 +67,7 @@ class ServerImageArgs:
     repository_id: str  # the stack's repository in each location (components/names.py: yolo-fleet-<stack>)
     context: str  # the repository root (the image copies models/ and inference_service/)
     dockerfile: str
+    stack: str  # each push is also tagged stack_tag(stack), which the cleanup policies keep
     prebuilt: str | None = None  # an image already pushed elsewhere, by digest: no build, no repositories
     labels: dict[str, str] | None = None
 
@@ -62,10 +96,8 @@ class ServerImage(pulumi.ComponentResource):
                 description="yolo-fleet inference server images",
                 labels=args.labels,
                 docker_config=gcp.artifactregistry.RepositoryDockerConfigArgs(immutable_tags=False),
-                cleanup_policies=[gcp.artifactregistry.RepositoryCleanupPolicyArgs(
-                    id="keep-recent", action="KEEP",
-                    most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
-                        keep_count=10))],
+                cleanup_policy_dry_run=False,
+                cleanup_policies=cleanup_policies(),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             for location in args.locations
@@ -85,7 +117,8 @@ class ServerImage(pulumi.ComponentResource):
             dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
             platforms=[docker_build.Platform.LINUX_AMD64],
             push=True,
-            tags=[f"{self._repository(loc)}:latest" for loc in args.locations],
+            tags=[f"{self._repository(loc)}:{tag}" for loc in args.locations
+                  for tag in ("latest", stack_tag(args.stack))],
             registries=[docker_build.RegistryArgs(address=registry_host(loc), username="oauth2accesstoken",
                                                   password=pulumi.Output.secret(token))
                         for loc in args.locations],

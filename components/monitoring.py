@@ -10,6 +10,8 @@ endpoint awake and billed.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,31 +200,116 @@ def notification_channels(specs: list[NotificationChannelSpec], project: str,
         opts=pulumi.ResourceOptions(parent=parent)).name for i, spec in enumerate(specs)]
 
 
-def _chart(title: str, metric: str, aligner: str, reducer: str, stack_filter: str, extra: str = "",
-           unit: str = "") -> dict[str, Any]:
-    filter_ = f'{stack_filter} AND metric.type = "{metric}"' + (f" AND {extra}" if extra else "")
-    return {"title": title, "xyChart": {
-        "dataSets": [{"plotType": "LINE", "targetAxis": "Y1", "timeSeriesQuery": {"timeSeriesFilter": {
-            "filter": filter_,
-            "aggregation": {"alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer,
-                            "groupByFields": ["resource.label.location"]}}}}],
-        "yAxis": {"label": unit, "scale": "LINEAR"}}}
+# The longest filter the Monitoring API documents: an alert condition's filter "may not exceed 2048 Unicode
+# characters" (MetricThreshold.filter, https://cloud.google.com/python/docs/reference/monitoring/latest/
+# google.cloud.monitoring_v3.types.AlertPolicy.Condition.MetricThreshold). Dashboard filters document no limit
+# of their own; the charts keep within this one.
+FILTER_MAX_CHARS = 2048
+STARTUPS_PROMQL = "run_googleapis_com:container_startup_latencies_count"
 
 
-def dashboard_document(stack: str) -> dict[str, Any]:
-    """The stack's dashboard: traffic, errors, latency, instances and cold starts, one line per region."""
-    stack_filter = ('resource.type = "cloud_run_revision" AND metadata.user_labels."managed-by" = "yolo-fleet" '
-                    f'AND metadata.user_labels."stack" = "{stack.lower()}"')
+def _alternation(values: Sequence[str]) -> str:
+    """A regular expression matching exactly these Cloud Run service names or region ids, which are [a-z0-9-]
+    and so need no escaping in RE2."""
+    return "|".join(values)
+
+
+@dataclass(frozen=True)
+class ChartScope:
+    """Some of the stack's services, with every service of their regions: one data set per scope in a chart."""
+
+    locations: tuple[str, ...]
+    services: tuple[str, ...]
+
+    def filter(self, metric: str, extra: str = "") -> str:
+        """A filter on the built-in labels every Cloud Run metric carries (not metadata.user_labels)."""
+        base = ('resource.type = "cloud_run_revision" AND resource.labels.location = '
+                f'monitoring.regex.full_match("{_alternation(self.locations)}") AND resource.labels.service_name = '
+                f'monitoring.regex.full_match("{_alternation(self.services)}") AND metric.type = "{metric}"')
+        return f"{base} AND {extra}" if extra else base
+
+    def startups_promql(self) -> str:
+        """Container startups per minute by region, from the startup-latency distribution's `_count`.
+
+        A distribution-valued metric is queried in PromQL like a Prometheus histogram, whose `_count` is the
+        number of values (https://cloud.google.com/monitoring/promql/promql-mapping): here, startups.
+        """
+        selector = (f'{STARTUPS_PROMQL}{{monitored_resource="cloud_run_revision",'
+                    f'location=~"{_alternation(self.locations)}",service_name=~"{_alternation(self.services)}"}}')
+        return f"sum by (location) (increase({selector}[1m]))"
+
+
+# The longest filter the charts build beyond their scope's regular expressions.
+_LONGEST_EXTRA = len(ChartScope((), ()).filter(STARTUPS, 'metric.labels.response_code_class = "5xx"'))
+
+
+def chart_scopes(services: Sequence[ServicePlan], limit: int = FILTER_MAX_CHARS) -> list[ChartScope]:
+    """The stack's services in as few scopes as keep every filter within `limit`, whole regions per scope
+    (charts group by region, so a region in two data sets would be two lines); a region whose services alone
+    exceed the limit is split, its line then drawn once per part."""
+    by_region: dict[str, list[str]] = defaultdict(list)
+    for plan in services:
+        by_region[plan.region.id].append(plan.service_name)
+    budget = limit - _LONGEST_EXTRA
+    scopes: list[ChartScope] = []
+    locations: list[str] = []
+    names: list[str] = []
+
+    def size(locs: list[str], svcs: list[str]) -> int:
+        return len(_alternation(locs)) + len(_alternation(svcs))
+
+    def close() -> None:
+        if names:
+            scopes.append(ChartScope(tuple(locations), tuple(names)))
+        locations.clear()
+        names.clear()
+
+    for region, region_names in sorted(by_region.items()):
+        if size([*locations, region], [*names, *region_names]) > budget:
+            close()
+        for name in sorted(region_names):
+            if names and size(sorted({*locations, region}), [*names, name]) > budget:
+                close()
+            if region not in locations:
+                locations.append(region)
+            names.append(name)
+    close()
+    return scopes
+
+
+def _filter_chart(title: str, scopes: list[ChartScope], metric: str, aligner: str, reducer: str, extra: str = "",
+                  unit: str = "") -> dict[str, Any]:
+    data_sets = [{"plotType": "LINE", "targetAxis": "Y1", "timeSeriesQuery": {"timeSeriesFilter": {
+        "filter": scope.filter(metric, extra),
+        "aggregation": {"alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer,
+                        "groupByFields": ["resource.label.location"]}}}} for scope in scopes]
+    return {"title": title, "xyChart": {"dataSets": data_sets, "yAxis": {"label": unit, "scale": "LINEAR"}}}
+
+
+def _startups_chart(scopes: list[ChartScope]) -> dict[str, Any]:
+    """Startups, not series: REDUCE_COUNT counts "data points across time series", one per series and period,
+    and ALIGN_COUNT is valid only for numeric and Boolean values, not distributions
+    (https://cloud.google.com/python/docs/reference/monitoring/latest/google.cloud.monitoring_v3.types.Aggregation.Reducer);
+    the distribution's own count, through PromQL's `_count`, is the number of startups."""
+    data_sets = [{"plotType": "LINE", "targetAxis": "Y1", "timeSeriesQuery": {
+        "prometheusQuery": scope.startups_promql(), "unitOverride": "1"}} for scope in scopes]
+    return {"title": "Cold starts by region (container startups per minute)",
+            "xyChart": {"dataSets": data_sets, "yAxis": {"label": "startups", "scale": "LINEAR"}}}
+
+
+def dashboard_document(stack: str, services: Sequence[ServicePlan]) -> dict[str, Any]:
+    """The stack's dashboard: traffic, errors, latency, instances and cold starts of exactly the stack's
+    services, one line per region."""
+    scopes = chart_scopes(services)
     charts = [
-        _chart("Requests/s by region", REQUESTS, "ALIGN_RATE", "REDUCE_SUM", stack_filter, unit="req/s"),
-        _chart("5xx errors/s by region", REQUESTS, "ALIGN_RATE", "REDUCE_SUM", stack_filter,
-               'metric.labels.response_code_class = "5xx"', "err/s"),
-        _chart("p50 latency by region", LATENCIES, "ALIGN_DELTA", "REDUCE_PERCENTILE_50", stack_filter, unit="ms"),
-        _chart("p95 latency by region", LATENCIES, "ALIGN_DELTA", "REDUCE_PERCENTILE_95", stack_filter, unit="ms"),
-        _chart("Active instances by region", INSTANCES, "ALIGN_MAX", "REDUCE_SUM", stack_filter,
-               'metric.labels.state = "active"', "instances"),
-        _chart("Cold starts by region (container startups)", STARTUPS, "ALIGN_DELTA", "REDUCE_COUNT", stack_filter,
-               unit="startups"),
+        _filter_chart("Requests/s by region", scopes, REQUESTS, "ALIGN_RATE", "REDUCE_SUM", unit="req/s"),
+        _filter_chart("5xx errors/s by region", scopes, REQUESTS, "ALIGN_RATE", "REDUCE_SUM",
+                      'metric.labels.response_code_class = "5xx"', "err/s"),
+        _filter_chart("p50 latency by region", scopes, LATENCIES, "ALIGN_DELTA", "REDUCE_PERCENTILE_50", unit="ms"),
+        _filter_chart("p95 latency by region", scopes, LATENCIES, "ALIGN_DELTA", "REDUCE_PERCENTILE_95", unit="ms"),
+        _filter_chart("Active instances by region", scopes, INSTANCES, "ALIGN_MAX", "REDUCE_SUM",
+                      'metric.labels.state = "active"', "instances"),
+        _startups_chart(scopes),
     ]
     tiles = [{"xPos": (i % 2) * 6, "yPos": (i // 2) * 4, "width": 6, "height": 4, "widget": chart}
              for i, chart in enumerate(charts)]
@@ -232,9 +319,11 @@ def dashboard_document(stack: str) -> dict[str, Any]:
 class FleetDashboard(pulumi.ComponentResource):
     """One Cloud Monitoring dashboard per stack."""
 
-    def __init__(self, name: str, project: str, stack: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, project: str, stack: str, services: Sequence[ServicePlan],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:FleetDashboard", name, None, opts)
-        dashboard = monitoring.Dashboard(name, project=project, dashboard_json=json.dumps(dashboard_document(stack)),
+        document = dashboard_document(stack, services)
+        dashboard = monitoring.Dashboard(name, project=project, dashboard_json=json.dumps(document),
                                          opts=pulumi.ResourceOptions(parent=self))
         self.dashboard_id = dashboard.id
         self.register_outputs({"dashboard_id": self.dashboard_id})

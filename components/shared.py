@@ -16,6 +16,7 @@ from pulumi_gcp import cloudrunv2 as run
 from pulumi_gcp import storage
 
 from components import names
+from components.audit import storage_data_access_logs
 from components.layout import ServicePlan
 from components.routing import SharedRoutes
 from components.service import SECRET_READER, ServiceInputs, declare_account, declare_service
@@ -63,6 +64,7 @@ class SharedInference(pulumi.ComponentResource):
             f"{name}-tenants", secret=secret.id, secret_data=pulumi.Output.secret(tenants_file(args.tenants)),
             opts=child)
         tenants_secret = pulumi.Output.all(secret.secret_id, version.id).apply(lambda v: v[0])
+        storage_data_access_logs(f"{name}-bucket-reads", project, parent=self)  # who read which tenant's file
 
         declared, buckets = {}, {}
         for plan, inputs in args.regions:

@@ -1,8 +1,9 @@
-"""`fleet cost`: what a stack costs per month at Cloud Run's list prices, offline.
+"""`fleet cost`: what a stack costs per month at list prices, offline.
 
-Always-on cost (instances kept warm by min_instances) is split from traffic cost at an assumed request
-rate and latency per service; totals per region, model and geography. The prices and formulas are
-fleet/pricing.py's, the same ones the policy pack's budget check uses.
+Always-on cost (instances kept warm by min_instances, and the stack-wide load balancer rules, stored images
+and secret versions) is split from traffic cost at an assumed request rate, latency and size per service;
+Cloud Run totals per region, model and geography. The prices and formulas are fleet/pricing.py's, the same
+ones the policy pack's budget check uses. Every total says what it covers and what it leaves out.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ from components.catalog import Catalog, load_catalog
 from components.errors import FleetError
 from fleet.cli import catalog_path
 from fleet.pricing import (
+    COVERS,
     DEFAULT_PRICES,
+    EXCLUDES,
+    IMAGE_SIZE_GB,
+    PlatformCost,
     PriceBook,
     ServiceCost,
     Traffic,
     load_prices,
+    platform_shape,
+    price_platform,
     price_services,
     service_shape,
 )
@@ -35,11 +42,28 @@ def stack_costs(plan: Plan, catalog: Catalog, book: PriceBook, traffic: Traffic)
     return price_services([s for s in shapes if s], catalog, book, traffic)
 
 
+def platform_costs(plan: Plan, book: PriceBook, traffic: Traffic) -> list[PlatformCost]:
+    """The stack-wide lines for the resources this plan holds."""
+    return price_platform(platform_shape((r.type, r.name, r.inputs) for r in plan.custom()), book, traffic)
+
+
 def traffic_from(args: argparse.Namespace) -> Traffic:
     if args.requests_per_second < 0 or args.latency_ms <= 0:
         raise FleetError(f"--requests-per-second must be >= 0 and --latency-ms > 0 (got {args.requests_per_second} "
                          f"and {args.latency_ms})")
-    return Traffic(args.requests_per_second, args.latency_ms)
+    negative = [f"--{flag.replace('_', '-')}" for flag in ("request_kib", "response_kib", "secret_reads_per_request")
+                if getattr(args, flag) < 0]
+    if negative:
+        raise FleetError(f"{', '.join(negative)} must be >= 0")
+    return Traffic(args.requests_per_second, args.latency_ms, args.request_kib, args.response_kib,
+                   args.secret_reads_per_request)
+
+
+def grand_total(costs: Sequence[ServiceCost], platform: Sequence[PlatformCost]) -> dict[str, float]:
+    """always_on, traffic and total of everything priced: the Cloud Run services and the stack-wide lines."""
+    always_on = sum(c.always_on for c in costs) + sum(p.always_on for p in platform)
+    traffic = sum(c.traffic for c in costs) + sum(p.traffic for p in platform)
+    return {"always_on": always_on, "traffic": traffic, "total": always_on + traffic}
 
 
 def totals(costs: Sequence[ServiceCost], key: Callable[[ServiceCost], str]) -> dict[str, dict[str, float]]:
@@ -61,11 +85,17 @@ GROUPS: dict[str, Callable[[ServiceCost], str]] = {
 }
 
 
-def cost_report(stack: str, costs: Sequence[ServiceCost], traffic: Traffic, book: PriceBook) -> dict[str, Any]:
+def cost_report(stack: str, costs: Sequence[ServiceCost], platform: Sequence[PlatformCost], traffic: Traffic,
+                book: PriceBook) -> dict[str, Any]:
     return {
         "stack": stack,
+        "covers": list(COVERS),
+        "not_included": list(EXCLUDES),
         "assumptions": {"requests_per_second_per_service": traffic.requests_per_second,
-                        "latency_ms": traffic.latency_ms, "seconds_per_month": book.seconds_per_month,
+                        "latency_ms": traffic.latency_ms, "request_kib": traffic.request_kib,
+                        "response_kib": traffic.response_kib,
+                        "secret_reads_per_request": traffic.secret_reads_per_request,
+                        "image_size_gb": IMAGE_SIZE_GB, "seconds_per_month": book.seconds_per_month,
                         "prices": shown(book.path), "free_tier": "not subtracted"},
         "services": [{"name": c.shape.name, "region": c.shape.region, "tier": c.tier, "model": c.shape.model,
                       "geography": c.geography, "min_instances": c.shape.min_instances,
@@ -75,8 +105,12 @@ def cost_report(stack: str, costs: Sequence[ServiceCost], traffic: Traffic, book
                       "total": round(c.total, 2), "capped_by_max_instances": c.capped} for c in costs],
         **{f"by_{name}": {k: {f: round(v, 2) for f, v in t.items()} for k, t in totals(costs, key).items()}
            for name, key in GROUPS.items()},
-        "total": {"always_on": round(sum(c.always_on for c in costs), 2),
-                  "traffic": round(sum(c.traffic for c in costs), 2), "total": round(sum(c.total for c in costs), 2)},
+        "cloud_run": {"always_on": round(sum(c.always_on for c in costs), 2),
+                      "traffic": round(sum(c.traffic for c in costs), 2),
+                      "total": round(sum(c.total for c in costs), 2)},
+        "platform": [{"item": p.item, "quantity": p.quantity, "always_on": round(p.always_on, 2),
+                      "traffic": round(p.traffic, 2), "total": round(p.total, 2)} for p in platform],
+        "total": {k: round(v, 2) for k, v in grand_total(costs, platform).items()},
     }
 
 
@@ -90,23 +124,29 @@ def usd(value: float) -> str:
     return f"${value:,.2f}"
 
 
-def render_cost(stack: str, costs: Sequence[ServiceCost], traffic: Traffic, book: PriceBook) -> str:
+def render_cost(stack: str, costs: Sequence[ServiceCost], platform: Sequence[PlatformCost], traffic: Traffic,
+                book: PriceBook) -> str:
     rows = [[c.shape.name, c.shape.region, c.tier, c.shape.min_instances, c.shape.max_instances, f"{c.shape.cpu:g}",
              f"{c.shape.memory_gib:g}Gi", c.shape.gpus or "-", "request" if c.shape.request_based else "instance",
              usd(c.always_on), usd(c.traffic) + (" (capped)" if c.capped else ""), usd(c.total)]
             for c in sorted(costs, key=lambda c: (-c.total, c.shape.name))]
-    out = [f"yolo-fleet cost for stack '{stack}', USD per month at Cloud Run list prices ({shown(book.path)})", "",
+    out = [f"yolo-fleet cost for stack '{stack}', USD per month at list prices ({shown(book.path)})", "",
            table(["SERVICE", "REGION", "TIER", "MIN", "MAX", "CPU", "MEMORY", "GPU", "BILLING", "ALWAYS-ON",
                   "TRAFFIC", "TOTAL"], rows), ""]
     for name, key in GROUPS.items():
         group_rows = [[k, int(t["services"]), usd(t["always_on"]), usd(t["traffic"]), usd(t["total"])]
                       for k, t in totals(costs, key).items()]
         out += [f"By {name}", table([name.upper(), "SERVICES", "ALWAYS-ON", "TRAFFIC", "TOTAL"], group_rows), ""]
-    always_on, traffic_cost = sum(c.always_on for c in costs), sum(c.traffic for c in costs)
+    if platform:
+        rows = [[p.item, p.quantity, usd(p.always_on), usd(p.traffic), usd(p.total)] for p in platform]
+        out += ["Stack-wide", table(["ITEM", "QUANTITY", "ALWAYS-ON", "TRAFFIC", "TOTAL"], rows), ""]
+    total = grand_total(costs, platform)
     capped = [c.shape.name for c in costs if c.capped]
-    out.append(f"Total: {usd(always_on + traffic_cost)}/month = {usd(always_on)} always-on (min_instances kept warm) "
-               f"+ {usd(traffic_cost)} traffic at {traffic.requests_per_second:g} requests/s per service, "
-               f"{traffic.latency_ms:g} ms each ({book.seconds_per_month:,} s/month; free tier not subtracted).")
+    out.append(f"Total: {usd(total['total'])}/month = {usd(total['always_on'])} always-on (min_instances kept warm, "
+               f"stack-wide fixed charges) + {usd(total['traffic'])} traffic at {traffic.requests_per_second:g} "
+               f"requests/s per service, {traffic.latency_ms:g} ms, {traffic.request_kib:g} KiB in and "
+               f"{traffic.response_kib:g} KiB out each ({book.seconds_per_month:,} s/month).")
+    out.append(f"Covers: {'; '.join(COVERS)}. Not included: {'; '.join(EXCLUDES)}.")
     if capped:
         out.append(f"{len(capped)} service(s) cannot serve that rate within max_instances (priced at the cap): "
                    f"{', '.join(capped)}.")
@@ -118,6 +158,13 @@ def add_pricing_args(p: argparse.ArgumentParser) -> None:
                    help="assumed requests per second on every service (default: %(default)s)")
     p.add_argument("--latency-ms", type=float, default=Traffic.latency_ms,
                    help="how long one request keeps an instance busy, ms (default: %(default)s)")
+    p.add_argument("--request-kib", type=float, default=Traffic.request_kib,
+                   help="request size through the load balancer, KiB (default: %(default)s)")
+    p.add_argument("--response-kib", type=float, default=Traffic.response_kib,
+                   help="response size through the load balancer, KiB (default: %(default)s)")
+    p.add_argument("--secret-reads-per-request", type=float, default=Traffic.secret_reads_per_request,
+                   help="Secret Manager accesses per request and mounted secret (default: %(default)s, the upper "
+                        "bound)")
     p.add_argument("--prices", type=Path, default=DEFAULT_PRICES, help="price file (default: fleet/prices.yaml)")
 
 
@@ -125,17 +172,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
     traffic = traffic_from(args)
     book = load_prices(args.prices)
     catalog = catalog_path(args)
-    costs = stack_costs(evaluate(args.stack, catalog=catalog), load_catalog(catalog), book, traffic)
+    plan = evaluate(args.stack, catalog=catalog)
+    costs = stack_costs(plan, load_catalog(catalog), book, traffic)
+    platform = platform_costs(plan, book, traffic)
     if args.json:
-        print(json.dumps(cost_report(args.stack, costs, traffic, book), indent=2))
+        print(json.dumps(cost_report(args.stack, costs, platform, traffic, book), indent=2))
     else:
-        print(render_cost(args.stack, costs, traffic, book))
+        print(render_cost(args.stack, costs, platform, traffic, book))
     return 0
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("cost", parents=[common], help="monthly cost at list prices: always-on and traffic, per "
-                                                      "region, model and geography")
+                                                      "region, model and geography, plus stack-wide charges")
     add_pricing_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import FleetError
-from fleet.cost import add_pricing_args, stack_costs, traffic_from, usd
+from fleet.cost import add_pricing_args, platform_costs, stack_costs, traffic_from, usd
 from fleet.mocks import RecordedResource
 from fleet.policy import Violation, run_policies
-from fleet.pricing import PriceBook, ServiceCost, Traffic, load_prices, service_shape
+from fleet.pricing import COVERS, PlatformCost, PriceBook, ServiceCost, Traffic, load_prices, service_shape
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from fleet.props import dig
 from fleet.render import table
@@ -94,16 +94,17 @@ class Side:
     endpoints: dict[str, dict[str, str]]
     violations: list[Violation]
     costs: list[ServiceCost]
+    platform: list[PlatformCost]  # stack-wide lines, priced as `fleet cost` prices them
 
     def cost(self, part: str) -> float:
-        return sum(getattr(c, part) for c in self.costs)
+        return sum(getattr(c, part) for c in self.costs) + sum(getattr(p, part) for p in self.platform)
 
 
 def judge(plan: Plan, project_dir: Path, catalog: str | Path | None, book: PriceBook, traffic: Traffic,
           label: str) -> Side:
     services = [r for r in plan.resources if r.type == CLOUD_RUN]
     if not services:
-        return Side({}, [], [])
+        return Side({}, [], [], [])
     try:
         facts = load_facts(plan.stack, project_dir, catalog=catalog, prices=book.path)
     except FleetError as error:
@@ -111,7 +112,7 @@ def judge(plan: Plan, project_dir: Path, catalog: str | Path | None, book: Price
     cloud_run = Plan(plan.stack, services, plan.outputs)
     return Side({r.name: endpoint_fields(r) for r in services},
                 run_policies(plan.resources, facts, load_pack_config()),
-                stack_costs(cloud_run, facts.catalog, book, traffic))
+                stack_costs(cloud_run, facts.catalog, book, traffic), platform_costs(plan, book, traffic))
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _endpoint_rows(d: Diff) -> list[list[str]]:
 
 def _assumptions(d: Diff) -> str:
     return (f"USD/month at list prices; traffic at {d.traffic.requests_per_second:g} requests/s per service, "
-            f"{d.traffic.latency_ms:g} ms each")
+            f"{d.traffic.latency_ms:g} ms each; covers {', '.join(COVERS)}; `fleet cost` says what it leaves out")
 
 
 def render_text(d: Diff) -> str:

@@ -1,4 +1,5 @@
-"""The one cost model: Cloud Run list prices per tier (fleet/prices.yaml) applied to each service's shape.
+"""The one cost model: list prices (fleet/prices.yaml) applied to each Cloud Run service's shape and to the
+stack-wide resources the plan holds (load balancer, image repositories, secrets).
 
 `fleet cost`, `fleet diff` and the policy pack's monthly-budget check all price services here, so a
 price or a formula changes in one place.
@@ -8,6 +9,10 @@ Always-on cost is what min_instances costs with no traffic at all: warm instance
 an estimate at an assumed request rate and latency per service: each request keeps one instance busy
 for `latency` (inference is CPU bound, so requests sharing an instance do not share that time), busy
 time is capped by max_instances, and the warm instances of instance-based services absorb traffic first.
+
+Stack-wide ("platform") costs come from the plan's resources, never from config, so a stack without a
+balancer pays for none: forwarding rules and stored images and active secret versions are always-on;
+data the balancer processes and secret reads scale with the assumed traffic.
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 # Cloud Run's defaults when a service leaves a field out.
 DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_MAX_INSTANCES = "1", "512Mi", 100
+# The server image's size in a repository (compressed layers), GB: an estimate, not a measurement. The
+# python:3.11-slim base is ~0.05 GB compressed, the onnxruntime/numpy/Pillow wheels and the models most of
+# the rest. Issue 13's image work measures the real size (benchmarks/RESULTS.md, `image` section): set it here.
+IMAGE_SIZE_GB = 0.4
+GIB = 1024**3
+KIB = 1024
+# Resource types the platform costs are read from.
+FORWARDING_RULE = "gcp:compute/globalForwardingRule:GlobalForwardingRule"
+SERVERLESS_NEG = "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+SECRET = "gcp:secretmanager/secret:Secret"
+SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+CLOUD_RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 
 
 class PriceError(FleetError):
@@ -55,9 +73,22 @@ class TierPrices(_Strict):
     gpu_l4_zonal_redundant_second: Price
 
 
+class PlatformPrices(_Strict):
+    """Stack-wide prices, the same in every region the fleet uses."""
+
+    forwarding_rules_first_5_hour: Price  # one charge for the first 5 global forwarding rules together
+    forwarding_rule_additional_hour: Price  # each rule beyond 5
+    lb_inbound_gib: Price  # data processed by the balancer: requests in
+    lb_outbound_gib: Price  # and responses out
+    registry_storage_gb_month: Price
+    secret_version_location_month: Price  # an active secret version, per replica location
+    secret_access_10k: Price  # 10,000 access operations
+
+
 class PriceBook(_Strict):
     seconds_per_month: int = Field(gt=0)
     tiers: dict[int, TierPrices] = Field(min_length=1)
+    platform: PlatformPrices
     path: str = ""
 
     def for_region(self, region: str, tier: int) -> TierPrices:
@@ -75,7 +106,7 @@ def load_prices(path: str | Path = DEFAULT_PRICES) -> PriceBook:
     try:
         return PriceBook.model_validate({**data, "path": str(path)})
     except ValidationError as exc:
-        raise PriceError(describe(path.name, exc, data, [PriceBook, TierPrices, Price])) from None
+        raise PriceError(describe(path.name, exc, data, [PriceBook, TierPrices, PlatformPrices, Price])) from None
 
 
 @dataclass(frozen=True)
@@ -118,10 +149,17 @@ def service_shape(name: str, props: Any) -> ServiceShape | None:
 
 @dataclass(frozen=True)
 class Traffic:
-    """The assumed load on every service: requests per second, and how long each keeps an instance busy."""
+    """The assumed load on every service: requests per second, how long each keeps an instance busy, its size
+    through the balancer, and how many secret reads it causes."""
 
     requests_per_second: float = 1.0
     latency_ms: float = 100.0
+    request_kib: float = 100.0  # a JPEG sent for inference
+    response_kib: float = 2.0  # the detections as JSON
+    # Cloud Run "always fetches the secret value from Secret Manager" when a secret volume is read
+    # (https://cloud.google.com/run/docs/configuring/services/secrets) and the server checks its mounted
+    # files on every request: one access per mounted secret per request is the upper bound priced by default.
+    secret_reads_per_request: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -182,3 +220,103 @@ def price_services(shapes: Iterable[ServiceShape], catalog: Catalog, book: Price
         costs.append(ServiceCost(shape, region.tier, region.geography, always_on_monthly(shape, prices, seconds),
                                  cost, capped))
     return costs
+
+
+@dataclass(frozen=True)
+class PlatformShape:
+    """The stack-wide resources a plan bills for, counted from its resources."""
+
+    forwarding_rules: int = 0
+    balanced_services: int = 0  # Cloud Run services behind the balancer (one serverless NEG each)
+    repositories: int = 0
+    secret_version_locations: int = 0  # active secret versions x the locations each secret is replicated to
+    secret_mounts: int = 0  # secret volumes across the Cloud Run services
+
+
+def _replicas(props: Any) -> int:
+    """Locations a secret is billed in: automatic replication counts as one."""
+    replicas = dig(props, "replication", "userManaged", "replicas")
+    return len(replicas) if isinstance(replicas, list) and replicas else 1
+
+
+def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
+    """Count (type, name, props) resources. A version is billed in its secret's locations, found by the
+    secret's id (`projects/<project>/secrets/<secret_id>`); one whose secret is not found (offline, or unknown
+    during a preview) counts one location, as automatic replication does."""
+    items = list(resources)
+    secrets: dict[str, int] = {}
+    for typ, _, props in items:
+        secret_id = dig(props, "secretId")
+        if typ == SECRET and isinstance(secret_id, str):
+            secrets[f"projects/{dig(props, 'project')}/secrets/{secret_id}"] = _replicas(props)
+    count = {typ: 0 for typ in (FORWARDING_RULE, SERVERLESS_NEG, REPOSITORY)}
+    versions = mounts = 0
+    for typ, _, props in items:
+        if typ in count:
+            count[typ] += 1
+        elif typ == SECRET_VERSION:
+            secret = dig(props, "secret")
+            versions += secrets.get(secret, 1) if isinstance(secret, str) else 1
+        elif typ == CLOUD_RUN_SERVICE:
+            volumes = dig(props, "template", "volumes")
+            mounts += sum(1 for v in volumes if dig(v, "secret")) if isinstance(volumes, list) else 0
+    return PlatformShape(count[FORWARDING_RULE], count[SERVERLESS_NEG], count[REPOSITORY], versions, mounts)
+
+
+@dataclass(frozen=True)
+class PlatformCost:
+    """One stack-wide line of the bill, USD per month."""
+
+    item: str
+    quantity: str  # what was counted or assumed, for the reader
+    always_on: float = 0.0
+    traffic: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.always_on + self.traffic
+
+
+def price_platform(shape: PlatformShape, book: PriceBook, traffic: Traffic = Traffic()) -> list[PlatformCost]:
+    """The lines that apply to this plan (none for resources it lacks)."""
+    p, seconds = book.platform, book.seconds_per_month
+    hours = seconds / 3600
+    requests = traffic.requests_per_second * seconds  # per service
+    lines = []
+    if shape.forwarding_rules:
+        extra = max(0, shape.forwarding_rules - 5)
+        lines.append(PlatformCost(
+            "load balancer forwarding rules", f"{shape.forwarding_rules} rule(s), {hours:g} h",
+            always_on=hours * (p.forwarding_rules_first_5_hour.usd + extra * p.forwarding_rule_additional_hour.usd)))
+    if shape.balanced_services:
+        inbound = shape.balanced_services * requests * traffic.request_kib * KIB / GIB
+        outbound = shape.balanced_services * requests * traffic.response_kib * KIB / GIB
+        lines.append(PlatformCost(
+            "load balancer data processed", f"{inbound:,.1f} GiB in, {outbound:,.1f} GiB out "
+            f"({shape.balanced_services} service(s))",
+            traffic=inbound * p.lb_inbound_gib.usd + outbound * p.lb_outbound_gib.usd))
+    if shape.repositories:
+        stored = shape.repositories * IMAGE_SIZE_GB
+        lines.append(PlatformCost(
+            "Artifact Registry storage", f"{shape.repositories} repositories x {IMAGE_SIZE_GB:g} GB image",
+            always_on=stored * p.registry_storage_gb_month.usd))
+    if shape.secret_version_locations:
+        lines.append(PlatformCost(
+            "Secret Manager versions", f"{shape.secret_version_locations} active version-location(s)",
+            always_on=shape.secret_version_locations * p.secret_version_location_month.usd))
+    if shape.secret_mounts:
+        reads = shape.secret_mounts * requests * traffic.secret_reads_per_request
+        lines.append(PlatformCost(
+            "Secret Manager access operations", f"{reads:,.0f} reads ({shape.secret_mounts} mounted secret(s), "
+            f"{traffic.secret_reads_per_request:g} per request)",
+            traffic=reads / 10_000 * p.secret_access_10k.usd))
+    return lines
+
+
+# What a total includes and leaves out, said beside every total (`fleet cost`, `fleet diff`).
+COVERS = ("Cloud Run (always-on and traffic)", "load balancer forwarding rules and data processed",
+          "Artifact Registry image storage", "Secret Manager versions and access operations")
+EXCLUDES = ("internet and cross-region egress", "Cloud Logging (incl. Data Access audit logs) and Cloud Monitoring "
+            "beyond their free allotments", "Cloud Storage for tenant models", "older image versions kept by "
+            "the cleanup policies", "free tiers (not subtracted)")
+

@@ -26,7 +26,7 @@ from pulumi_policy import (
 from components import names
 from components.catalog import Region
 from components.settings import GPU_MIN_CPU, GPU_MIN_MEMORY_GIB
-from fleet.pricing import price_services, service_shape
+from fleet.pricing import platform_shape, price_platform, price_services, service_shape
 from fleet.program import ALERT_POLICY, CLOUD_RUN
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 from policy.facts import StackFacts, facts_for
@@ -234,13 +234,16 @@ def check_monthly_budget(resources: list[Any], facts: StackFacts, options: Optio
         return  # a size or count is unknown until the update: can't tell yet
     regions = {r.id for r in facts.catalog.regions}  # other regions are region-in-catalog's to report
     costs = price_services([s for s in shapes if s and s.region in regions], facts.catalog, facts.prices)
-    total = sum(c.always_on for c in costs)
+    platform = price_platform(platform_shape((r.resource_type, r.name, r.props) for r in resources), facts.prices)
+    total = sum(c.always_on for c in costs) + sum(p.always_on for p in platform)
     if total > budget:
-        top = sorted((c for c in costs if c.always_on), key=lambda c: -c.always_on)[:5]
-        listed = ", ".join(f"{c.shape.name} ${c.always_on:,.2f}" for c in top)
-        yield (f"always-on cost ${total:,.2f}/month (min_instances kept warm) is above the {facts.stack} stack's "
-               f"budget of ${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); largest: "
-               f"{listed}. Lower min_instances or raise the budget in a reviewed change", "")
+        top = sorted([(c.shape.name, c.always_on) for c in costs if c.always_on]
+                     + [(p.item, p.always_on) for p in platform if p.always_on], key=lambda t: -t[1])[:5]
+        listed = ", ".join(f"{name} ${cost:,.2f}" for name, cost in top)
+        yield (f"always-on cost ${total:,.2f}/month (min_instances kept warm, plus the load balancer's forwarding "
+               f"rules, stored images and secret versions) is above the {facts.stack} stack's budget of "
+               f"${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); largest: {listed}. "
+               "Lower min_instances or raise the budget in a reviewed change", "")
 
 
 GPU_QUOTA = "Total Nvidia L4 GPU allocation, per project per region"

@@ -8,16 +8,27 @@ from dataclasses import replace
 import pytest
 import yaml
 
+from components.catalog import load_catalog
 from fleet.cli import main
+from fleet.cost import grand_total, platform_costs, stack_costs
 from fleet.pricing import (
     DEFAULT_PRICES,
+    FORWARDING_RULE,
+    SECRET,
+    SECRET_VERSION,
+    PlatformPrices,
+    PriceBook,
     ServiceShape,
+    TierPrices,
     Traffic,
     always_on_monthly,
     load_prices,
+    platform_shape,
+    price_platform,
     service_shape,
     traffic_monthly,
 )
+from fleet.program import PROJECT_DIR, evaluate
 
 BOOK = load_prices()
 MONTH = 730 * 3600  # seconds_per_month in fleet/prices.yaml
@@ -30,8 +41,8 @@ IOWA = ServiceShape(name="demo-iowa", region="us-central1", model="demo", cpu=2,
 def test_price_file_has_a_source_and_date_beside_every_price():
     data = yaml.safe_load(DEFAULT_PRICES.read_text())
     assert BOOK.seconds_per_month == MONTH
-    for tier in data["tiers"].values():
-        for price in tier.values():
+    for prices in [*data["tiers"].values(), data["platform"]]:
+        for price in prices.values():
             assert price["source"] and price["date"], price
 
 
@@ -84,22 +95,35 @@ def test_fleet_cost_json_totals_per_region_model_and_geography(capsys):
     assert main(["cost", "--stack", "prod", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     # Warm in prod: demo-iowa ($39.42) and the three tier-1 shared services (4 vCPU, 8 GiB: $78.84 each).
-    assert report["total"]["always_on"] == pytest.approx(39.42 + 3 * 78.84)
+    assert report["cloud_run"]["always_on"] == pytest.approx(39.42 + 3 * 78.84)
     assert report["by_region"]["us-central1"]["always_on"] == pytest.approx(39.42 + 78.84)
     assert report["by_model"]["shared"] == {"services": 3, "always_on": 236.52, "traffic": pytest.approx(94.61),
                                             "total": pytest.approx(331.13)}
     assert sum(g["services"] for g in report["by_geography"].values()) == 46
     assert report["by_geography"]["americas"]["services"] == 15  # 14 regions + shared-iowa
-    assert sum(g["total"] for g in report["by_geography"].values()) == pytest.approx(report["total"]["total"], abs=0.1)
+    assert sum(g["total"] for g in report["by_geography"].values()) == pytest.approx(report["cloud_run"]["total"],
+                                                                                    abs=0.1)
     assert report["assumptions"]["requests_per_second_per_service"] == 1.0
+    # the grand total adds the stack-wide lines: one forwarding-rule charge (2 rules) for 730 h = $18.25 ...
+    platform = {line["item"]: line for line in report["platform"]}
+    assert platform["load balancer forwarding rules"]["always_on"] == 18.25
+    assert report["total"]["always_on"] == pytest.approx(report["cloud_run"]["always_on"] + 18.25 + 0.12 + 0.12)
+    assert report["total"]["total"] == pytest.approx(report["cloud_run"]["total"]
+                                                     + sum(line["total"] for line in report["platform"]), abs=0.02)
+    assert "Secret Manager versions and access operations" in report["covers"]
+    assert any("egress" in item for item in report["not_included"])
 
 
 def test_fleet_cost_traffic_follows_the_assumed_rate(capsys):
     assert main(["cost", "--stack", "dev", "--json", "--requests-per-second", "0"]) == 0
-    assert json.loads(capsys.readouterr().out)["total"] == {"always_on": 0, "traffic": 0, "total": 0}
+    report = json.loads(capsys.readouterr().out)
+    assert report["cloud_run"] == {"always_on": 0, "traffic": 0, "total": 0}
+    assert report["total"]["traffic"] == 0, "no requests: nothing processed by the balancer, no secret reads"
+    assert report["total"]["always_on"] == pytest.approx(18.25 + 0.12 + 0.12), "the balancer's rules still bill"
     assert main(["cost", "--stack", "dev", "--requests-per-second", "2", "--latency-ms", "50"]) == 0
     out = capsys.readouterr().out
-    assert "at 2 requests/s per service, 50 ms each" in out
+    assert "at 2 requests/s per service, 50 ms, 100 KiB in and 2 KiB out each" in out
+    assert "Covers: Cloud Run" in out and "Not included: internet and cross-region egress" in out
     assert out.index("By region") < out.index("By model") < out.index("By geography")
 
 
@@ -122,3 +146,107 @@ def test_bad_price_file_and_bad_flags_exit_2(tmp_path, capsys):
     assert "prices.yaml: tiers[1].request_vcpu_second.usd: Input should be greater than or equal to 0" in err
     assert main(["cost", "--latency-ms", "0"]) == 2
     assert "--latency-ms > 0" in capsys.readouterr().err
+
+
+# A price book in which every price differs from every other, so pricing one quantity at another's price
+# changes the total; a one-hour "month" keeps the hand arithmetic readable.
+DISTINCT = {
+    "seconds_per_month": 3600,
+    "tiers": {
+        1: dict(zip(TierPrices.model_fields, (0.011, 0.013, 0.017, 0.019, 29.0, 0.031, 0.037, 0.041, 0.043),
+                    strict=True)),
+        2: dict(zip(TierPrices.model_fields, (0.047, 0.053, 0.059, 0.061, 67.0, 0.071, 0.073, 0.079, 0.083),
+                    strict=True)),
+    },
+    "platform": dict(zip(PlatformPrices.model_fields, (0.89, 0.97, 1.01, 1.03, 1.07, 1.09, 1.13), strict=True)),
+}
+
+
+def distinct_book(tmp_path) -> PriceBook:
+    def priced(prices: dict[str, float]) -> dict[str, dict]:
+        return {k: {"usd": v, "source": "test", "date": "2026-12-02"} for k, v in prices.items()}
+
+    data = {**DISTINCT, "tiers": {t: priced(p) for t, p in DISTINCT["tiers"].items()},
+            "platform": priced(DISTINCT["platform"])}
+    path = tmp_path / "prices.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_prices(path)
+
+
+def test_distinct_prices_are_all_different():
+    values = [v for t in DISTINCT["tiers"].values() for v in t.values()] + list(DISTINCT["platform"].values())
+    assert len(values) == len(set(values)) == 9 * 2 + 7
+
+
+SMALL = {  # demo in Iowa (tier 1) and Berlin (tier 2), request-based; the 3 shared services instance-based
+    "yolo-fleet:models": json.dumps([{"name": "demo", "file": "models/demo-e2e.onnx",
+                                      "regions": ["us-central1", "europe-west10"]}]),
+    "yolo-fleet:settings": json.dumps({"min_instances": 1, "max_instances": 2, "cpu": 1, "memory": "2Gi"}),
+    "yolo-fleet:shared_settings": json.dumps({"cpu_idle": False, "min_instances": 1, "max_instances": 2}),
+}
+
+
+def test_a_small_plan_costs_exactly_the_hand_computed_total(tmp_path):
+    book = distinct_book(tmp_path)
+    plan = evaluate("dev", config_overrides=SMALL)
+    traffic = Traffic(requests_per_second=1, latency_ms=100, request_kib=1024, response_kib=512,
+                      secret_reads_per_request=2)
+    costs = stack_costs(plan, load_catalog(PROJECT_DIR / "regions.yaml"), book, traffic)
+    platform = {line.item: line for line in platform_costs(plan, book, traffic)}
+    by_name = {c.shape.name: c for c in costs}  # by Cloud Run service (the stack's physical names)
+    # demo-iowa, tier 1, request-based, 1 vCPU 2 GiB, 1 warm: idle (0.017 + 2 x 0.019) x 3600 s = 198.0;
+    # traffic 3600 requests x 0.1 s = 360 busy s x (0.011 + 2 x 0.013) = 13.32 + 0.0036 M requests x 29 = 0.1044
+    assert by_name["demo-iowa-dev"].always_on == pytest.approx(198.0)
+    assert by_name["demo-iowa-dev"].traffic == pytest.approx(13.4244)
+    # demo-berlin, tier 2: (0.059 + 2 x 0.061) x 3600 = 651.6; 360 x (0.047 + 2 x 0.053) + 0.0036 x 67 = 55.3212
+    assert by_name["demo-berlin-dev"].always_on == pytest.approx(651.6)
+    assert by_name["demo-berlin-dev"].traffic == pytest.approx(55.3212)
+    # each shared service, tier 1, instance-based: (0.031 + 2 x 0.037) x 3600 = 378.0; the warm one serves 360 s
+    for name in ("shared-iowa-dev", "shared-st-ghislain-dev", "shared-changhua-county-dev"):
+        assert (by_name[name].always_on, by_name[name].traffic) == (pytest.approx(378.0), 0.0)
+    # 2 forwarding rules: one first-5 charge for 1 h = 0.89
+    assert platform["load balancer forwarding rules"].always_on == pytest.approx(0.89)
+    # 3 balanced services x 3600 requests: 10.546875 GiB in x 1.01 + 5.2734375 GiB out x 1.03
+    assert platform["load balancer data processed"].traffic == pytest.approx(10.65234375 + 5.431640625)
+    # us, europe and asia repositories x 0.4 GB x 1.07
+    assert platform["Artifact Registry storage"].always_on == pytest.approx(1.284)
+    # the API key digests and the tenants file, each one version in one (automatic) location: 2 x 1.09
+    assert platform["Secret Manager versions"].always_on == pytest.approx(2.18)
+    # 5 services mount the keys, 3 the tenants file: 8 x 3600 requests x 2 reads = 57,600 / 10,000 x 1.13
+    assert platform["Secret Manager access operations"].traffic == pytest.approx(6.5088)
+    total = grand_total(costs, list(platform.values()))
+    assert total["always_on"] == pytest.approx(198.0 + 651.6 + 3 * 378.0 + 0.89 + 1.284 + 2.18)  # 1987.954
+    assert total["traffic"] == pytest.approx(13.4244 + 55.3212 + 16.083984375 + 6.5088)  # 91.338384375
+    assert total["total"] == pytest.approx(2079.292384375)
+
+
+def test_forwarding_rules_beyond_five_and_replicated_secrets():
+    rules = [(FORWARDING_RULE, f"rule-{i}", {}) for i in range(7)]
+    secret = (SECRET, "keys", {"project": "p", "secretId": "keys", "replication": {"userManaged": {"replicas": [
+        {"location": "us-east1"}, {"location": "europe-west1"}, {"location": "asia-east1"}]}}})
+    version = (SECRET_VERSION, "keys", {"secret": "projects/p/secrets/keys"})
+    shape = platform_shape([*rules, secret, version])
+    assert (shape.forwarding_rules, shape.secret_version_locations) == (7, 3)
+    assert shape.balanced_services == shape.repositories == shape.secret_mounts == 0
+    lines = {line.item: line for line in price_platform(shape, BOOK)}
+    # 730 h x ($0.025 for the first five + 2 x $0.01)
+    assert lines["load balancer forwarding rules"].always_on == pytest.approx(730 * 0.045)
+    assert lines["Secret Manager versions"].always_on == pytest.approx(3 * 0.06)
+    assert set(lines) == {"load balancer forwarding rules", "Secret Manager versions"}, "only what the plan holds"
+
+
+def test_a_stack_without_a_balancer_pays_for_none(write_catalog):
+    def no_shared(data: dict) -> None:
+        for entry in data["regions"]:
+            if entry["id"] in data["shared"]["regions"]:
+                entry["enabled"] = False
+
+    models = [{"name": "demo", "file": "models/demo-e2e.onnx", "regions": ["asia-northeast1"]}]
+    plan = evaluate("dev", catalog=write_catalog(no_shared), config_overrides={"yolo-fleet:models": json.dumps(models)})
+    items = {line.item for line in platform_costs(plan, BOOK, Traffic())}
+    assert items == {"Artifact Registry storage", "Secret Manager versions", "Secret Manager access operations"}
+
+
+def test_negative_sizes_exit_2(capsys):
+    assert main(["cost", "--request-kib", "-1"]) == 2
+    assert "--request-kib must be >= 0" in capsys.readouterr().err

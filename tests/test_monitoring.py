@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
 from components.errors import FleetError
+from components.monitoring import FILTER_MAX_CHARS, REQUESTS, STARTUPS, ChartScope, chart_scopes
 from fleet.cli import main
 from fleet.program import Plan, evaluate
+from policy.facts import load_facts
 from tests.conftest import region_entry
+from tests.fakes.queries import Dist, Series, chart, time_series_filter
 
 ALERT = "gcp:monitoring/alertPolicy:AlertPolicy"
 UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
@@ -106,19 +110,83 @@ def test_slos_when_enabled(prod_plan, dev_plan):
     assert not dev_plan.custom(SLO), "off unless enabled"
 
 
+def dashboard(plan: Plan) -> list[dict]:
+    (resource,) = plan.custom("gcp:monitoring/dashboard:Dashboard")
+    return [t["widget"] for t in json.loads(resource.inputs["dashboardJson"])["mosaicLayout"]["tiles"]]
+
+
+def queries(widget: dict) -> list[str]:
+    """Each data set's filter or PromQL text."""
+    return [ds["timeSeriesQuery"].get("prometheusQuery") or ds["timeSeriesQuery"]["timeSeriesFilter"]["filter"]
+            for ds in widget["xyChart"]["dataSets"]]
+
+
+def stack_services(plan: Plan) -> dict[str, str]:
+    return {r.inputs["name"]: r.inputs["location"] for r in plan.custom(SERVICE)}
+
+
 def test_one_dashboard_per_stack(prod_plan):
-    (dashboard,) = prod_plan.custom("gcp:monitoring/dashboard:Dashboard")
-    doc = json.loads(dashboard.inputs["dashboardJson"])
-    widgets = [t["widget"] for t in doc["mosaicLayout"]["tiles"]]
-    titles = [w["title"] for w in widgets]
-    assert titles == ["Requests/s by region", "5xx errors/s by region", "p50 latency by region",
-                      "p95 latency by region", "Active instances by region",
-                      "Cold starts by region (container startups)"]
+    widgets = dashboard(prod_plan)
+    assert [w["title"] for w in widgets] == [
+        "Requests/s by region", "5xx errors/s by region", "p50 latency by region", "p95 latency by region",
+        "Active instances by region", "Cold starts by region (container startups per minute)"]
     for w in widgets:
-        ts = w["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]
-        assert 'metadata.user_labels."stack" = "prod"' in ts["filter"]
-        assert ts["aggregation"]["groupByFields"] == ["resource.label.location"]
-    assert "startup_latencies" in widgets[5]["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]["filter"]
+        for query in queries(w):
+            assert "user_labels" not in query, "Cloud Run's built-in metrics carry no user labels"
+    assert "container_startup_latencies_count" in queries(widgets[5])[0]
+
+
+def test_dashboard_charts_exactly_the_stacks_services(prod_plan):
+    services = stack_services(prod_plan)
+    # 1 request/s on each of the stack's services, and 7/s on another stack's service in Iowa
+    data = [Series(REQUESTS, {"service_name": name, "location": region}, [(60, 60), (120, 60)],
+                   {"response_code_class": "2xx"}) for name, region in services.items()]
+    data.append(Series(REQUESTS, {"service_name": "other-iowa", "location": "us-central1"}, [(60, 420)]))
+    data.append(Series(REQUESTS, {"service_name": "demo-iowa-dev", "location": "us-central1"}, [(60, 420)]))
+    lines = chart(dashboard(prod_plan)[0], data)
+    per_region = Counter(services.values())
+    assert lines == {region: {60: float(n), 120: float(n)} for region, n in per_region.items()}
+    assert lines["us-central1"][60] == 2.0, "demo-iowa and shared-iowa of prod, not other-iowa or dev's"
+
+
+def startups(name: str, region: str, counts: list[int]) -> Series:
+    """startup_latencies of one service: one DELTA distribution point per minute, `count` startups in it."""
+    return Series(STARTUPS, {"service_name": name, "location": region},
+                  [(60 * (i + 1), Dist(c)) for i, c in enumerate(counts) if c])
+
+
+def test_cold_starts_chart_counts_startups_not_series(prod_plan):
+    data = [startups("demo-iowa-prod", "us-central1", [3, 1, 0]),
+            startups("shared-iowa-prod", "us-central1", [2, 0, 4]),
+            startups("demo-st-ghislain-prod", "europe-west1", [5, 5, 5]),
+            startups("demo-iowa-dev", "us-central1", [9, 9, 9])]  # the dev stack's, in the same project
+    cold_starts = dashboard(prod_plan)[5]
+    assert chart(cold_starts, data) == {"us-central1": {60: 5, 120: 1, 180: 4},
+                                        "europe-west1": {60: 5, 120: 5, 180: 5}}
+    # The former query, ALIGN_DELTA then REDUCE_COUNT on the distribution, counted series with a point
+    old = {"filter": queries(dashboard(prod_plan)[0])[0].replace(REQUESTS, STARTUPS), "aggregation": {
+        "alignmentPeriod": "60s", "perSeriesAligner": "ALIGN_DELTA", "crossSeriesReducer": "REDUCE_COUNT",
+        "groupByFields": ["resource.label.location"]}}
+    assert time_series_filter(old, data) == {"us-central1": {60: 2, 120: 1, 180: 1},
+                                             "europe-west1": {60: 1, 120: 1, 180: 1}}
+
+
+def test_dashboard_filters_fit_with_three_models_in_every_region():
+    models = [{"name": f"{kind}-{'x' * (24 - len(kind) - 1)}", "file": "models/demo-e2e.onnx", "regions": "all"}
+              for kind in ("detect", "segment", "pose")]
+    plan = evaluate("prod", config_overrides={"yolo-fleet:models": json.dumps(models)})
+    services = stack_services(plan)
+    assert len(services) == 3 * 43 + 3
+    widgets = dashboard(plan)
+    for w in widgets:
+        assert all(len(q) <= FILTER_MAX_CHARS for q in queries(w)), w["title"]
+    assert len(queries(widgets[0])) > 1, "more than one data set was needed"
+    # every service drawn once, each region by one data set (chart() refuses a region drawn twice)
+    data = [Series(REQUESTS, {"service_name": name, "location": region}, [(60, 60)])
+            for name, region in services.items()]
+    assert chart(widgets[0], data) == {region: {60: float(n)} for region, n in Counter(services.values()).items()}
+    cold = [startups(name, region, [1]) for name, region in services.items()]
+    assert chart(widgets[5], cold) == {region: {60: n} for region, n in Counter(services.values()).items()}
 
 
 def test_notification_channels_from_config():
@@ -144,3 +212,20 @@ def test_plan_shows_what_watches_each_service(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^demo-iowa\s.*\s3 alerts, uptime, 2 SLOs\s", out, re.M)
     assert re.search(r"^demo-tokyo\s.*\s3 alerts, 2 SLOs\s", out, re.M)
+
+
+@pytest.mark.parametrize("room", [40, 60, 200])
+def test_chart_scopes_keep_every_filter_within_the_limit_and_draw_each_service_once(room):
+    services = load_facts("prod").layout.services
+    limit = len(ChartScope((), ()).filter(STARTUPS, 'metric.labels.response_code_class = "5xx"')) + room
+    scopes = chart_scopes(services, limit)
+    drawn = [name for scope in scopes for name in scope.services]
+    assert sorted(drawn) == sorted(s.name for s in services)
+    for scope in scopes:
+        assert len(scope.filter(STARTUPS, 'metric.labels.response_code_class = "5xx"')) <= limit
+        assert len(scope.startups_promql()) <= limit
+    regions = [region for scope in scopes for region in scope.locations]
+    split = {r for r in regions if regions.count(r) > 1}
+    # a region is split only when it cannot fit alone: europe-west1 with 'demo-st-ghislain|shared-st-ghislain'
+    # needs 47 characters of room, asia-east1 with the Changhua County pair 53, us-central1 32
+    assert split == {"europe-west1", "asia-east1"} if room == 40 else not split

@@ -57,6 +57,7 @@ NO_NAME = frozenset({
     "gcp:secretmanager/secretVersion:SecretVersion", "gcp:storage/bucketIAMMember:BucketIAMMember",
     "gcp:monitoring/alertPolicy:AlertPolicy", "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig",
     "gcp:monitoring/dashboard:Dashboard", "gcp:monitoring/notificationChannel:NotificationChannel",
+    "gcp:projects/iAMAuditConfig:IAMAuditConfig",  # the project's audit setting for one API
 })
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")

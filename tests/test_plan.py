@@ -46,6 +46,7 @@ def test_prod_creates_exactly_these_resources(prod_plan):
         "docker-build:index:Image": 1,
         "gcp:storage/bucket:Bucket": 3,  # tenant models, one per shared region
         "gcp:storage/bucketIAMMember:BucketIAMMember": 3,  # each shared service reads its own bucket
+        "gcp:projects/iAMAuditConfig:IAMAuditConfig": 1,  # Data Access logs: who read which tenant's file
         # the shared API's balancer: a serverless NEG and a backend per region, HTTPS + HTTP->HTTPS redirect
         "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup": 3,
         "gcp:compute/backendService:BackendService": 3,
