@@ -51,12 +51,12 @@ def traffic_from(args: argparse.Namespace) -> Traffic:
     if args.requests_per_second < 0 or args.latency_ms <= 0:
         raise FleetError(f"--requests-per-second must be >= 0 and --latency-ms > 0 (got {args.requests_per_second} "
                          f"and {args.latency_ms})")
-    negative = [f"--{flag.replace('_', '-')}" for flag in ("request_kib", "response_kib", "secret_reads_per_request")
+    negative = [f"--{flag.replace('_', '-')}" for flag in ("request_kib", "response_kib", "secrets_recheck_seconds")
                 if getattr(args, flag) < 0]
     if negative:
         raise FleetError(f"{', '.join(negative)} must be >= 0")
     return Traffic(args.requests_per_second, args.latency_ms, args.request_kib, args.response_kib,
-                   args.secret_reads_per_request)
+                   args.secrets_recheck_seconds)
 
 
 def grand_total(costs: Sequence[ServiceCost], platform: Sequence[PlatformCost]) -> dict[str, float]:
@@ -94,7 +94,7 @@ def cost_report(stack: str, costs: Sequence[ServiceCost], platform: Sequence[Pla
         "assumptions": {"requests_per_second_per_service": traffic.requests_per_second,
                         "latency_ms": traffic.latency_ms, "request_kib": traffic.request_kib,
                         "response_kib": traffic.response_kib,
-                        "secret_reads_per_request": traffic.secret_reads_per_request,
+                        "secrets_recheck_seconds": traffic.secrets_recheck_seconds,
                         "image_size_gb": IMAGE_SIZE_GB, "seconds_per_month": book.seconds_per_month,
                         "prices": shown(book.path), "free_tier": "not subtracted"},
         "services": [{"name": c.shape.name, "region": c.shape.region, "tier": c.tier, "model": c.shape.model,
@@ -162,9 +162,9 @@ def add_pricing_args(p: argparse.ArgumentParser) -> None:
                    help="request size through the load balancer, KiB (default: %(default)s)")
     p.add_argument("--response-kib", type=float, default=Traffic.response_kib,
                    help="response size through the load balancer, KiB (default: %(default)s)")
-    p.add_argument("--secret-reads-per-request", type=float, default=Traffic.secret_reads_per_request,
-                   help="Secret Manager accesses per request and mounted secret (default: %(default)s, the upper "
-                        "bound)")
+    p.add_argument("--secrets-recheck-seconds", type=float, default=Traffic.secrets_recheck_seconds,
+                   help="how often a serving instance looks at each mounted secret, a Secret Manager access; the "
+                        "servers' SECRETS_RECHECK_SECONDS (default: %(default)s; 0: on every request)")
     p.add_argument("--prices", type=Path, default=DEFAULT_PRICES, help="price file (default: fleet/prices.yaml)")
 
 

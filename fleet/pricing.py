@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from components.catalog import Catalog, read_yaml
 from components.errors import FleetError, describe
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
+from inference_service.recheck import RECHECK_SECONDS
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 # Cloud Run's defaults when a service leaves a field out.
@@ -157,9 +158,9 @@ class Traffic:
     request_kib: float = 100.0  # a JPEG sent for inference
     response_kib: float = 2.0  # the detections as JSON
     # Cloud Run "always fetches the secret value from Secret Manager" when a secret volume is read
-    # (https://cloud.google.com/run/docs/configuring/services/secrets) and the server checks its mounted
-    # files on every request: one access per mounted secret per request is the upper bound priced by default.
-    secret_reads_per_request: float = 1.0
+    # (https://cloud.google.com/run/docs/configuring/services/secrets); the server looks at each mounted
+    # file at most once per SECRETS_RECHECK_SECONDS while requests arrive (inference_service/recheck.py).
+    secrets_recheck_seconds: float = RECHECK_SECONDS
 
 
 @dataclass(frozen=True)
@@ -305,10 +306,14 @@ def price_platform(shape: PlatformShape, book: PriceBook, traffic: Traffic = Tra
             "Secret Manager versions", f"{shape.secret_version_locations} active version-location(s)",
             always_on=shape.secret_version_locations * p.secret_version_location_month.usd))
     if shape.secret_mounts:
-        reads = shape.secret_mounts * requests * traffic.secret_reads_per_request
+        # Per mounted secret: a look per request, but at most one per re-check interval (one instance serving
+        # the assumed traffic all month; each further instance looks on its own clock).
+        looks = requests if traffic.secrets_recheck_seconds == 0 else min(
+            requests, seconds / traffic.secrets_recheck_seconds)
+        reads = shape.secret_mounts * looks
         lines.append(PlatformCost(
             "Secret Manager access operations", f"{reads:,.0f} reads ({shape.secret_mounts} mounted secret(s), "
-            f"{traffic.secret_reads_per_request:g} per request)",
+            f"at most one per {traffic.secrets_recheck_seconds:g} s while serving)",
             traffic=reads / 10_000 * p.secret_access_10k.usd))
     return lines
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inference_service.allocator import keep_freed_memory
+from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import configure_logging
 
 if TYPE_CHECKING:
@@ -61,12 +62,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=float(env.get("REQUEST_TIMEOUT", "60")),
                    help="seconds a request may take: 408 if it has not arrived by then, 504 if its answer is not "
                    "ready [REQUEST_TIMEOUT, default 60]")
+    p.add_argument("--secrets-recheck-seconds", type=float,
+                   default=float(env.get("SECRETS_RECHECK_SECONDS", str(RECHECK_SECONDS))),
+                   help="look for a new version of the key and tenants files at most this often (each look at a "
+                   f"mounted secret is a Secret Manager access) [SECRETS_RECHECK_SECONDS, default {RECHECK_SECONDS:g}]")
     p.add_argument("--samples-dir", type=Path, default=None, help="Test page samples [default: samples/ beside model]")
     args = p.parse_args(argv)
     if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
         p.error(f"MODE must be dedicated or shared, got {args.mode!r}")
     if args.max_queue is None:
         args.max_queue = 2 * args.max_concurrency
+    if args.secrets_recheck_seconds < 0:
+        p.error("--secrets-recheck-seconds must be >= 0")
     if args.max_concurrency < 1 or args.max_queue < 0 or args.request_timeout <= 0:
         p.error("--max-concurrency must be at least 1, --max-queue at least 0, --request-timeout positive")
     if any(n is not None and n < 1 for n in (args.inference_workers, args.threads)):
@@ -130,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _capacity(args: argparse.Namespace) -> dict[str, float | None]:
     return {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
-            "request_timeout": args.request_timeout, "inference_workers": args.inference_workers}
+            "request_timeout": args.request_timeout, "inference_workers": args.inference_workers,
+            "secrets_recheck_seconds": args.secrets_recheck_seconds}
 
 
 def _shared_app(args: argparse.Namespace) -> FastAPI:

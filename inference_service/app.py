@@ -35,6 +35,7 @@ from inference_service.auth import AuthError, KeyStore
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
+from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -61,6 +62,7 @@ class Settings:
     max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
     max_queue: int = 8  # predicts waiting for a turn; more are refused with 503
     request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
+    secrets_recheck_seconds: float = RECHECK_SECONDS  # how often to look for a rotated key file (recheck.py)
 
     @property
     def threads(self) -> int:
@@ -205,7 +207,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     """The app for one dedicated endpoint; pass ``provider`` to serve models resolved some other way."""
     metrics = Metrics()
     provider = provider or SingleModel(settings, metrics)
-    keys = KeyStore(None if settings.allow_anonymous else settings.api_key_file)
+    keys = KeyStore(None if settings.allow_anonymous else settings.api_key_file, settings.secrets_recheck_seconds)
     if keys.anonymous and not settings.allow_anonymous:
         raise ValueError("an API key file is required unless allow_anonymous is set")
     samples_dir = settings.samples_dir or settings.model_path.parent / "samples"

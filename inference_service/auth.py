@@ -10,6 +10,8 @@ import re
 import threading
 from pathlib import Path
 
+from inference_service.recheck import RECHECK_SECONDS, Recheck
+
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -36,13 +38,15 @@ def read_digests(path: Path) -> frozenset[str]:
 
 
 class KeyStore:
-    """Checks bearer keys against the key file, re-reading it when it changes (Secret Manager rotation).
+    """Checks bearer keys against the key file, re-reading it when it changes (Secret Manager rotation),
+    looking at most every ``recheck_seconds`` (recheck.py says why).
 
     ``path=None`` means anonymous access, which only ``--allow-anonymous`` may ask for.
     """
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.path = Path(path) if path else None
+        self._recheck = Recheck(recheck_seconds)
         self._lock = threading.Lock()
         self._mtime = 0.0
         self._digests: frozenset[str] = frozenset()
@@ -67,8 +71,9 @@ class KeyStore:
         scheme, _, key = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-        with contextlib.suppress(OSError, ValueError):  # a half-written rotation: keep serving the keys we had
-            self._reload()
+        if self._recheck.due():
+            with contextlib.suppress(OSError, ValueError):  # a half-written rotation: keep serving the keys we had
+                self._reload()
         digest = hash_key(key.strip())
         if not any(hmac.compare_digest(digest, d) for d in self._digests):
             raise AuthError("invalid API key")

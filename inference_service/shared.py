@@ -93,7 +93,7 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
     if shared.region not in SHARED_REGIONS:
         raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
-    tenants = TenantsFile(shared.tenants_file)
+    tenants = TenantsFile(shared.tenants_file, settings.secrets_recheck_seconds)
     provider = SharedModels()
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
     settings = replace(settings, inference_workers=settings.inference_workers or 1)

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from inference_service.auth import DIGEST, hash_key
+from inference_service.recheck import RECHECK_SECONDS, Recheck
 
 log = logging.getLogger("inference_service")
 
@@ -89,8 +90,9 @@ class TenantsFile:
     A bad new version is logged and ignored: the server keeps serving the tenants it had, as ``KeyStore`` does.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.path = path
+        self._recheck = Recheck(recheck_seconds)  # at most one look per interval (recheck.py says why)
         self._lock = threading.Lock()
         self._tenants = load_tenants(path)  # at startup a bad file is fatal
         self._version = self._stat()
@@ -100,6 +102,8 @@ class TenantsFile:
         return st.st_mtime_ns, st.st_size  # size too: coarse file system clocks can repeat an mtime
 
     def current(self) -> Tenants:
+        if not self._recheck.due():
+            return self._tenants
         try:
             version = self._stat()
         except OSError:

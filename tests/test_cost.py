@@ -190,7 +190,7 @@ def test_a_small_plan_costs_exactly_the_hand_computed_total(tmp_path):
     book = distinct_book(tmp_path)
     plan = evaluate("dev", config_overrides=SMALL)
     traffic = Traffic(requests_per_second=1, latency_ms=100, request_kib=1024, response_kib=512,
-                      secret_reads_per_request=2)
+                      secrets_recheck_seconds=2)
     costs = stack_costs(plan, load_catalog(PROJECT_DIR / "regions.yaml"), book, traffic)
     platform = {line.item: line for line in platform_costs(plan, book, traffic)}
     by_name = {c.shape.name: c for c in costs}  # by Cloud Run service (the stack's physical names)
@@ -212,12 +212,15 @@ def test_a_small_plan_costs_exactly_the_hand_computed_total(tmp_path):
     assert platform["Artifact Registry storage"].always_on == pytest.approx(1.284)
     # the API key digests and the tenants file, each one version in one (automatic) location: 2 x 1.09
     assert platform["Secret Manager versions"].always_on == pytest.approx(2.18)
-    # 5 services mount the keys, 3 the tenants file: 8 x 3600 requests x 2 reads = 57,600 / 10,000 x 1.13
-    assert platform["Secret Manager access operations"].traffic == pytest.approx(6.5088)
+    # 5 services mount the keys, 3 the tenants file, each looked at once per 2 s of the 3600 s with requests:
+    # 8 x 1800 = 14,400 / 10,000 x 1.13; looking on every request would be 8 x 3600 = 28,800 reads
+    assert platform["Secret Manager access operations"].traffic == pytest.approx(1.6272)
+    every_request = {line.item: line for line in platform_costs(plan, book, replace(traffic, secrets_recheck_seconds=0))}
+    assert every_request["Secret Manager access operations"].traffic == pytest.approx(3.2544)
     total = grand_total(costs, list(platform.values()))
     assert total["always_on"] == pytest.approx(198.0 + 651.6 + 3 * 378.0 + 0.89 + 1.284 + 2.18)  # 1987.954
-    assert total["traffic"] == pytest.approx(13.4244 + 55.3212 + 16.083984375 + 6.5088)  # 91.338384375
-    assert total["total"] == pytest.approx(2079.292384375)
+    assert total["traffic"] == pytest.approx(13.4244 + 55.3212 + 16.083984375 + 1.6272)  # 86.456784375
+    assert total["total"] == pytest.approx(2074.410784375)
 
 
 def test_forwarding_rules_beyond_five_and_replicated_secrets():

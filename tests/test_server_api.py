@@ -182,7 +182,8 @@ def test_auth_accepts_every_listed_key(client: TestClient, sample: bytes) -> Non
 
 def test_key_file_rotation_is_picked_up(key_and_file: tuple[str, Path], sample: bytes, tmp_path: Path) -> None:
     key, path = write_key_file(tmp_path)
-    with TestClient(create_app(Settings(model_path=demo_model("e2e"), api_key_file=path))) as c:
+    settings = Settings(model_path=demo_model("e2e"), api_key_file=path, secrets_recheck_seconds=0)
+    with TestClient(create_app(settings)) as c:
         while c.get("/health").status_code != 200:
             time.sleep(0.05)
         assert c.post("/predict", files={"file": sample}, headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -233,7 +233,7 @@ def test_redirect_location_is_served_by_the_peer_region(layout: tuple[Path, Path
 
 def test_tenants_file_changes_apply_without_restart(layout: tuple[Path, Path], tmp_path: Path, image: bytes) -> None:
     tenants = write_tenants(tmp_path / "tenants.yaml", {"globex": "us-central1"})
-    with run_server(shared_args((layout[0], tenants))) as (url, _):
+    with run_server(shared_args((layout[0], tenants), "--secrets-recheck-seconds", "0")) as (url, _):
         assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 401
         write_tenants(tenants, {"globex": "us-central1", "acme": "us-central1"})  # a new secret version
         assert predict(url, "acme", "shapes/demo", KEYS["acme"], image).status_code == 200
