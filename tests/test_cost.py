@@ -215,7 +215,8 @@ def test_a_small_plan_costs_exactly_the_hand_computed_total(tmp_path):
     # 5 services mount the keys, 3 the tenants file, each looked at once per 2 s of the 3600 s with requests:
     # 8 x 1800 = 14,400 / 10,000 x 1.13; looking on every request would be 8 x 3600 = 28,800 reads
     assert platform["Secret Manager access operations"].traffic == pytest.approx(1.6272)
-    every_request = {line.item: line for line in platform_costs(plan, book, replace(traffic, secrets_recheck_seconds=0))}
+    per_request = replace(traffic, secrets_recheck_seconds=0)
+    every_request = {line.item: line for line in platform_costs(plan, book, per_request)}
     assert every_request["Secret Manager access operations"].traffic == pytest.approx(3.2544)
     total = grand_total(costs, list(platform.values()))
     assert total["always_on"] == pytest.approx(198.0 + 651.6 + 3 * 378.0 + 0.89 + 1.284 + 2.18)  # 1987.954
