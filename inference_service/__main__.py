@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--request-timeout", type=float, default=float(env.get("REQUEST_TIMEOUT", "60")),
                    help="seconds a request may take: 408 if it has not arrived by then, 504 if its answer is not "
                    "ready [REQUEST_TIMEOUT, default 60]")
-    p.add_argument("--samples-dir", type=Path, default=None, help="Test page samples [default: samples/ beside model]")
+    p.add_argument("--samples-dir", type=Path, default=env.get("SAMPLES_DIR"),
+                   help="Test page samples [SAMPLES_DIR; default: samples/ beside the model]")
     args = p.parse_args(argv)
     if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
         p.error(f"MODE must be dedicated or shared, got {args.mode!r}")
