@@ -19,6 +19,7 @@ import datetime as dt
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -130,7 +131,8 @@ def podman_engine(state: Path = STATE) -> Engine:
     hybrid cgroups."""
     missing = [tool for tool in PODMAN_TOOLS if shutil.which(tool) is None]
     if missing:
-        raise ImageBuildError(f"no Docker engine answers and {', '.join(missing)} not installed: {INSTALL_HINT}")
+        raise ImageBuildError(f"no Docker engine answers and these are not installed: {', '.join(missing)}; "
+                              f"{INSTALL_HINT}")
     state.mkdir(parents=True, exist_ok=True)
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     conf = state / "containers.conf"
@@ -265,12 +267,18 @@ def build(stack: str = "prod", tag: str | None = None, *, no_cache: bool = False
     return BuildResult(engine, tag, files, stand_ins, seconds)
 
 
+def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = None) -> list[str]:
+    """`run` arguments that start the image as Cloud Run does, and stricter: detached, on the host's `port`,
+    read-only root with a tmpfs /tmp, the key digests file (`sha256.txt`, readable by uid 10001) mounted."""
+    model = ["-e", f"MODEL_PATH={model_path}"] if model_path else []
+    return ["run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp", "-e", f"PORT={port}", *model,
+            "-e", "API_KEY_FILE=/secrets/sha256.txt", "-v", f"{secrets_dir}:/secrets:ro", tag]
+
+
 def run_command(result: BuildResult) -> str:
     """How to start the image just built, with a key file in ./secrets (README "The server image")."""
-    cli = " ".join(result.engine.cli)
-    env = " ".join(f"{k}={v}" for k, v in result.engine.env.items())
-    return (f"{env + ' ' if env else ''}{cli} run --rm --network host -e PORT=8080 "
-            f"-e API_KEY_FILE=/secrets/sha256.txt -v $PWD/secrets:/secrets:ro --read-only --tmpfs /tmp {result.tag}")
+    env = [f"{k}={v}" for k, v in result.engine.env.items()]
+    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / "secrets")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from helpers_server import MODELS, free_port, write_key_file
+from helpers_server import MODELS, start_container, write_key_file
 
 from components.endpoint import model_path_in_image
 from fleet.build_image import STAND_IN_NOTE, BuildResult, Engine, ImageBuildError, build, find_engine
@@ -53,12 +53,12 @@ class Container:
 def image() -> Iterator[BuildResult]:
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1: the image is neither built nor run")
+    tag = f"localhost/yolo-fleet-test/inference-server:{secrets.token_hex(4)}"
     try:
         engine = find_engine()
+        result = build(STACK, tag, engine=engine, quiet=True, log=lambda _: None)
     except ImageBuildError as error:
-        pytest.fail(f"{error} (or set {SKIP_ENV}=1 to skip the image tests)", pytrace=False)
-    tag = f"localhost/yolo-fleet-test/inference-server:{secrets.token_hex(4)}"
-    result = build(STACK, tag, engine=engine, quiet=True, log=lambda _: None)
+        pytest.fail(f"{error}\n(or set {SKIP_ENV}=1 to skip the image tests)", pytrace=False)
     if result.stand_in_bases:
         warnings.warn(StandInBaseWarning(f"the image was built on a {STAND_IN_NOTE}: "
                                          f"{', '.join(result.stand_in_bases)} could not be pulled"), stacklevel=1)
@@ -75,29 +75,15 @@ def container(image: BuildResult, tmp_path_factory: pytest.TempPathFactory) -> I
     key, key_file = write_key_file(keys)
     keys.chmod(0o755)
     key_file.chmod(0o644)
-    port = free_port()
     model = model_path_in_image(image.model_files[0])
-    engine = image.engine
-    cid = engine("run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp", "-e", f"PORT={port}",
-                 "-e", f"MODEL_PATH={model}", "-e", "API_KEY_FILE=/secrets/sha256.txt", "-v", f"{keys}:/secrets:ro",
-                 image.tag).stdout.strip()
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            running = engine("inspect", "--format", "{{.State.Running}}", cid).stdout.strip()
-            if running != "true" or time.monotonic() > deadline:
-                pytest.fail(f"the container did not become healthy (running: {running}):\n"
-                            f"{engine('logs', cid, check=False).stderr[-3000:]}")
-            time.sleep(0.1)
-        yield Container(engine, cid, url, key, model)
+        cid, url, _ = start_container(image.engine, image.tag, keys, model)
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield Container(image.engine, cid, url, key, model)
     finally:
-        engine("rm", "-f", cid, check=False)
+        image.engine("rm", "-f", cid, check=False)
 
 
 def logs(c: Container) -> str:
