@@ -10,6 +10,7 @@ throw-away store. Needs no farm-bench.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -128,6 +129,7 @@ def main() -> None:
     p.add_argument("--from-nothing", action="store_true", help="also time a first build in an empty store")
     args = p.parse_args()
     engine = find_engine()
+    load_before = os.getloadavg()[0]
     first = from_nothing(args.stack) if args.from_nothing and engine.name == "podman" else None
     cold = build(args.stack, f"{TAG}:cold", engine=engine, no_cache=True, quiet=True)
     cached = build(args.stack, f"{TAG}:cold", engine=engine, quiet=True)
@@ -169,7 +171,8 @@ def main() -> None:
     body = f"""Stack `{args.stack}` ({', '.join(cold.model_files)}), built with {engine.name}
 ({'buildah bud --layers, runc' if engine.name == 'podman' else 'docker buildx'}); the container runs as the image
 test runs it (`--read-only`, `--tmpfs /tmp`, host network, the demo model). One run on a machine shared with other
-work: timings vary by tens of percent, sizes do not.
+work (1-minute load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()}
+CPUs): timings vary by tens of percent with it, sizes do not.
 
 | measure | value |
 |---|---|
