@@ -276,9 +276,9 @@ def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = 
 
 
 def run_command(result: BuildResult) -> str:
-    """How to start the image just built, with a key file in ./secrets (README "The server image")."""
+    """How to start the image just built, with the key digests file `make serve` writes (.serve/sha256.txt)."""
     env = [f"{k}={v}" for k, v in result.engine.env.items()]
-    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / "secrets")])
+    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / ".serve")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as error:  # the stack's config or a model file: the user's input
         print(f"make image: {error}", file=sys.stderr)
         return 2
-    print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it with:\n"
-          f"  {run_command(result)}")
+    print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it, with the key digests in "
+          f".serve/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}")
     return 0
 
 
