@@ -8,7 +8,7 @@ PLAN_DEPS := $(VENV)/.plan-deps
 TEST_DEPS := $(VENV)/.test-deps
 NATIVE    := inference_service/_letterbox.so
 
-.PHONY: plan test lint serve regions clean
+.PHONY: plan test lint serve regions clean image
 
 plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print what `pulumi up` would create
 	$(BIN)/fleet plan --stack $(STACK)
@@ -19,6 +19,11 @@ regions: $(PLAN_DEPS)
 test: $(TEST_DEPS) $(NATIVE)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The server image with STACK's model files: docker buildx when an engine answers, else podman/buildah (and
+# stand-in bases only where the real ones cannot be pulled); README "The server image".
+image: $(PLAN_DEPS)
+	$(BIN)/python -m fleet.build_image --stack $(STACK)
 
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check .

@@ -47,6 +47,7 @@ image = ServerImage("server-image", ServerImageArgs(
     stack=stack,
     prebuilt=config.image,
     labels=labels,
+    model_files=[m.file for m in config.models],
 ))
 keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
 

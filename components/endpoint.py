@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 
 import pulumi
 
+from components.image import image_path
 from components.layout import ServicePlan
 from components.service import ServiceInputs, declare_service
 
-MODELS_IN_IMAGE = PurePosixPath("/app/models")
-
 
 def model_path_in_image(repo_file: str) -> str:
-    """models/demo-e2e.onnx in the repository is /app/models/demo-e2e.onnx in the image."""
-    return str(MODELS_IN_IMAGE / PurePosixPath(repo_file).name)
+    """models/demo-e2e.onnx in the repository is /app/models/demo-e2e.onnx in the image, weights/a/x.onnx is
+    /app/weights/a/x.onnx: the image keeps repository paths (components/image.py)."""
+    return str(image_path(repo_file))
 
 
 @dataclass(frozen=True)

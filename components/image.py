@@ -4,17 +4,26 @@ multi-region repository per continent so every endpoint pulls from nearby, and d
 Cloud Run pulls images as its service agent, not as the services' own accounts: the agent alone gets
 read access, on each repository (not the project). Pushing is the deployer's credentials' job; no
 service account of the fleet can write to a repository.
+
+The image holds exactly the stack's model files: the build argument MODEL_FILES names each one with its
+sha256 (`sha256sum` lines), and the Dockerfile copies those, from a bind mount of the context, to
+/app/<repository path>. A build argument works alike in docker buildx, buildah and docker-build's Image,
+needs no copy of the repository, and its digests make a changed model change the build's cache key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
 from components import names
+from components.errors import FleetError
 
 IMAGE_NAME = "inference-server"
 REPOSITORY_READER = "roles/artifactregistry.reader"
@@ -22,6 +31,30 @@ REPOSITORY_READER = "roles/artifactregistry.reader"
 DELETE_AFTER_DAYS = 30
 KEEP_NEWEST = 10
 STACK_TAG_PREFIX = "stack-"
+APP_DIR = PurePosixPath("/app")  # the image's copy of the repository's files: <path> is /app/<path>
+MODEL_FILES_ARG = "MODEL_FILES"
+
+
+def image_path(repo_file: str) -> PurePosixPath:
+    """Where the Dockerfile puts a repository file: /app/<its path>, so equal names in two folders never meet."""
+    return APP_DIR / PurePosixPath(repo_file)  # `./models/x.onnx` is `models/x.onnx`
+
+
+def model_files_arg(context: Path, files: Sequence[str]) -> str:
+    """MODEL_FILES: one `sha256sum` line per distinct file, sorted (`sha256sum --check` verifies it in the build)."""
+    lines = []
+    for name in sorted({str(PurePosixPath(f)) for f in files}):
+        path = context / name
+        if not path.is_file() or not path.resolve().is_relative_to(context.resolve()):
+            raise FleetError(f"{name}: not a file in the repository ({context}); the image copies model files "
+                             "from the build context")
+        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}")
+    return "\n".join(lines)
+
+
+def model_files_in_arg(arg: str) -> list[str]:
+    """The files a MODEL_FILES value names (what the image will hold, each at image_path)."""
+    return [line.split(None, 1)[1] for line in arg.splitlines() if line.strip()]
 
 
 def cloud_run_agent(project_number: str) -> str:
@@ -70,6 +103,7 @@ class ServerImageArgs:
     stack: str  # each push is also tagged stack_tag(stack), which the cleanup policies keep
     prebuilt: str | None = None  # an image already pushed elsewhere, by digest: no build, no repositories
     labels: dict[str, str] | None = None
+    model_files: Sequence[str] = field(default_factory=tuple)  # the stack's model files (repository paths)
 
 
 class ServerImage(pulumi.ComponentResource):
@@ -115,6 +149,7 @@ class ServerImage(pulumi.ComponentResource):
             name,
             context=docker_build.BuildContextArgs(location=args.context),
             dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
+            build_args={MODEL_FILES_ARG: model_files_arg(Path(args.context), args.model_files)},
             platforms=[docker_build.Platform.LINUX_AMD64],
             push=True,
             tags=[f"{self._repository(loc)}:{tag}" for loc in args.locations

@@ -7,12 +7,16 @@ image digest is a hash of the build context), never pretend-real values.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime.mocks import MockMonitor
+
+from components.image import MODEL_FILES_ARG, model_files_in_arg
 
 
 @dataclass
@@ -28,16 +32,19 @@ class RecordedResource:
 PROJECT_NUMBER = "PROJECT_NUMBER"
 
 
-def context_digest(context: str, dockerfile: str) -> str:
-    """A stand-in image digest: sha256 over the Dockerfile and the files it copies (server code, models)."""
+def context_digest(context: str, dockerfile: str, build_args: Mapping[str, str]) -> str:
+    """A stand-in image digest: sha256 over the Dockerfile, the build arguments, the sources it copies (server
+    code, Test page samples) and the model files MODEL_FILES names; other ONNX files never reach the image."""
     root = Path(context)
     h = hashlib.sha256(Path(dockerfile).read_bytes() if Path(dockerfile).is_file() else b"")
-    for sub in ("inference_service", "models"):
-        for path in sorted((root / sub).rglob("*")):
-            # compiled files are build outputs (the image compiles its own kernel), not sources
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".so":
-                h.update(str(path.relative_to(root)).encode())
-                h.update(path.read_bytes())
+    h.update(json.dumps(dict(build_args), sort_keys=True).encode())
+    copied = [p for sub in ("inference_service", "models/samples") for p in sorted((root / sub).rglob("*"))]
+    models = [root / f for f in model_files_in_arg(build_args.get(MODEL_FILES_ARG, ""))]
+    for path in [*copied, *models]:
+        # compiled files are build outputs (the image compiles its own kernel), not sources
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".so":
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
     return "sha256:" + h.hexdigest()
 
 
@@ -65,7 +72,8 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     if typ == "gcp:compute/globalAddress:GlobalAddress":
         return {"address": "203.0.113.10"}  # TEST-NET-3 (RFC 5737): documentation-only, never a real address
     if typ == "docker-build:index:Image":
-        digest = context_digest(inputs["context"]["location"], inputs["dockerfile"]["location"])
+        digest = context_digest(inputs["context"]["location"], inputs["dockerfile"]["location"],
+                                inputs.get("buildArgs") or {})
         return {"digest": digest, "ref": f"{inputs['tags'][0].rsplit(':', 1)[0]}@{digest}"}
     return {}
 

@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=float(env.get("SECRETS_RECHECK_SECONDS", str(RECHECK_SECONDS))),
                    help="look for a new version of the key and tenants files at most this often (each look at a "
                    f"mounted secret is a Secret Manager access) [SECRETS_RECHECK_SECONDS, default {RECHECK_SECONDS:g}]")
-    p.add_argument("--samples-dir", type=Path, default=None, help="Test page samples [default: samples/ beside model]")
+    p.add_argument("--samples-dir", type=Path, default=env.get("SAMPLES_DIR"),
+                   help="Test page samples [SAMPLES_DIR; default: samples/ beside the model]")
     args = p.parse_args(argv)
     if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
         p.error(f"MODE must be dedicated or shared, got {args.mode!r}")

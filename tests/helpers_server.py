@@ -17,6 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from fleet.build_image import Engine, serve_args
 from inference_service.auth import hash_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,27 @@ def run_server(args: list[str], env: dict[str, str] | None = None, python: str =
             proc.wait()
         if log_path:
             out.close()
+
+
+def start_container(engine: Engine, tag: str, secrets_dir: Path, model_path: str | None = None,
+                    timeout: float = 60) -> tuple[str, str, float]:
+    """Run the server image (fleet/build_image.py serve_args) until /health is 200; (container id, base URL,
+    seconds from `run` to the first 200). A container that stops or stays unhealthy fails with its log."""
+    port = free_port()
+    started = time.monotonic()
+    cid = engine(*serve_args(tag, port, secrets_dir, model_path)).stdout.strip()
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return cid, url, time.monotonic() - started
+        running = engine("inspect", "--format", "{{.State.Running}}", cid).stdout.strip()
+        if running != "true" or time.monotonic() - started > timeout:
+            log = engine("logs", cid, check=False)
+            engine("rm", "-f", cid, check=False)
+            raise RuntimeError(f"the container did not become healthy (running: {running}):\n"
+                               f"{(log.stdout + log.stderr)[-3000:]}")
+        time.sleep(0.02)
 
 
 BOUNDARY = "hostile-b0undary"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,8 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from components.image import model_files_arg
+from fleet.build_image import stack_model_files
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "inference_service" / "Dockerfile"
+MODEL_MOUNT = "--mount=type=bind,target=/context "  # the RUN that copies MODEL_FILES from the build context
+STACK = "prod"  # whose model files the replayed image holds
 
 
 def stages() -> list[list[tuple[str, str]]]:
@@ -31,6 +38,11 @@ def stages() -> list[list[tuple[str, str]]]:
 def instructions() -> list[tuple[str, str]]:
     """The final stage's instructions: the image that runs."""
     return stages()[-1]
+
+
+def image_env() -> dict[str, str]:
+    """The final stage's ENV values."""
+    return {k: v for k, v in (arg.split("=", 1) for op, a in instructions() if op == "ENV" for arg in a.split())}
 
 
 @pytest.mark.skipif(shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
@@ -57,7 +69,24 @@ def test_image_is_slim_non_root_runtime_only_with_health_check_and_exec_entrypoi
     [entry] = [arg for op, arg in ins if op == "ENTRYPOINT"]
     assert json.loads(entry) == ["python", "-m", "inference_service"]  # exec form, the module the tests serve
     copies = [arg for op, arg in ins if op == "COPY"]
-    assert "models/*.onnx /app/models/" in copies and "models/samples/ /app/models/samples/" in copies
+    assert "models/samples/ /app/models/samples/" in copies, "the Test page's samples"
+    assert not any(".onnx" in arg for arg in copies), "model files come from MODEL_FILES, not a glob of models/"
+    assert ("ARG", "MODEL_FILES") in ins and any(op == "RUN" and arg.startswith(MODEL_MOUNT) for op, arg in ins)
+
+
+def test_bases_are_pinned_to_a_debian_release_and_requirements_to_versions() -> None:
+    bases = [stage[0][1].split()[0] for stage in stages()]
+    assert bases == ["python:3.11-bookworm", "python:3.11-slim-bookworm"], "a Debian release, not a moving tag"
+    lines = (ROOT / "inference_service/requirements.txt").read_text().splitlines()
+    reqs = [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+    assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", r) for r in reqs), reqs
+
+
+def test_uid_10001_has_a_home_that_a_read_only_root_leaves_writable() -> None:
+    env = image_env()
+    assert env["HOME"] == "/tmp", "onnxruntime keeps its telemetry id in ~: /tmp is writable on Cloud Run and tmpfs"
+    runs = " ".join(arg for op, arg in instructions() if op == "RUN")
+    assert "--uid 10001 --home-dir /tmp" in runs
 
 
 def _copy(src: str, target: str, source_root: Path, dest_root: Path) -> None:
@@ -78,7 +107,8 @@ def _copy(src: str, target: str, source_root: Path, dest_root: Path) -> None:
 def _image_layout(dest: Path, build: Path) -> None:
     """Lay out /app as the Dockerfile does: each build stage's COPY and RUN lines replayed under ``build``/<stage>
     (``python`` there is this interpreter; the stage needs nothing beyond the standard library), then the final
-    stage's COPY lines, ``--from=<stage>`` ones taken from what that stage built."""
+    stage's COPY lines, ``--from=<stage>`` ones taken from what that stage built, and its model-file RUN with
+    MODEL_FILES as `make image` passes it for the prod stack."""
     built: dict[str, Path] = {}
     for stage in stages()[:-1]:
         name = stage[0][1].split(" AS ")[1].strip()
@@ -98,6 +128,11 @@ def _image_layout(dest: Path, build: Path) -> None:
             *flags, src, target = arg.split()
             stage = next((f.removeprefix("--from=") for f in flags if f.startswith("--from=")), None)
             _copy(src, target.removeprefix("/app"), ROOT if stage is None else built[stage], dest)
+        elif op == "RUN" and arg.startswith(MODEL_MOUNT):  # the model files: the same shell, paths moved here
+            script = (arg.removeprefix(MODEL_MOUNT).replace("/tmp/", f"{build}/").replace("/context", str(ROOT))
+                      .replace("/app/", f"{dest}/"))
+            model_files = model_files_arg(ROOT, stack_model_files(STACK))
+            subprocess.run(["sh", "-c", script], check=True, env={**os.environ, "MODEL_FILES": model_files})
 
 
 def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serves(tmp_path: Path) -> None:
@@ -108,6 +143,8 @@ def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serve
     venv, app = tmp_path / "venv", tmp_path / "app"
     _image_layout(app, tmp_path / "build")
     assert (app / "inference_service/_letterbox.so").is_file(), "the build stage's kernel is in the image"
+    assert sorted(str(p.relative_to(app)) for p in app.rglob("*.onnx")) == sorted(stack_model_files(STACK)), \
+        "the stack's model files at their repository paths, and no other"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
     pip = subprocess.run([py, "-m", "pip", "install", "-q", "-r", str(app / "inference_service/requirements.txt")],
@@ -118,11 +155,12 @@ def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serve
     size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
     assert size_mb < 250, f"runtime install is {size_mb:.0f} MB, over the 250 MB image budget"
 
-    env = {k: v for k, v in (arg.split("=", 1) for op, a in instructions() if op == "ENV" for arg in a.split())}
+    # /app/... paths of the image are under `app` here; HOME=/tmp stays (a writable directory on any machine)
+    env = {k: str(app / v.removeprefix("/app/")) if v.startswith("/app/") else v for k, v in image_env().items()}
     key, key_file = write_key_file(tmp_path)
     port = free_port()
-    env.update(PATH=f"{venv / 'bin'}:/usr/bin:/bin", PORT=str(port), API_KEY_FILE=str(key_file),
-               MODEL_PATH=str(app / "models" / Path(env["MODEL_PATH"]).name))
+    env.update(PATH=f"{venv / 'bin'}:/usr/bin:/bin", PORT=str(port), API_KEY_FILE=str(key_file))
+    assert env["MODEL_PATH"] == str(app / "models/demo-e2e.onnx")
     [entry] = [json.loads(a) for op, a in instructions() if op == "ENTRYPOINT"]
     proc = subprocess.Popen([*entry, "--host", "127.0.0.1"], cwd=app, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)

@@ -16,6 +16,7 @@ from helpers_server import demo_model, encode, sample_images, write_key_file
 from PIL import Image
 from ultralytics_platform import types as platform_types
 
+from inference_service.__main__ import parse_args
 from inference_service.app import Settings, create_app
 from inference_service.telemetry import JsonFormatter, trace_fields
 
@@ -309,3 +310,20 @@ def test_test_page_and_samples_are_served(client: TestClient) -> None:
     assert info["authRequired"] is True and info["samples"] and info["model"] == "demo"
     assert client.get(f"/samples/{info['samples'][0]}").status_code == 200
     assert client.get("/samples/..%2F..%2Fpyproject.toml").status_code == 404
+
+
+@pytest.mark.parametrize("samples_env", [True, False])
+def test_samples_dir_from_the_environment_serves_samples_for_a_model_anywhere(
+        tmp_path: Path, key_and_file: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, samples_env: bool) -> None:
+    """The image sets SAMPLES_DIR, so a model at /app/weights/x.onnx still offers models/samples/ on the Test page."""
+    model = tmp_path / "weights" / "demo.onnx"
+    model.parent.mkdir()
+    model.write_bytes(demo_model("e2e").read_bytes())
+    samples = demo_model("e2e").parent / "samples"
+    if samples_env:
+        monkeypatch.setenv("SAMPLES_DIR", str(samples))
+    args = parse_args(["--model", str(model), "--api-key-file", str(key_and_file[1])])
+    settings = Settings(model_path=model, api_key_file=key_and_file[1], samples_dir=args.samples_dir)
+    with TestClient(create_app(settings)) as c:
+        listed = c.get("/info").json()["samples"]
+    assert listed == (sorted(p.name for p in samples.iterdir()) if samples_env else [])
