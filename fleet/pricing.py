@@ -33,9 +33,9 @@ from inference_service.recheck import RECHECK_SECONDS
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 # Cloud Run's defaults when a service leaves a field out.
 DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_MAX_INSTANCES = "1", "512Mi", 100
-# The server image's size in a repository (compressed layers), GB: an estimate, not a measurement. The
-# python:3.11-slim base is ~0.05 GB compressed, the onnxruntime/numpy/Pillow wheels and the models most of
-# the rest. Issue 13's image work measures the real size (benchmarks/RESULTS.md, `image` section): set it here.
+# The server image's size in a repository, GB: an upper bound. benchmarks/RESULTS.md (`image`) measured
+# 0.42 GB uncompressed on a stand-in base (0.25 GB; the real python:3.11-slim-bookworm is ~0.125 GB, so
+# ~0.30 GB uncompressed for real); a registry stores compressed layers, smaller still.
 IMAGE_SIZE_GB = 0.4
 GIB = 1024**3
 KIB = 1024
