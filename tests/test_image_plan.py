@@ -31,12 +31,12 @@ def named_files(plan: Plan) -> dict[str, str]:
 
 
 def model_paths(plan: Plan) -> dict[str, str]:
-    """MODEL_PATH per dedicated service."""
+    """MODEL_PATH per dedicated endpoint (by its logical name: the Pulumi resource's)."""
     out = {}
     for service in plan.custom(CLOUD_RUN):
         envs = {e["name"]: e.get("value") for e in service.inputs["template"]["containers"][0]["envs"]}
         if "MODEL_PATH" in envs:
-            out[service.inputs["name"]] = envs["MODEL_PATH"]
+            out[service.name] = envs["MODEL_PATH"]
     return out
 
 
