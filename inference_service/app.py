@@ -133,6 +133,8 @@ class ModelProvider(Protocol):
 
     def latency_ms(self) -> float: ...
 
+    def page_info(self) -> dict[str, Any]: ...
+
 
 class SingleModel:
     """Dedicated mode: one model, loaded in a background thread so the port opens (and /health answers 503)
@@ -191,6 +193,19 @@ class SingleModel:
 
     def latency_ms(self) -> float:
         return self.model.last_inference_ms if self.model else 0.0
+
+    def page_info(self) -> dict[str, Any]:
+        """The model's facts the Test page shows; ``end2end`` disables its iou control (NMS-free models ignore it)."""
+        info = self.model.info if self.model else None
+        return {
+            "mode": "dedicated",
+            "predictPath": "/predict",
+            "model": info.name if info else self.settings.model_name,
+            "task": info.task if info else None,
+            "imgsz": info.imgsz[0] if info else None,
+            "stride": info.stride if info else None,
+            "end2end": info.end2end if info else None,
+        }
 
 
 def error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -372,19 +387,10 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     def test_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/info", summary="What the Test page needs: model, task, default imgsz, samples")
+    @app.get("/info", summary="What the Test page needs: the mode, the model (dedicated), samples")
     def page_info() -> dict[str, Any]:
-        state, _ = provider.status()
-        model = provider.get() if state == "ready" else None
-        return {
-            "model": model.info.name if model else settings.model_name,
-            "task": model.info.task if model else None,
-            "imgsz": model.info.imgsz[0] if model else None,
-            "stride": model.info.stride if model else None,
-            "authRequired": not keys.anonymous,
-            "samples": _samples(samples_dir),
-            "version": __version__,
-        }
+        return {"authRequired": not keys.anonymous, "samples": _samples(samples_dir), "version": __version__,
+                **provider.page_info()}
 
     @app.get("/samples/{name}", include_in_schema=False)
     def sample(name: str) -> FileResponse:

@@ -76,6 +76,9 @@ class SharedModels:
 
     registry: ModelRegistry  # set once the app (and its metrics registry) exists
 
+    def __init__(self, region: str) -> None:
+        self.region = region
+
     def start(self) -> None:
         pass
 
@@ -88,13 +91,17 @@ class SharedModels:
     def latency_ms(self) -> float:
         return self.registry.last_inference_ms
 
+    def page_info(self) -> dict[str, Any]:
+        """The Test page asks for a tenant key and owner/project/model, and posts to the shared route."""
+        return {"mode": "shared", "predictPath": ROUTE, "region": self.region, "authRequired": True}
+
 
 def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
     if shared.region not in SHARED_REGIONS:
         raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
     tenants = TenantsFile(shared.tenants_file, settings.secrets_recheck_seconds)
-    provider = SharedModels()
+    provider = SharedModels(shared.region)
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
     settings = replace(settings, inference_workers=settings.inference_workers or 1)
     app = create_app(settings, provider)
