@@ -33,7 +33,7 @@ from inference_service import __version__, core, native
 from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
 from inference_service.lanes import InferenceGate
-from inference_service.model import Model, cpu_count
+from inference_service.model import Model, ModelInfo, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
 from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
@@ -195,17 +195,15 @@ class SingleModel:
         return self.model.last_inference_ms if self.model else 0.0
 
     def page_info(self) -> dict[str, Any]:
-        """The model's facts the Test page shows; ``end2end`` disables its iou control (NMS-free models ignore it)."""
-        info = self.model.info if self.model else None
-        return {
-            "mode": "dedicated",
-            "predictPath": "/predict",
-            "model": info.name if info else self.settings.model_name,
-            "task": info.task if info else None,
-            "imgsz": info.imgsz[0] if info else None,
-            "stride": info.stride if info else None,
-            "end2end": info.end2end if info else None,
-        }
+        """The model's facts the Test page shows (``model_facts``), once loaded."""
+        facts = model_facts(self.model.info) if self.model else {"model": self.settings.model_name}
+        return {"mode": "dedicated", "predictPath": "/predict", **facts}
+
+
+def model_facts(info: ModelInfo) -> dict[str, Any]:
+    """What the Test page shows of a model; ``end2end`` disables its iou control (NMS-free models ignore iou)."""
+    return {"model": info.name, "task": info.task, "imgsz": info.imgsz[0], "stride": info.stride,
+            "end2end": info.end2end}
 
 
 def error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:

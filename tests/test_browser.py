@@ -200,9 +200,12 @@ def test_iou_control_follows_the_model(browser, kind: str) -> None:
 
 
 def test_shared_mode_page_predicts_with_a_tenant_key(page, tmp_path: Path) -> None:
+    """`/` on a shared service: tenant key and owner/project/model, the samples, a predict on the shared route,
+    the iou control following the chosen model; no script error."""
     models = tmp_path / "models"
     (models / "acme" / "shapes").mkdir(parents=True)
     shutil.copy(demo_model("e2e"), models / "acme" / "shapes" / "demo.onnx")
+    shutil.copy(demo_model("raw"), models / "acme" / "shapes" / "raw.onnx")
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text(f"tenants:\n  acme:\n    data_region: us-central1\n    key_sha256: [{hash_key(TENANT_KEY)}]\n")
     args = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
@@ -219,4 +222,10 @@ def test_shared_mode_page_predicts_with_a_tenant_key(page, tmp_path: Path) -> No
         page.wait_for_function(BOXES_DRAWN, timeout=20000)
         assert "/api/models/acme/shapes/demo/predict" in page.locator("#curl").inner_text()
         assert "us-central1" in page.locator("#model-meta").inner_text()
+        assert page.locator("#iou").is_disabled() and "ignores iou" in page.locator("#iou-note").inner_text()
+        set_value(page, "#model", "raw")  # a model with NMS: iou is live again, and the page reruns with it
+        page.wait_for_function("!document.getElementById('iou').disabled", timeout=20000)
+        page.wait_for_function(BOXES_DRAWN, timeout=20000)
+        assert "/api/models/acme/shapes/raw/predict" in page.locator("#curl").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "test-page-shared.png"), full_page=True)
     assert not page.errors, page.errors

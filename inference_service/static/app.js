@@ -9,17 +9,17 @@ const PALETTE = ["#ff3838", "#2f6fed", "#18a058", "#ff9d1a", "#a347ff", "#00b3c4
 const TARGET = ["owner", "project", "model"];
 const EXAMPLE_FILE = "image.jpg";
 // pick: bumped by each new image, so a slow fetch or decode of an older one is dropped; run: same for requests.
-const state = { blob: null, filename: null, sample: null, image: null, info: null, pick: 0, run: 0 };
+// facts: the model's task, imgsz, end2end (/info in dedicated mode, the tenant model's info route in shared mode).
+const state = { blob: null, filename: null, sample: null, image: null, info: null, facts: null, pick: 0, run: 0 };
 
 const isShared = () => state.info?.mode === "shared";
-const isEndToEnd = () => state.info?.end2end === true;
+const isEndToEnd = () => state.facts?.end2end === true;
 const authRequired = () => Boolean(state.info?.authRequired);
 const apiKey = () => $("api-key").value.trim();
 const missingTarget = () => (isShared() ? TARGET.filter((name) => !$(name).value.trim()) : []);
 
 /** The predict URL; a shared-mode path segment not filled in yet shows as OWNER, PROJECT or MODEL. */
-function endpoint() {
-  const path = state.info?.predictPath || "/predict";
+function endpoint(path = state.info?.predictPath || "/predict") {
   return location.origin + path.replace(/\{(\w+)\}/g, (_, name) => {
     const value = $(name) ? $(name).value.trim() : "";
     return value ? encodeURIComponent(value) : name.toUpperCase();
@@ -246,43 +246,58 @@ async function pickSample(name) {
 function remember(id) {
   const saved = localStorage.getItem(`testPage.${id}`);
   if (saved) $(id).value = saved;
-  $(id).addEventListener("change", () => {
+  $(id).addEventListener("change", async () => {
     localStorage.setItem(`testPage.${id}`, $(id).value.trim());
+    await loadModelFacts();
     predict();
   });
   $(id).addEventListener("input", renderSnippets);
 }
 
-function describe(info) {
-  if (info.mode === "shared") {
-    $("model-name").textContent = "· shared API";
-    $("model-meta").textContent = `region ${info.region}, server ${info.version}: a tenant key and the owner, ` +
-      "project and model of one of the tenant's models";
-    $("iou-note").textContent = "End-to-end (NMS-free) models ignore iou, as ultralytics does.";
-    return;
-  }
-  $("model-name").textContent = info.model ? `· ${info.model}` : "";
-  $("model-meta").textContent = info.task
-    ? `${info.task} model, imgsz ${info.imgsz}, ${info.end2end ? "end-to-end (NMS-free)" : "with NMS"}, server ${info.version}`
-    : "model loading…";
-  if (info.imgsz) $("imgsz").placeholder = `${info.imgsz} (model default)`;
-  $("iou").disabled = info.end2end === true;
-  $("iou-note").textContent = info.end2end
+/** The header line and the iou control, from the server's mode and the model's facts. */
+function describe() {
+  const info = state.info;
+  const facts = state.facts;
+  const where = info.mode === "shared" ? `region ${info.region}` : "";
+  $("model-name").textContent = info.mode === "shared" ? "· shared API" : (info.model ? `· ${info.model}` : "");
+  const model = facts?.task
+    ? `${facts.task} model${info.mode === "shared" ? ` ${facts.model}` : ""}, imgsz ${facts.imgsz}, ` +
+      (facts.end2end ? "end-to-end (NMS-free)" : "with NMS")
+    : (info.mode === "shared" ? "a tenant key and the owner, project and model of one of the tenant's models" : "model loading…");
+  $("model-meta").textContent = [where, model, `server ${info.version}`].filter(Boolean).join(" · ");
+  $("imgsz").placeholder = facts?.imgsz ? `${facts.imgsz} (model default)` : "model default";
+  $("iou").disabled = isEndToEnd();
+  $("iou-note").textContent = isEndToEnd()
     ? "This model is end-to-end (NMS-free): it ignores iou, as ultralytics does."
-    : "";
+    : (facts?.task ? "" : "End-to-end (NMS-free) models ignore iou, as ultralytics does.");
+  renderSnippets();
+}
+
+/** Shared mode: the facts of the tenant model named by the key and owner/project/model fields, if it can be read. */
+async function loadModelFacts() {
+  state.facts = null;
+  if (!authRequired() || !apiKey() || missingTarget().length) return describe();
+  try {
+    const res = await fetch(endpoint(state.info.infoPath), { headers: { Authorization: `Bearer ${apiKey()}` } });
+    if (res.ok) state.facts = await res.json();
+  } catch {
+    // the predict that follows reports what is wrong
+  }
+  describe();
 }
 
 async function loadInfo() {
   state.info = await (await fetch("/info")).json();
-  describe(state.info);
-  renderSnippets();
+  if (state.info.mode !== "shared") state.facts = state.info.task ? state.info : null;
+  describe();
   if (state.info.mode !== "shared" && !state.info.task) setTimeout(loadInfo, 1000); // still loading
 }
 
 async function init() {
   $("api-key").value = localStorage.getItem("testPage.api-key") || "";
-  $("api-key").addEventListener("change", () => {
+  $("api-key").addEventListener("change", async () => {
     localStorage.setItem("testPage.api-key", apiKey());
+    if (isShared()) await loadModelFacts();
     predict();
   });
   for (const id of ["conf", "iou"]) {
@@ -304,7 +319,11 @@ async function init() {
   const info = state.info;
   $("key-row").hidden = !info.authRequired;
   $("target").hidden = info.mode !== "shared";
-  if (info.mode === "shared") TARGET.forEach(remember);
+  if (info.mode === "shared") $("key-label").textContent = "Tenant API key";
+  if (info.mode === "shared") {
+    TARGET.forEach(remember);
+    await loadModelFacts();
+  }
   for (const name of info.samples) {
     const button = document.createElement("button");
     button.type = "button";
