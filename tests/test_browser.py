@@ -4,6 +4,7 @@ One browser for the module; each test gets a fresh context (its own localStorage
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -151,8 +152,8 @@ def test_snippets_run_as_shown_with_the_downloaded_sample(page, keyed: tuple[str
     odd = "my shape's; v2.jpg"
     page.locator("#upload").set_input_files(
         {"name": odd, "mimeType": "image/jpeg", "buffer": (MODELS / "samples" / SAMPLES[0]).read_bytes()})
-    page.wait_for_function(BOXES_DRAWN + f" && document.getElementById('canvas').dataset.shown === {odd!r}".replace(
-        "'s", "\\'s"), timeout=20000)
+    page.wait_for_function(f"{BOXES_DRAWN} && document.getElementById('canvas').dataset.shown === {json.dumps(odd)}",
+                           timeout=20000)
     assert not link.is_visible()
     (tmp_path / odd).write_bytes(served.content)
     curl = page.locator("#curl").inner_text()
