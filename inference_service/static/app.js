@@ -319,11 +319,7 @@ async function init() {
   const info = state.info;
   $("key-row").hidden = !info.authRequired;
   $("target").hidden = info.mode !== "shared";
-  if (info.mode === "shared") $("key-label").textContent = "Tenant API key";
-  if (info.mode === "shared") {
-    TARGET.forEach(remember);
-    await loadModelFacts();
-  }
+  clearCanvas();
   for (const name of info.samples) {
     const button = document.createElement("button");
     button.type = "button";
@@ -336,7 +332,11 @@ async function init() {
     button.addEventListener("click", () => pickSample(name));
     $("samples").appendChild(button);
   }
-  clearCanvas();
+  if (info.mode === "shared") {
+    $("key-label").textContent = "Tenant API key";
+    TARGET.forEach(remember);
+    await loadModelFacts();
+  }
 }
 
 init();
