@@ -149,7 +149,8 @@ def _shared_app(args: argparse.Namespace) -> FastAPI:
     from inference_service.tenancy import TenantsError
 
     settings = Settings(model_path=Path(args.models_dir), allow_anonymous=True, intra_op_threads=args.threads,
-                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024), **_capacity(args))
+                        max_body_bytes=int(args.max_upload_mb * 1024 * 1024), samples_dir=args.samples_dir,
+                        **_capacity(args))
     shared = SharedSettings(models_dir=Path(args.models_dir), tenants_file=Path(args.tenants_file),
                             region=args.region, peers=args.peers, cache_bytes=int(args.cache_mb * 1024 * 1024),
                             rate_limit_rps=args.rate_limit_rps, rate_limit_burst=args.rate_limit_burst)

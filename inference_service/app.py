@@ -33,7 +33,7 @@ from inference_service import __version__, core, native
 from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
 from inference_service.lanes import InferenceGate
-from inference_service.model import Model, cpu_count
+from inference_service.model import Model, ModelInfo, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
 from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
@@ -133,6 +133,8 @@ class ModelProvider(Protocol):
 
     def latency_ms(self) -> float: ...
 
+    def page_info(self) -> dict[str, Any]: ...
+
 
 class SingleModel:
     """Dedicated mode: one model, loaded in a background thread so the port opens (and /health answers 503)
@@ -191,6 +193,17 @@ class SingleModel:
 
     def latency_ms(self) -> float:
         return self.model.last_inference_ms if self.model else 0.0
+
+    def page_info(self) -> dict[str, Any]:
+        """The model's facts the Test page shows (``model_facts``), once loaded."""
+        facts = model_facts(self.model.info) if self.model else {"model": self.settings.model_name}
+        return {"mode": "dedicated", "predictPath": "/predict", **facts}
+
+
+def model_facts(info: ModelInfo) -> dict[str, Any]:
+    """What the Test page shows of a model; ``end2end`` disables its iou control (NMS-free models ignore iou)."""
+    return {"model": info.name, "task": info.task, "imgsz": info.imgsz[0], "stride": info.stride,
+            "end2end": info.end2end}
 
 
 def error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -372,19 +385,10 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     def test_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/info", summary="What the Test page needs: model, task, default imgsz, samples")
+    @app.get("/info", summary="What the Test page needs: the mode, the model (dedicated), samples")
     def page_info() -> dict[str, Any]:
-        state, _ = provider.status()
-        model = provider.get() if state == "ready" else None
-        return {
-            "model": model.info.name if model else settings.model_name,
-            "task": model.info.task if model else None,
-            "imgsz": model.info.imgsz[0] if model else None,
-            "stride": model.info.stride if model else None,
-            "authRequired": not keys.anonymous,
-            "samples": _samples(samples_dir),
-            "version": __version__,
-        }
+        return {"authRequired": not keys.anonymous, "samples": _samples(samples_dir), "version": __version__,
+                **provider.page_info()}
 
     @app.get("/samples/{name}", include_in_schema=False)
     def sample(name: str) -> FileResponse:

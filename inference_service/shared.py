@@ -3,6 +3,8 @@
 Checks run in this order, each with a JSON error: the key (401), the path segments (400), the key's tenant
 owns the path (403), the tenant's data lives in this region (else 307), the tenant's rate (429), the model
 file (404, or 424 if it will not load). Everything after that is the dedicated handler, unchanged.
+``GET /api/models/{owner}/{project}/{model}/info`` runs the same checks and answers the model's facts (task,
+default imgsz, end-to-end or not), which the Test page needs for its iou control.
 
 A tenant whose data lives in another region is **redirected, not proxied**: its models exist only in
 that region's bucket, and proxying would carry the tenant's images through a region they must not pass
@@ -26,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from inference_service import core
-from inference_service.app import Settings, create_app, error
+from inference_service.app import Settings, create_app, error, model_facts
 from inference_service.auth import AuthError
 from inference_service.model import Model
 from inference_service.params import OPENAPI_FORM
@@ -34,6 +36,7 @@ from inference_service.registry import ModelError, ModelRegistry
 from inference_service.tenancy import SHARED_REGIONS, Tenant, TenantsFile
 
 ROUTE = "/api/models/{owner}/{project}/{model}/predict"
+INFO_ROUTE = "/api/models/{owner}/{project}/{model}/info"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class SharedModels:
 
     registry: ModelRegistry  # set once the app (and its metrics registry) exists
 
+    def __init__(self, region: str) -> None:
+        self.region = region
+
     def start(self) -> None:
         pass
 
@@ -88,13 +94,18 @@ class SharedModels:
     def latency_ms(self) -> float:
         return self.registry.last_inference_ms
 
+    def page_info(self) -> dict[str, Any]:
+        """The Test page asks for a tenant key and owner/project/model, and posts to the shared route."""
+        return {"mode": "shared", "predictPath": ROUTE, "infoPath": INFO_ROUTE, "region": self.region,
+                "authRequired": True}
+
 
 def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
     if shared.region not in SHARED_REGIONS:
         raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
     tenants = TenantsFile(shared.tenants_file, settings.secrets_recheck_seconds)
-    provider = SharedModels()
+    provider = SharedModels(shared.region)
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
     settings = replace(settings, inference_workers=settings.inference_workers or 1)
     app = create_app(settings, provider)
@@ -115,8 +126,8 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
             raise AuthError("invalid API key")
         return tenant
 
-    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
-    async def predict(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
+    async def tenant_model(request: Request, owner: str, project: str, model: str) -> Model | JSONResponse:
+        """The checks of the module docstring, in order: the loaded model, or the JSON error to answer with."""
         tenant = tenant_of(request)
         registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it
         if owner != tenant.owner:
@@ -127,7 +138,8 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
                 return error(503, f"{owner}'s models are served in {tenant.data_region}, and this service "
                              f"({shared.region}) has no peer URL for that region", headers={"Retry-After": "60"})
             query = f"?{request.url.query}" if request.url.query else ""
-            location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/predict{query}"
+            route = request.url.path.rsplit("/", 1)[1]
+            location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/{route}{query}"
             return error(307, f"{owner}'s models are served in {tenant.data_region}: resend to {location}",
                          headers={"Location": location})
         if wait := limiter.wait_seconds(owner):
@@ -136,8 +148,21 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
         loaded = await run_in_threadpool(registry.get, owner, project, model)
         if reason := loaded.unsupported():
             raise core.InputError(reason, None, 422)
+        return loaded
+
+    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
+    async def predict(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
+        loaded = await tenant_model(request, owner, project, model)
+        if isinstance(loaded, JSONResponse):
+            return loaded
         result = await app.state.predict_request(request, loaded)
         registry.last_inference_ms = loaded.last_inference_ms
         return result
+
+    @app.get(INFO_ROUTE, summary="A tenant's model: task, default imgsz, end-to-end (the Test page's iou control)",
+             response_model=None)
+    async def model_info(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
+        loaded = await tenant_model(request, owner, project, model)
+        return loaded if isinstance(loaded, JSONResponse) else model_facts(loaded.info)
 
     return app

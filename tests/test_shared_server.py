@@ -76,6 +76,22 @@ def metric(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
+def test_model_info_route_checks_like_predict(server: str) -> None:
+    """The Test page reads a tenant model's facts (end-to-end or not) through the predict route's checks."""
+    def info(owner: str, path: str, key: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(f"{server}/api/models/{owner}/{path}/info", headers=headers, timeout=30)
+
+    facts = info("acme", "shapes/demo", KEYS["acme"])
+    assert facts.status_code == 200 and facts.json()["end2end"] is True and facts.json()["task"] == "detect"
+    assert info("acme", "shapes/demo", None).status_code == 401
+    assert info("globex", "shapes/demo", KEYS["acme"]).status_code == 403
+    assert info("acme", "shapes/missing", KEYS["acme"]).status_code == 404
+    moved = info("globex", "shapes/demo", KEYS["globex"])
+    assert moved.status_code == 307 and moved.headers["location"] == f"{EU}/api/models/globex/shapes/demo/info"
+    assert httpx.get(f"{server}/info").json()["mode"] == "shared"
+
+
 def test_tenant_gets_the_reference_response(server: str, image: bytes) -> None:
     r = predict(server, "acme", "shapes/demo", KEYS["acme"], image)
     assert r.status_code == 200, r.text

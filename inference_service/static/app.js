@@ -1,32 +1,69 @@
-// The Test page: send an image to /predict, draw what comes back. Plain JS, no build step.
+// The Test page: send an image to the predict route, draw what comes back. Plain JS, no build step.
+// Dedicated mode posts to /predict; shared mode (info.mode "shared") to /api/models/{owner}/{project}/{model}/predict
+// with a tenant key. The canvas only ever shows the image of the current request: every new request or error
+// first clears the previous boxes and timings.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const PALETTE = ["#ff3838", "#2f6fed", "#18a058", "#ff9d1a", "#a347ff", "#00b3c4", "#e0457b", "#7a8c00"];
-const state = { blob: null, filename: "image.jpg", image: null, info: null };
+const TARGET = ["owner", "project", "model"];
+const EXAMPLE_FILE = "image.jpg";
+// pick: bumped by each new image, so a slow fetch or decode of an older one is dropped; run: same for requests.
+// facts: the model's task, imgsz, end2end (/info in dedicated mode, the tenant model's info route in shared mode).
+const state = { blob: null, filename: null, sample: null, image: null, info: null, facts: null, pick: 0, run: 0 };
 
-function endpoint() {
-  return `${location.origin}/predict`;
+const isShared = () => state.info?.mode === "shared";
+const isEndToEnd = () => state.facts?.end2end === true;
+const authRequired = () => Boolean(state.info?.authRequired);
+const apiKey = () => $("api-key").value.trim();
+const missingTarget = () => (isShared() ? TARGET.filter((name) => !$(name).value.trim()) : []);
+
+/** The predict URL; a shared-mode path segment not filled in yet shows as OWNER, PROJECT or MODEL. */
+function endpoint(path = state.info?.predictPath || "/predict") {
+  return location.origin + path.replace(/\{(\w+)\}/g, (_, name) => {
+    const value = $(name) ? $(name).value.trim() : "";
+    return value ? encodeURIComponent(value) : name.toUpperCase();
+  });
 }
 
+/** Form fields besides the file; no iou for an end-to-end model, which ignores it. */
 function fields() {
-  const out = { conf: $("conf").value, iou: $("iou").value };
+  const out = { conf: $("conf").value };
+  if (!isEndToEnd()) out.iou = $("iou").value;
   if ($("imgsz").value) out.imgsz = $("imgsz").value;
   return out;
 }
 
+/** A POSIX shell word in single quotes. */
+const shellQuote = (text) => `'${text.replace(/'/g, `'\\''`)}'`;
+
+/** curl's -F file=@NAME, with NAME in curl's own double quotes when it holds a character curl -F treats apart. */
+function curlFileArg(name) {
+  const inner = /[;,"\\]/.test(name) ? `"${name.replace(/["\\]/g, "\\$&")}"` : name;
+  return shellQuote(`file=@${inner}`);
+}
+
 function renderSnippets() {
+  const name = state.filename || EXAMPLE_FILE;
   const f = fields();
-  const key = state.info && state.info.authRequired ? "$API_KEY" : "";
-  const auth = key ? ` \\\n  -H "Authorization: Bearer ${key}"` : "";
+  const key = authRequired();
+  const setKey = key ? `# once per shell: export API_KEY=<your ${isShared() ? "tenant " : ""}key>\n` : "";
+  const auth = key ? ` \\\n  -H "Authorization: Bearer $API_KEY"` : "";
   const formArgs = Object.entries(f).map(([k, v]) => ` \\\n  -F ${k}=${v}`).join("");
-  $("curl").textContent = `curl -X POST "${endpoint()}"${auth} \\\n  -F file=@${state.filename}${formArgs}`;
+  $("curl").textContent = `${setKey}curl -X POST "${endpoint()}"${auth} \\\n  -F ${curlFileArg(name)}${formArgs}`;
   const data = Object.entries(f).map(([k, v]) => `"${k}": ${v}`).join(", ");
-  const headers = key ? `\n    headers={"Authorization": f"Bearer {os.environ['API_KEY']}"},` : "";
+  const headers = key ? `\n        headers={"Authorization": f"Bearer {os.environ['API_KEY']}"},` : "";
   const imports = key ? "import os\n\n" : "";
-  $("python").textContent = `${imports}import requests\n\nwith open("${state.filename}", "rb") as f:\n` +
+  $("python").textContent = `${setKey}${imports}import requests\n\nwith open(${JSON.stringify(name)}, "rb") as f:\n` +
     `    r = requests.post(\n        "${endpoint()}",${headers}\n        files={"file": f},\n        data={${data}},\n    )\n` +
     `r.raise_for_status()\nfor det in r.json()["images"][0]["results"]:\n    print(det["name"], det["confidence"], det["box"])`;
+  const download = $("download");
+  download.hidden = !state.sample;
+  if (state.sample) {
+    download.href = `/samples/${encodeURIComponent(state.sample)}`;
+    download.download = state.sample;
+    download.textContent = `Download ${state.sample}`;
+  }
 }
 
 function setStatus(text, isError = false) {
@@ -34,46 +71,112 @@ function setStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
-function draw(results) {
+function highlight(sample) {
+  document.querySelectorAll(".samples button").forEach((b) => b.classList.toggle("active", b.dataset.sample === sample));
+}
+
+/** Back to a blank canvas: no image, no boxes, no timings. */
+function clearCanvas() {
+  const canvas = $("canvas");
+  canvas.width = 640;
+  canvas.height = 480;
+  canvas.dataset.boxes = "0";
+  canvas.dataset.shown = "";
+  canvas.dataset.labels = "[]";
+  $("timings").hidden = true;
+}
+
+/** The current image alone: what a request in flight or a failed one shows, never the previous result. */
+function showImage() {
   const canvas = $("canvas");
   const img = state.image;
   canvas.width = img.naturalWidth;
   canvas.height = img.naturalHeight;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(img, 0, 0);
-  const lw = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 200));
-  ctx.font = `${Math.max(12, lw * 6)}px system-ui, sans-serif`;
-  ctx.textBaseline = "top";
-  let boxes = 0;
-  for (const r of results) {
-    if (!r.box) continue;
-    const color = PALETTE[r.class % PALETTE.length];
-    const { x1, y1, x2, y2 } = r.box;
-    ctx.lineWidth = lw;
-    ctx.strokeStyle = color;
-    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const label = `${r.name} ${r.confidence.toFixed(2)}`;
-    const w = ctx.measureText(label).width + 2 * lw;
-    const h = Math.max(12, lw * 6) + lw;
-    const ty = y1 - h >= 0 ? y1 - h : y1;
-    ctx.fillStyle = color;
-    ctx.fillRect(x1, ty, w, h);
-    ctx.fillStyle = "#fff";
-    ctx.fillText(label, x1 + lw, ty + lw / 2);
-    boxes += 1;
+  canvas.getContext("2d").drawImage(img, 0, 0);
+  canvas.dataset.boxes = "0";
+  canvas.dataset.shown = state.filename;
+  canvas.dataset.labels = "[]";
+  $("timings").hidden = true;
+}
+
+const overlaps = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+
+/** Where each label goes: above its box, else inside it, else the nearest free row down then up, so no label
+ * covers another. The most confident are placed first and get the best spots. */
+function placeLabels(ctx, dets, lw, h, width, height) {
+  const placed = [];
+  for (const det of [...dets].sort((a, b) => b.confidence - a.confidence)) {
+    const w = Math.min(width, ctx.measureText(det.label).width + 2 * lw);
+    const x = Math.max(0, Math.min(det.box.x1, width - w));
+    const first = det.box.y1 - h >= 0 ? det.box.y1 - h : det.box.y1;
+    const ys = [first];
+    for (let y = first + h; y + h <= height; y += h) ys.push(y);
+    for (let y = first - h; y >= 0; y -= h) ys.push(y);
+    const spot = ys.map((y) => ({ x, y: Math.min(y, height - h), w, h })).find((r) => !placed.some((p) => overlaps(r, p)));
+    det.rect = spot || { x, y: Math.min(first, height - h), w, h };
+    placed.push(det.rect);
   }
-  canvas.dataset.boxes = String(boxes);
+}
+
+function draw(results) {
+  showImage();
+  const canvas = $("canvas");
+  const ctx = canvas.getContext("2d");
+  const lw = Math.max(2, Math.round(Math.min(canvas.width, canvas.height) / 200));
+  const fontPx = Math.max(12, lw * 6);
+  ctx.font = `${fontPx}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  // ascending confidence: the most confident box and label are drawn last, on top
+  const dets = results.filter((r) => r.box).map((r) => ({ ...r, label: `${r.name} ${r.confidence.toFixed(2)}` }))
+    .sort((a, b) => a.confidence - b.confidence);
+  placeLabels(ctx, dets, lw, fontPx + lw, canvas.width, canvas.height);
+  ctx.lineWidth = lw;
+  for (const det of dets) {
+    const { x1, y1, x2, y2 } = det.box;
+    ctx.strokeStyle = PALETTE[det.class % PALETTE.length];
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+  }
+  for (const det of dets) {
+    const { x, y, w, h } = det.rect;
+    ctx.fillStyle = PALETTE[det.class % PALETTE.length];
+    ctx.fillRect(x, y, w, h);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(det.label, x + lw, y + lw / 2);
+  }
+  canvas.dataset.boxes = String(dets.length);
+  canvas.dataset.labels = JSON.stringify(dets.map((d) => d.rect));
+}
+
+/** What is missing before a request can go out, as a prompt; null when nothing is. */
+function missingInput() {
+  const missing = missingTarget();
+  if (authRequired() && !apiKey()) {
+    $("api-key").focus();
+    return `Enter your ${isShared() ? "tenant " : ""}API key above to run the model on ${state.filename}.`;
+  }
+  if (missing.length) {
+    $(missing[0]).focus();
+    return `Enter the ${missing.join(", ")} of the model to run on ${state.filename}.`;
+  }
+  return null;
 }
 
 async function predict() {
-  if (!state.blob) return;
   renderSnippets();
+  if (!state.image) return;
+  const run = ++state.run;
+  showImage();
+  $("json").textContent = "";
+  const prompt = missingInput();
+  if (prompt) {
+    setStatus(prompt);
+    return;
+  }
   const form = new FormData();
   form.append("file", state.blob, state.filename);
   for (const [k, v] of Object.entries(fields())) form.append(k, v);
   const headers = {};
-  const key = $("api-key").value.trim();
-  if (key) headers.Authorization = `Bearer ${key}`;
+  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
   setStatus("Running…");
   const started = performance.now();
   let body;
@@ -82,9 +185,10 @@ async function predict() {
     response = await fetch(endpoint(), { method: "POST", body: form, headers });
     body = await response.json();
   } catch (err) {
-    setStatus(`Request failed: ${err}`, true);
+    if (run === state.run) setStatus(`Request failed: ${err}`, true);
     return;
   }
+  if (run !== state.run) return;
   const rtt = performance.now() - started;
   $("json").textContent = JSON.stringify(body, null, 2);
   if (!response.ok) {
@@ -104,30 +208,98 @@ async function predict() {
   $("timings").hidden = false;
 }
 
-function loadImage(blob, filename) {
+/** Show and run ``blob``; ``sample`` is its sample name, null for an upload. */
+function loadImage(blob, filename, sample, pick) {
   state.blob = blob;
   state.filename = filename;
+  state.sample = sample;
+  state.image = null;
+  state.run += 1; // a request still in flight belongs to the previous image
+  highlight(sample);
+  $("json").textContent = "";
   const img = new Image();
   img.onload = () => {
+    if (pick !== state.pick) return;
     state.image = img;
     $("run").disabled = false;
     predict();
   };
-  img.onerror = () => setStatus(`${filename} is not an image this browser can show`, true);
+  img.onerror = () => {
+    if (pick !== state.pick) return;
+    clearCanvas();
+    $("run").disabled = true;
+    renderSnippets();
+    setStatus(`${filename} is not an image this browser can show (JPEG, PNG, WebP or BMP)`, true);
+  };
   img.src = URL.createObjectURL(blob);
 }
 
-async function pickSample(name, button) {
-  document.querySelectorAll(".samples button").forEach((b) => b.classList.remove("active"));
-  button.classList.add("active");
+async function pickSample(name) {
+  const pick = ++state.pick;
+  highlight(name);
   const res = await fetch(`/samples/${encodeURIComponent(name)}`);
-  loadImage(await res.blob(), name);
+  const blob = await res.blob();
+  if (pick === state.pick) loadImage(blob, name, name, pick);
+}
+
+/** Keep a field across visits and rerun with its new value. */
+function remember(id) {
+  const saved = localStorage.getItem(`testPage.${id}`);
+  if (saved) $(id).value = saved;
+  $(id).addEventListener("change", async () => {
+    localStorage.setItem(`testPage.${id}`, $(id).value.trim());
+    await loadModelFacts();
+    predict();
+  });
+  $(id).addEventListener("input", renderSnippets);
+}
+
+/** The header line and the iou control, from the server's mode and the model's facts. */
+function describe() {
+  const info = state.info;
+  const facts = state.facts;
+  const where = info.mode === "shared" ? `region ${info.region}` : "";
+  $("model-name").textContent = info.mode === "shared" ? "· shared API" : (info.model ? `· ${info.model}` : "");
+  const model = facts?.task
+    ? `${facts.task} model${info.mode === "shared" ? ` ${facts.model}` : ""}, imgsz ${facts.imgsz}, ` +
+      (facts.end2end ? "end-to-end (NMS-free)" : "with NMS")
+    : (info.mode === "shared" ? "a tenant key and the owner, project and model of one of the tenant's models" : "model loading…");
+  $("model-meta").textContent = [where, model, `server ${info.version}`].filter(Boolean).join(" · ");
+  $("imgsz").placeholder = facts?.imgsz ? `${facts.imgsz} (model default)` : "model default";
+  $("iou").disabled = isEndToEnd();
+  $("iou-note").textContent = isEndToEnd()
+    ? "This model is end-to-end (NMS-free): it ignores iou, as ultralytics does."
+    : (facts?.task ? "" : "End-to-end (NMS-free) models ignore iou, as ultralytics does.");
+  renderSnippets();
+}
+
+/** Shared mode: the facts of the tenant model named by the key and owner/project/model fields, if it can be read. */
+async function loadModelFacts() {
+  state.facts = null;
+  if (!authRequired() || !apiKey() || missingTarget().length) return describe();
+  try {
+    const res = await fetch(endpoint(state.info.infoPath), { headers: { Authorization: `Bearer ${apiKey()}` } });
+    if (res.ok) state.facts = await res.json();
+  } catch {
+    // the predict that follows reports what is wrong
+  }
+  describe();
+}
+
+async function loadInfo() {
+  state.info = await (await fetch("/info")).json();
+  if (state.info.mode !== "shared") state.facts = state.info.task ? state.info : null;
+  describe();
+  if (state.info.mode !== "shared" && !state.info.task) setTimeout(loadInfo, 1000); // still loading
 }
 
 async function init() {
-  const key = localStorage.getItem("apiKey");
-  if (key) $("api-key").value = key;
-  $("api-key").addEventListener("change", () => localStorage.setItem("apiKey", $("api-key").value.trim()));
+  $("api-key").value = localStorage.getItem("testPage.api-key") || "";
+  $("api-key").addEventListener("change", async () => {
+    localStorage.setItem("testPage.api-key", apiKey());
+    if (isShared()) await loadModelFacts();
+    predict();
+  });
   for (const id of ["conf", "iou"]) {
     $(id).addEventListener("input", () => { $(`${id}-out`).textContent = Number($(id).value).toFixed(2); });
     $(id).addEventListener("change", predict);
@@ -136,19 +308,18 @@ async function init() {
   $("run").addEventListener("click", predict);
   $("upload").addEventListener("change", (e) => {
     const file = e.target.files[0];
-    if (file) loadImage(file, file.name);
+    if (file) loadImage(file, file.name, null, ++state.pick);
   });
   document.querySelectorAll("[data-copy]").forEach((btn) => btn.addEventListener("click", async () => {
     await navigator.clipboard.writeText($(btn.dataset.copy).textContent);
     btn.textContent = "Copied";
     setTimeout(() => { btn.textContent = "Copy"; }, 1500);
   }));
-  const info = await (await fetch("/info")).json();
-  state.info = info;
-  $("model-name").textContent = info.model ? `· ${info.model}` : "";
-  $("model-meta").textContent = info.task ? `${info.task} model, imgsz ${info.imgsz}, server ${info.version}` : "model loading…";
+  await loadInfo();
+  const info = state.info;
   $("key-row").hidden = !info.authRequired;
-  if (info.imgsz) $("imgsz").placeholder = `${info.imgsz} (model default)`;
+  $("target").hidden = info.mode !== "shared";
+  clearCanvas();
   for (const name of info.samples) {
     const button = document.createElement("button");
     button.type = "button";
@@ -158,10 +329,14 @@ async function init() {
     img.src = `/samples/${encodeURIComponent(name)}`;
     img.alt = name;
     button.appendChild(img);
-    button.addEventListener("click", () => pickSample(name, button));
+    button.addEventListener("click", () => pickSample(name));
     $("samples").appendChild(button);
   }
-  renderSnippets();
+  if (info.mode === "shared") {
+    $("key-label").textContent = "Tenant API key";
+    TARGET.forEach(remember);
+    await loadModelFacts();
+  }
 }
 
 init();
