@@ -7,7 +7,10 @@ a second or two is queued and served, whatever its size, and a backlog too long 
 however few requests make it up (slow predicts). The expected wait of a new request is the work ahead of it (the
 requests that must start before it) times the recent service time (an EWMA of how long a predict holds its turn,
 under the contention of the moment) divided by the turns; before any predict has finished, a prior stands in.
-A hard bound on waiting requests (``queue``) keeps memory bounded whatever the estimate says.
+The service time misses what else delays a turn (an event loop busy answering a storm of clients, CPUs shared
+with other work), so the wait that queued predicts really had, per request ahead of them, counts as well: the
+larger of the two rates is used. A hard bound on waiting requests (``queue``) keeps memory bounded whatever the
+estimates say.
 
 Cloud Run sends an instance at most its configured concurrency, so with ``limit`` = that concurrency nothing waits
 or is refused there; the rule protects the instance when it is reached some other way (a direct client, a
@@ -47,6 +50,7 @@ class Admission:
             raise ValueError("the concurrency limit must be at least 1, the queue and the wait at least 0, the "
                              "prior service time positive")
         self.limit, self.queue, self.max_wait, self.service_s = limit, queue, max_wait, prior_service_s
+        self.wait_per_ahead_s = prior_service_s / limit  # measured on predicts that queued
         self._clock = clock
         self._slots = asyncio.Semaphore(limit)
         self._running = self._waiting = 0
@@ -62,12 +66,17 @@ class Admission:
               registry=registry).set(queue)
         Gauge("predict_max_wait_seconds", "Expected wait beyond which a predict is refused (--max-wait-seconds)",
               registry=registry).set(max_wait)
+        Gauge("predict_expected_wait_seconds", "Expected wait for a turn of a predict arriving now",
+              registry=registry).set_function(self.expected_wait)
 
     def expected_wait(self) -> float:
         """Seconds a predict arriving now would wait for its turn: the turns that must free up before it (the
-        waiting requests, plus one) times the recent service time, shared by the ``limit`` turns; 0 if one is free."""
-        ahead = max(0, self._running + self._waiting + 1 - self.limit)
-        return ahead * self.service_s / self.limit
+        waiting requests, plus one) times the recent service time shared by the ``limit`` turns, or times the wait
+        per request ahead that queued predicts had, whichever is more; 0 if a turn is free."""
+        return self._ahead() * max(self.service_s / self.limit, self.wait_per_ahead_s)
+
+    def _ahead(self) -> int:
+        return max(0, self._running + self._waiting + 1 - self.limit)
 
     def refuse_if_full(self) -> None:
         """Raise ``AtCapacity`` (counted as shed) if a predict arriving now would wait too long or find no room."""
@@ -84,8 +93,9 @@ class Admission:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a turn for the body of the ``async with``; raises ``AtCapacity`` at once if none can be had in
-        time. How long the turn was held feeds the service-time estimate."""
+        time. How long it waited and held the turn feed the estimates."""
         self.refuse_if_full()
+        ahead, joined = self._ahead(), self._clock()
         self._waiting += 1
         self.waiting.inc()
         try:
@@ -96,6 +106,8 @@ class Admission:
         self._running += 1
         self.running.inc()
         started = self._clock()
+        if ahead:
+            self.wait_per_ahead_s += EWMA_WEIGHT * ((started - joined) / ahead - self.wait_per_ahead_s)
         try:
             yield
         finally:
