@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PRIOR_SERVICE_S = 0.25  # before any predict finishes: a CPU predict of a small YOLO model at 640 px
 EWMA_WEIGHT = 0.2  # of the latest service time: the estimate follows a change within about ten predicts
@@ -61,6 +61,8 @@ class Admission:
         self.service = Gauge("predict_service_seconds", "Recent time a predict holds its turn (EWMA)",
                              registry=registry)
         self.service.set(prior_service_s)
+        self.waited = Histogram("predict_wait_seconds", "Time a predict waited for its turn", registry=registry,
+                                buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         Gauge("predict_concurrency_limit", "Predicts allowed at once (--max-concurrency)", registry=registry).set(limit)
         Gauge("predict_queue_limit", "Predicts allowed to wait, a hard bound (--max-queue)",
               registry=registry).set(queue)
@@ -106,6 +108,7 @@ class Admission:
         self._running += 1
         self.running.inc()
         started = self._clock()
+        self.waited.observe(started - joined)
         if ahead:
             self.wait_per_ahead_s += EWMA_WEIGHT * ((started - joined) / ahead - self.wait_per_ahead_s)
         try:

@@ -92,6 +92,8 @@ def test_predicts_wait_while_the_expected_wait_is_within_the_limit_then_the_next
         assert sample(registry, "predict_max_wait_seconds") == 1.0
         await holders.finish_all(0.25)  # predicts as fast as the prior: every waiter gets its turn
         assert (sample(registry, "predict_running"), sample(registry, "predict_waiting")) == (0, 0)
+        assert sample(registry, "predict_wait_seconds_count") == 10  # the k-th waiter waited k x 0.25 s
+        assert sample(registry, "predict_wait_seconds_sum") == pytest.approx(0.25 * sum(range(1, 9)))
 
     asyncio.run(scenario())
 
