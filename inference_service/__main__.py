@@ -59,17 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a fixed number of concurrent inferences splitting the threads [INFERENCE_WORKERS; default: "
                         "adaptive, every thread for a lone request, one thread each when requests overlap]")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
-    p.add_argument("--max-concurrency", type=int, default=int(env.get("MAX_CONCURRENCY", "4")),
+    # String defaults from the environment go through ``type`` too: a bad value is a usage error, not a traceback.
+    p.add_argument("--max-concurrency", type=int, default=env.get("MAX_CONCURRENCY", "4"),
                    help="predicts decoding or inferring at once [MAX_CONCURRENCY, default 4]")
     p.add_argument("--max-wait-seconds", type=float,
-                   default=float(env["MAX_WAIT_SECONDS"]) if env.get("MAX_WAIT_SECONDS") else None,
+                   default=env.get("MAX_WAIT_SECONDS") or None,
                    help="a predict waits for a turn while its expected wait (work queued ahead x recent predict "
                    "time / concurrency) is at most this, else 503 + Retry-After; below --request-timeout "
                    f"[MAX_WAIT_SECONDS; default {MAX_WAIT_S:g}, at most a quarter of the request timeout]")
-    p.add_argument("--max-queue", type=int, default=int(env["MAX_QUEUE"]) if env.get("MAX_QUEUE") else None,
+    p.add_argument("--max-queue", type=int, default=env.get("MAX_QUEUE") or None,
                    help="predicts waiting for a turn at most, whatever their expected wait (each holds its body "
                    f"in memory) [MAX_QUEUE; default {QUEUE_PER_TURN}x concurrency]")
-    p.add_argument("--request-timeout", type=float, default=float(env.get("REQUEST_TIMEOUT", "60")),
+    p.add_argument("--request-timeout", type=float, default=env.get("REQUEST_TIMEOUT", "60"),
                    help="seconds a request may take: 408 if it has not arrived by then, 504 if its answer is not "
                    "ready [REQUEST_TIMEOUT, default 60]")
     p.add_argument("--secrets-recheck-seconds", type=float,

@@ -223,3 +223,14 @@ def test_a_wait_limit_not_under_the_request_timeout_is_a_start_up_error(
            "(REQUEST_TIMEOUT) 30" in err and "Traceback" not in err
     monkeypatch.delenv("MAX_WAIT_SECONDS", raising=False)
     assert parse_args(args("--max-wait-seconds", "29.5")).max_wait_seconds == 29.5
+
+
+@pytest.mark.parametrize(("name", "flag"), [("MAX_WAIT_SECONDS", "--max-wait-seconds"), ("MAX_QUEUE", "--max-queue"),
+                                            ("REQUEST_TIMEOUT", "--request-timeout")])
+def test_a_capacity_setting_that_is_not_a_number_is_a_usage_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, flag: str) -> None:
+    monkeypatch.setenv(name, "5s")
+    with pytest.raises(SystemExit) as done:
+        parse_args(args())
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"argument {flag}: invalid" in err and "'5s'" in err
