@@ -6,11 +6,11 @@ Shedding by expected wait rather than by a count of waiters: a burst of clients 
 a second or two is queued and served, whatever its size, and a backlog too long to serve in time is refused
 however few requests make it up (slow predicts). The expected wait of a new request is the work ahead of it (the
 requests that must start before it) times the recent service time (an EWMA of how long a predict holds its turn,
-under the contention of the moment) divided by the turns; before any predict has finished, a prior stands in.
-The service time misses what else delays a turn (an event loop busy answering a storm of clients, CPUs shared
-with other work), so the wait that queued predicts really had, per request ahead of them, counts as well: the
-larger of the two rates is used. A hard bound on waiting requests (``queue``) keeps memory bounded whatever the
-estimates say.
+under the contention of the moment) divided by the turns; before any predict has finished, a prior stands in. The
+service time misses what else delays a turn (an event loop busy answering a storm of clients, CPUs shared with
+other work), so the wait that queued predicts really had, per request ahead of them, counts as well: the larger of
+the two rates is used (the measured one relaxes toward the other while nothing queues). A hard bound on waiting
+requests (``queue``) keeps memory bounded whatever the estimates say.
 
 Cloud Run sends an instance at most its configured concurrency, so with ``limit`` = that concurrency nothing waits
 or is refused there; the rule protects the instance when it is reached some other way (a direct client, a
@@ -120,6 +120,10 @@ class Admission:
             self.observe(self._clock() - started)
 
     def observe(self, seconds: float) -> None:
-        """Fold one predict's time holding its turn into the estimate."""
+        """Fold one predict's time holding its turn into the estimate. With no queue, the measured wait per request
+        ahead relaxes toward what the service time says: else a stale high value would refuse every would-be
+        waiter, and none would queue to measure it anew."""
         self.service_s += EWMA_WEIGHT * (max(seconds, 0.0) - self.service_s)
         self.service.set(self.service_s)
+        if not self._waiting:
+            self.wait_per_ahead_s += EWMA_WEIGHT * (self.service_s / self.limit - self.wait_per_ahead_s)

@@ -159,6 +159,32 @@ def test_the_wait_queued_predicts_really_had_counts_when_turns_are_handed_over_l
     asyncio.run(scenario())
 
 
+def test_a_stale_high_wait_relaxes_while_nothing_queues() -> None:
+    """After a stall (a turn handed over 9 s late) every would-be waiter is refused, so none can measure the wait
+    anew; predicts that never queue bring it back toward what their service time says, and waiting resumes."""
+    async def scenario() -> None:
+        clock = Clock()
+        admission = Admission(2, 100, 1.0, CollectorRegistry(), prior_service_s=0.25, clock=clock)
+        holders = Holders(admission, clock)
+        for _ in range(3):
+            await holders.arrive()
+        clock.now += 0.25
+        await holders.finish_oldest(lag=9.0)
+        assert admission.wait_per_ahead_s > 1.0
+        with pytest.raises(AtCapacity):  # 1 ahead, over 1 s
+            await holders.arrive()
+        await holders.finish_all(0.25)
+        for _ in range(40):  # one at a time, 0.25 s each: none waits
+            await holders.arrive()
+            await holders.finish_all(0.25)
+        assert admission.wait_per_ahead_s == pytest.approx(0.125, abs=0.01)
+        for _ in range(2 + 7):  # 7 x 0.125 s: a queue as before the stall
+            await holders.arrive()
+        await holders.finish_all(0.25)
+
+    asyncio.run(scenario())
+
+
 def test_the_queue_bound_refuses_whatever_the_expected_wait() -> None:
     """Memory stays bounded: with room for 2 waiting, the 3rd is refused though its 0.75 s wait is far within the
     100 s limit; Retry-After is still at least 1 s."""
