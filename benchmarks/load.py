@@ -245,8 +245,8 @@ def overload_phase(images: list[bytes]) -> list[str]:
         f"within 0.5 s: {waited['0.5']:.1%}, within 1 s: {waited['1.0']:.1%} |",
         f"| connection errors | {sum(run.errors.values())} |",
         "",
-        f"The {wait * 1000:.0f} ms limit bounds the wait for a turn (the row above; the wait is an estimate, so a "
-        f"few go over), and a turn is held about {service * 1000:.0f} ms (the server's estimate at the end); the "
+        f"The {wait * 1000:.0f} ms limit bounds the wait for a turn (the row above; the wait is an estimate, so "
+        f"some go over), and a turn is held about {service * 1000:.0f} ms (the server's estimate at the end); the "
         "rest of a served predict's latency is the one event loop reading and answering the storm, as the shed "
         "latency shows.",
     ]
