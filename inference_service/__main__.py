@@ -2,7 +2,8 @@
 
 Flags win over the environment Cloud Run sets: ``PORT``, ``MODEL_PATH``, ``API_KEY_FILE``,
 ``MODEL_NAME``, ``MAX_CONCURRENCY`` and ``REQUEST_TIMEOUT`` (the service's Cloud Run concurrency and request
-timeout); ``ALLOW_ANONYMOUS=1``, ``ORT_THREADS`` and ``MAX_QUEUE`` exist for local runs and tuning.
+timeout); ``ALLOW_ANONYMOUS=1``, ``ORT_THREADS``, ``MAX_WAIT_SECONDS`` and ``MAX_QUEUE`` exist for local runs and
+tuning.
 
 Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID [--peer REGION_ID=URL ...]``
 [``MODE``, ``MODELS_DIR``, ``TENANTS_FILE``, ``REGION``, ``PEERS`` as comma-separated pairs].
@@ -19,6 +20,9 @@ from typing import TYPE_CHECKING
 from inference_service.allocator import keep_freed_memory
 from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import configure_logging
+
+MAX_WAIT_S = 5.0  # default wait limit: a burst is served with seconds of queueing, an overload refused in time
+QUEUE_PER_TURN = 16  # default hard bound on waiting predicts, per concurrent turn
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -55,11 +59,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a fixed number of concurrent inferences splitting the threads [INFERENCE_WORKERS; default: "
                         "adaptive, every thread for a lone request, one thread each when requests overlap]")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
-    p.add_argument("--max-concurrency", type=int, default=int(env.get("MAX_CONCURRENCY", "4")),
+    # String defaults from the environment go through ``type`` too: a bad value is a usage error, not a traceback.
+    p.add_argument("--max-concurrency", type=int, default=env.get("MAX_CONCURRENCY", "4"),
                    help="predicts decoding or inferring at once [MAX_CONCURRENCY, default 4]")
-    p.add_argument("--max-queue", type=int, default=int(env["MAX_QUEUE"]) if env.get("MAX_QUEUE") else None,
-                   help="predicts waiting for a turn; more are refused with 503 [MAX_QUEUE; default 2x concurrency]")
-    p.add_argument("--request-timeout", type=float, default=float(env.get("REQUEST_TIMEOUT", "60")),
+    p.add_argument("--max-wait-seconds", type=float,
+                   default=env.get("MAX_WAIT_SECONDS") or None,
+                   help="a predict waits for a turn while its expected wait (work queued ahead x recent predict "
+                   "time / concurrency) is at most this, else 503 + Retry-After; below --request-timeout "
+                   f"[MAX_WAIT_SECONDS; default {MAX_WAIT_S:g}, at most a quarter of the request timeout]")
+    p.add_argument("--max-queue", type=int, default=env.get("MAX_QUEUE") or None,
+                   help="predicts waiting for a turn at most, whatever their expected wait (each holds its body "
+                   f"in memory) [MAX_QUEUE; default {QUEUE_PER_TURN}x concurrency]")
+    p.add_argument("--request-timeout", type=float, default=env.get("REQUEST_TIMEOUT", "60"),
                    help="seconds a request may take: 408 if it has not arrived by then, 504 if its answer is not "
                    "ready [REQUEST_TIMEOUT, default 60]")
     p.add_argument("--secrets-recheck-seconds", type=float,
@@ -72,11 +83,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
         p.error(f"MODE must be dedicated or shared, got {args.mode!r}")
     if args.max_queue is None:
-        args.max_queue = 2 * args.max_concurrency
+        args.max_queue = QUEUE_PER_TURN * args.max_concurrency
+    if args.max_wait_seconds is None:
+        args.max_wait_seconds = min(MAX_WAIT_S, args.request_timeout / 4)
     if args.secrets_recheck_seconds < 0:
         p.error("--secrets-recheck-seconds must be >= 0")
     if args.max_concurrency < 1 or args.max_queue < 0 or args.request_timeout <= 0:
         p.error("--max-concurrency must be at least 1, --max-queue at least 0, --request-timeout positive")
+    if not 0 <= args.max_wait_seconds < args.request_timeout:
+        p.error(f"--max-wait-seconds (MAX_WAIT_SECONDS) {args.max_wait_seconds:g} must be at least 0 and below "
+                f"--request-timeout (REQUEST_TIMEOUT) {args.request_timeout:g}: a predict admitted to wait longer "
+                "would time out (504) instead of being refused at once (503)")
     if any(n is not None and n < 1 for n in (args.inference_workers, args.threads)):
         p.error("--inference-workers and --threads must be at least 1")
     if args.mode == "shared":
@@ -138,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _capacity(args: argparse.Namespace) -> dict[str, float | None]:
     return {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
+            "max_wait_seconds": args.max_wait_seconds,
             "request_timeout": args.request_timeout, "inference_workers": args.inference_workers,
             "secrets_recheck_seconds": args.secrets_recheck_seconds}
 

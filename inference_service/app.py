@@ -4,8 +4,9 @@ Errors are always JSON ``{"error": "<what is wrong>", "field": "<form field or n
 missing or wrong key, 413 for a body over the cap, 422 for a field (or image) the server cannot use,
 503 while the model loads. Client mistakes never become 5xx.
 
-Capacity (admission.py): beyond ``max_concurrency`` predicts running and ``max_queue`` waiting, a predict is
-refused at once with 503 and Retry-After. Every predict answers within ``request_timeout``: 408 if its body
+Capacity (admission.py): beyond ``max_concurrency`` predicts running, a predict waits for a turn while its
+expected wait is within ``max_wait_seconds`` (and fewer than ``max_queue`` wait), and is otherwise refused at once
+with 503 and Retry-After. Every predict answers within ``request_timeout``: 408 if its body
 has not arrived by then (the client's slowness), 504 if its result is not ready (the server's).
 """
 
@@ -30,7 +31,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from inference_service import __version__, core, native
-from inference_service.admission import RETRY_AFTER_S, Admission, AtCapacity
+from inference_service.admission import Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, ModelInfo, cpu_count
@@ -60,7 +61,8 @@ class Settings:
     inference_workers: int | None = None  # concurrent inferences splitting the threads; None: adaptive (lanes.py)
     samples_dir: Path | None = None  # default: samples/ next to the model
     max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
-    max_queue: int = 8  # predicts waiting for a turn; more are refused with 503
+    max_queue: int = 64  # predicts waiting for a turn at most, whatever their expected wait: bounds memory
+    max_wait_seconds: float = 5.0  # a predict expected to wait longer for a turn is refused with 503
     request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
     secrets_recheck_seconds: float = RECHECK_SECONDS  # how often to look for a rotated key file (recheck.py)
 
@@ -232,7 +234,7 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     workers = ThreadPoolExecutor(
         max_workers=min(settings.max_concurrency, max(cpu_count(), gate.tokens + 1)), thread_name_prefix="predict")
     cpu_work = CpuWork(gate, settings.max_pixels)
-    admission = Admission(settings.max_concurrency, settings.max_queue, metrics.registry)
+    admission = Admission(settings.max_concurrency, settings.max_queue, settings.max_wait_seconds, metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -314,8 +316,8 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
             admission.refuse_if_full()  # before parsing the body too: shedding must stay cheap when it matters most
             async with asyncio.timeout_at(deadline):
                 form = await request.form(max_files=2, max_fields=len(FIELDS))
-        except AtCapacity:
-            raise at_capacity() from None
+        except AtCapacity as e:
+            raise at_capacity(e) from None
         except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
             raise HTTPException(408, f"the request body did not arrive within the {settings.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
@@ -342,14 +344,14 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
         try:
             async with asyncio.timeout_at(deadline), admission.slot():
                 return await run_predict(model, data, params, started, deadline)
-        except AtCapacity:
-            raise at_capacity() from None
+        except AtCapacity as e:
+            raise at_capacity(e) from None
         except TimeoutError:  # an inference already running finishes in its thread; one not yet started is dropped
             raise HTTPException(504, f"no result within the {settings.request_timeout:g} s request timeout: the "
                                 "server is busier than it can answer in time; retry later") from None
 
-    def at_capacity() -> HTTPException:
-        return HTTPException(503, admission.message(), headers={"Retry-After": str(RETRY_AFTER_S)})
+    def at_capacity(refusal: AtCapacity) -> HTTPException:
+        return HTTPException(503, str(refusal), headers={"Retry-After": str(refusal.retry_after_s)})
 
     async def run_predict(model: Model, data: bytes, params: PredictParams, started: float,
                           deadline: float) -> JSONResponse:
