@@ -1,16 +1,19 @@
-"""Start-up mistakes of the real ``python -m inference_service`` process: one line naming the problem, exit 2,
-no traceback, no announced address."""
+"""Start-up of the real ``python -m inference_service`` process and of ``make serve``: a mistake is one line
+naming the problem, exit 2, no traceback and no announced address; a good start announces the address it serves."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from helpers_server import PYTHON, ROOT, demo_model
+from helpers_server import PYTHON, ROOT, demo_model, wait_healthy
 
 READY = "READY {url}"
 
@@ -48,3 +51,51 @@ def test_a_busy_port_is_one_error_and_exit_2_before_anything_is_announced(busy_p
     assert r.stderr.strip() == (f"python -m inference_service: error: cannot listen on {host}:{busy_port}: Address "
                                 "already in use; another process listens there: stop it or pick another --port")
     assert "Traceback" not in r.stdout and "READY" not in r.stdout
+
+
+def make_serve(port: int, key_dir: Path) -> subprocess.Popen[str]:
+    """``make serve``'s start step as written in the Makefile, on the test venv's Python (its venv and the C
+    kernel are taken as made: ``-o``), with its key file in ``key_dir`` (not the user's .serve/), in a process
+    group of its own so the test can stop it."""
+    return subprocess.Popen(["make", "--no-print-directory", "-o", "inference_service/_letterbox.so", "-o",
+                             ".venv-serve/.serve-deps", "serve", f"SERVE_PYTHON={PYTHON}", f"SERVE_PORT={port}",
+                             f"SERVE_DIR={key_dir}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def test_make_serve_on_a_busy_port_prints_no_url_and_exits_2(busy_port: int, tmp_path: Path) -> None:
+    proc = make_serve(busy_port, tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert "http://" not in out + err
+    assert f"cannot listen on 0.0.0.0:{busy_port}: Address already in use" in err
+    assert "Traceback" not in err
+    assert proc.returncode == 2
+
+
+def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = make_serve(port, tmp_path)
+    try:
+        assert proc.stdout is not None
+        lines, line = [], ""
+        for line in proc.stdout:  # JSON log lines, then the ready message
+            lines.append(line)
+            if line.startswith("Test page: "):
+                break
+        url = line.removeprefix("Test page: ").strip()
+        assert url == f"http://127.0.0.1:{port}/", lines
+        key = next(proc.stdout).removeprefix("API key:").strip()
+        assert hashlib.sha256(key.encode()).hexdigest() in (tmp_path / "sha256.txt").read_text()
+        assert f"-F file=@models/samples/shapes-1.jpg {url}predict" in next(proc.stdout)
+        health = httpx.get(f"{url}health", timeout=5)  # listening: 200, or 503 while the model still loads
+        assert health.status_code in (200, 503) and "status" in health.json()
+        wait_healthy(url.rstrip("/"), proc)
+        r = httpx.post(f"{url}predict", headers={"Authorization": f"Bearer {key}"},
+                       files={"file": (ROOT / "models/samples/shapes-1.jpg").read_bytes()}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
