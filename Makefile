@@ -8,7 +8,7 @@ PLAN_DEPS := $(VENV)/.plan-deps
 TEST_DEPS := $(VENV)/.test-deps
 NATIVE    := inference_service/_letterbox.so
 
-.PHONY: plan test lint serve regions clean image
+.PHONY: plan test lint serve regions clean image chromium
 
 plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print what `pulumi up` would create
 	$(BIN)/fleet plan --stack $(STACK)
@@ -16,9 +16,25 @@ plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print wha
 regions: $(PLAN_DEPS)
 	$(BIN)/fleet regions
 
-test: $(TEST_DEPS) $(NATIVE)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
+test: chromium $(TEST_DEPS) $(NATIVE)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# tests/test_browser.py drives Debian's Chromium. Checked first, so a machine without it learns at once: as root
+# with apt-get it is installed; otherwise make stops with the one command to run (never a skipped test).
+CHROMIUM ?= $(or $(shell command -v chromium),/usr/bin/chromium)
+APT_GET  ?= $(if $(filter 0,$(shell id -u)),$(shell command -v apt-get))
+chromium:
+	@test -x "$(CHROMIUM)" || { \
+	  if [ -n "$(APT_GET)" ]; then \
+	    echo "Chromium is missing (tests/test_browser.py drives it): installing it with apt-get"; \
+	    $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium >/dev/null && \
+	    test -x "$(CHROMIUM)" || { echo "Chromium is still missing ($(CHROMIUM)) after apt-get" >&2; exit 2; }; \
+	  else \
+	    echo "make test: Chromium is missing ($(CHROMIUM)); tests/test_browser.py drives it. Install it, then" \
+	      "run make test again:" >&2; \
+	    echo "  sudo apt-get install -y chromium" >&2; exit 2; \
+	  fi; }
 
 # The server image with STACK's model files: docker buildx when an engine answers, else podman/buildah (and
 # stand-in bases only where the real ones cannot be pulled); README "The server image".
