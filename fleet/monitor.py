@@ -227,8 +227,8 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    endpoints = stack_endpoints(args)
-    summaries = worst_first(collect(metric_client(), project(args), endpoints, RANGES[args.range], _progress))
+    gcp_project, client = project(args), metric_client()  # credentials before the program's evaluation (~2 s)
+    summaries = worst_first(collect(client, gcp_project, stack_endpoints(args), RANGES[args.range], _progress))
     for s in summaries:
         if s.error:
             print(f"fleet monitor: {s.name} ({s.region}): {s.error}", file=sys.stderr)
@@ -243,7 +243,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("monitor", parents=[common], help="requests, errors, latency per endpoint (Cloud Monitoring)")
-    p.add_argument("--range", choices=list(RANGES), default="1h")
+    p.add_argument("--range", choices=list(RANGES), default="1h", help="how far back (default 1h)")
     p.add_argument("--endpoint", help="one endpoint, e.g. demo-iowa (or its Cloud Run service, demo-iowa-prod)")
     p.add_argument("--project", help="GCP project (default: the stack's gcp:project)")
     p.add_argument("--json", action="store_true")
