@@ -1,9 +1,9 @@
 """The compiled letterbox kernel (letterbox.c): how it is built, and how the server loads it.
 
 ``python inference_service/native.py`` compiles it into ``_letterbox.so`` next to this file with the system C
-compiler; the Dockerfile does that in a build stage, ``make test`` and ``make serve`` for a checkout. Without the library the
-server falls back to the numpy port in core.py (same tensor, ~8 ms slower per camera image) and says so in its
-start-up log. Stdlib only at import: the image's build stage has a compiler but no numpy.
+compiler; the Dockerfile does that in a build stage, ``make test`` and ``make serve`` for a checkout. Without
+the library the server falls back to the numpy port in core.py (same tensor, ~8 ms slower per camera image)
+and says so in its start-up log. Stdlib only at import: the image's build stage has a compiler but no numpy.
 """
 
 from __future__ import annotations
