@@ -46,5 +46,18 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
     return lib
 
 
+def main() -> int:
+    """Build, printing the library's path; a missing compiler or a compile error is one message, exit 1."""
+    try:
+        print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else LIBRARY))
+    except FileNotFoundError as e:
+        print(f"native.py: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        print(f"native.py: the C compiler failed (exit {e.returncode}), see its message above", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else LIBRARY))
+    sys.exit(main())

@@ -53,13 +53,12 @@ def test_a_busy_port_is_one_error_and_exit_2_before_anything_is_announced(busy_p
     assert "Traceback" not in r.stdout and "READY" not in r.stdout
 
 
-def make_serve(port: int, key_dir: Path) -> subprocess.Popen[str]:
-    """``make serve``'s start step as written in the Makefile, on the test venv's Python (its venv and the C
-    kernel are taken as made: ``-o``), with its key file in ``key_dir`` (not the user's .serve/), in a process
-    group of its own so the test can stop it."""
-    return subprocess.Popen(["make", "--no-print-directory", "-o", "inference_service/_letterbox.so", "-o",
-                             ".venv-serve/.serve-deps", "serve", f"SERVE_PYTHON={PYTHON}", f"SERVE_PORT={port}",
-                             f"SERVE_DIR={key_dir}"],
+def make_serve(port: int, key_dir: Path, *variables: str) -> subprocess.Popen[str]:
+    """``make serve`` as written in the Makefile, on the test venv's Python (its own venv is taken as made:
+    ``-o``), with its key file in ``key_dir`` (not the user's .serve/), in a process group of its own so the
+    test can stop it."""
+    return subprocess.Popen(["make", "--no-print-directory", "-o", ".venv-serve/.serve-deps", "serve",
+                             f"SERVE_PYTHON={PYTHON}", f"SERVE_PORT={port}", f"SERVE_DIR={key_dir}", *variables],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -73,11 +72,14 @@ def test_make_serve_on_a_busy_port_prints_no_url_and_exits_2(busy_port: int, tmp
     assert proc.returncode == 2
 
 
-def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compiler", ["cc", "none"])
+def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path, compiler: str) -> None:
+    """Without a C compiler the kernel is skipped with a note and the server still starts (numpy letterbox)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = make_serve(port, tmp_path)
+    no_compiler = [f"NATIVE={tmp_path / '_letterbox.so'}", f"CC={tmp_path / 'no-cc'}"] if compiler == "none" else []
+    proc = make_serve(port, tmp_path, *no_compiler)
     try:
         assert proc.stdout is not None
         lines, line = [], ""
@@ -98,4 +100,5 @@ def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path)
         assert r.status_code == 200, r.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        _, err = proc.communicate(timeout=30)
+    assert ("NOTE: no C letterbox kernel; the server uses its numpy port" in err) == (compiler == "none"), err
