@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from components.catalog import load_catalog
 from components.errors import FleetError
-from fleet.program import PROJECT_DIR, evaluate, stack_config
+from fleet.program import PROJECT_DIR, evaluate, stack_config, stopped_plan
 from fleet.render import render_plan, render_regions
 
 EXIT_INPUT_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process its reader went away from (128 + SIGPIPE)
 
 
 def catalog_path(args: argparse.Namespace) -> Path:
@@ -76,8 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except FleetError as error:
-        print(f"fleet {args.command}: stopped before declaring anything:\n{error}", file=sys.stderr)
+        stopped = " stopped before declaring anything:\n" if stopped_plan(error) else " "
+        print(f"fleet {args.command}:{stopped}{error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except BrokenPipeError:  # `fleet ... | head`: the reader has all it wants; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

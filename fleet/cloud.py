@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from components.errors import FleetError
 from fleet.program import CLOUD_RUN, evaluate, stack_config
+
+# Google's client libraries warn on import, once per library, that they will stop supporting this Python in a
+# future release: nothing an operator of `fleet` can act on, and it buries the command's own output.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\._python_version_support")
 
 NO_CREDENTIALS = ("no Google credentials: run `gcloud auth application-default login`, "
                   "or set GOOGLE_APPLICATION_CREDENTIALS")
@@ -32,9 +39,12 @@ def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:
         return endpoints
     chosen = [e for e in endpoints if args.endpoint in (e.name, e.service)]
     if not chosen:
-        names = ", ".join(sorted(e.name for e in endpoints)[:5])
-        raise FleetError(f"--endpoint {args.endpoint}: no such endpoint or Cloud Run service in stack {args.stack} "
-                         f"({len(endpoints)} services, e.g. {names})")
+        known = {**{e.service: e.name for e in endpoints}, **{e.name: e.name for e in endpoints}}
+        close = list(dict.fromkeys(known[m] for m in difflib.get_close_matches(args.endpoint, known, n=4, cutoff=0.75)))
+        hint = (f"did you mean {' or '.join(close)}?" if close
+                else f"{len(endpoints)} services, e.g. {', '.join(sorted(e.name for e in endpoints)[:5])}")
+        raise FleetError(f"--endpoint {args.endpoint}: no such endpoint or Cloud Run service in stack {args.stack}; "
+                         f"{hint}")
     return chosen
 
 
@@ -52,10 +62,14 @@ def google_client(client_type: type, transport_type: type, endpoint_variable: st
     if endpoint:
         import grpc
         return client_type(transport=transport_type(channel=grpc.insecure_channel(endpoint)))
+    named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if named and not Path(named).is_file():
+        raise FleetError(f"GOOGLE_APPLICATION_CREDENTIALS={named}: no such file; point it at a service account key "
+                         "or credentials JSON file, or unset it and run `gcloud auth application-default login`")
     import google.auth
     import google.auth.exceptions
     try:
         credentials, _ = google.auth.default()
     except google.auth.exceptions.DefaultCredentialsError as error:
-        raise FleetError(NO_CREDENTIALS) from error
+        raise FleetError(f"GOOGLE_APPLICATION_CREDENTIALS={named}: {error}" if named else NO_CREDENTIALS) from error
     return client_type(credentials=credentials)

@@ -102,10 +102,9 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    gcp_project, client = project(args), logging_client()  # credentials before the program's evaluation (~2 s)
     endpoints = {e.service: e.name for e in stack_endpoints(args)}
-    gcp_project = project(args)
     since = datetime.now(UTC) - parse_since(args.since)
-    client = logging_client()
     from google.api_core import exceptions
 
     while True:

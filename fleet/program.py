@@ -23,6 +23,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 # Type tokens the CLI and the policy pack look for in a plan.
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+PLAN_STOPPED = "the program stopped before declaring anything"  # the note evaluate() adds to its FleetErrors
 # How a secret value travels in resource inputs (pulumi.runtime.rpc's special signature).
 SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 
@@ -108,8 +109,17 @@ def evaluate(stack: str, catalog: str | Path | None = None, project_dir: Path = 
     planned without a file. Each evaluation runs in a fresh context (its own root stack, config and event
     loop), so one process can plan several stacks or catalogs.
     """
-    config = dict(config) if config is not None else stack_config(stack, project_dir)
-    if catalog is not None:
-        config[f"{NAMESPACE}:catalog"] = str(Path(catalog).resolve())
-    config.update(config_overrides or {})
-    return contextvars.Context().run(_evaluate, stack, config, project_dir)
+    try:
+        config = dict(config) if config is not None else stack_config(stack, project_dir)
+        if catalog is not None:
+            config[f"{NAMESPACE}:catalog"] = str(Path(catalog).resolve())
+        config.update(config_overrides or {})
+        return contextvars.Context().run(_evaluate, stack, config, project_dir)
+    except FleetError as error:
+        error.add_note(PLAN_STOPPED)
+        raise
+
+
+def stopped_plan(error: FleetError) -> bool:
+    """Whether ``error`` stopped a program's evaluation, so nothing was declared (the CLI says so only then)."""
+    return PLAN_STOPPED in getattr(error, "__notes__", ())

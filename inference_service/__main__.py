@@ -15,9 +15,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from inference_service.allocator import keep_freed_memory
+from inference_service.auth import KeyFileError, read_digests
 from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import configure_logging
 
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=float(env.get("SECRETS_RECHECK_SECONDS", str(RECHECK_SECONDS))),
                    help="look for a new version of the key and tenants files at most this often (each look at a "
                    f"mounted secret is a Secret Manager access) [SECRETS_RECHECK_SECONDS, default {RECHECK_SECONDS:g}]")
+    p.add_argument("--ready-message", default=env.get("READY_MESSAGE"), metavar="TEXT",
+                   help="print TEXT on stdout once the server accepts requests, {url} replaced by the address it "
+                   "listens on (make serve) [READY_MESSAGE]")
     p.add_argument("--samples-dir", type=Path, default=env.get("SAMPLES_DIR"),
                    help="Test page samples [SAMPLES_DIR; default: samples/ beside the model]")
     args = p.parse_args(argv)
@@ -106,7 +110,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--api-key-file (or API_KEY_FILE) is required; pass --allow-anonymous to serve without keys")
     if args.api_key_file and not Path(args.api_key_file).is_file():
         p.error(f"API key file not found: {args.api_key_file}")
+    if args.api_key_file:
+        try:
+            read_digests(Path(args.api_key_file))
+        except KeyFileError as e:
+            fail(str(e))
     return args
+
+
+def fail(message: str) -> NoReturn:
+    """A start-up mistake that is not about the command line: one line on stderr, exit 2, no usage."""
+    print(f"python -m inference_service: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _check_shared(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -135,11 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging()
     keep_freed_memory()
+    from inference_service.serve import BindError, bind, serve
+
+    try:
+        sock = bind(args.host, args.port)  # before the model loads, so a busy port answers at once
+    except BindError as e:
+        fail(str(e))
     from inference_service.app import Settings, create_app  # after argument errors, so mistakes answer fast
-    from inference_service.serve import serve
 
     if args.mode == "shared":
-        return serve(_shared_app(args), args.host, args.port, args.request_timeout)
+        return serve(_shared_app(args), sock, args.request_timeout, args.ready_message)
     settings = Settings(
         model_path=Path(args.model),
         model_name=args.model_name,
@@ -150,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         samples_dir=args.samples_dir,
         **_capacity(args),
     )
-    return serve(create_app(settings), args.host, args.port, args.request_timeout)
+    return serve(create_app(settings), sock, args.request_timeout, args.ready_message)
 
 
 def _capacity(args: argparse.Namespace) -> dict[str, float | None]:
@@ -175,8 +195,7 @@ def _shared_app(args: argparse.Namespace) -> FastAPI:
     try:
         return create_shared_app(settings, shared)
     except TenantsError as e:
-        print(f"python -m inference_service: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
 
 
 if __name__ == "__main__":

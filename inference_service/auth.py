@@ -19,6 +19,10 @@ class AuthError(Exception):
     """Missing or wrong key: answered 401 with a JSON error."""
 
 
+class KeyFileError(ValueError):
+    """A key file line that is not a digest (often the key itself): the server refuses to start on it."""
+
+
 def hash_key(key: str) -> str:
     """The digest a key file line holds for ``key``."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -32,7 +36,9 @@ def read_digests(path: Path) -> frozenset[str]:
         if not line or line.startswith("#"):
             continue
         if not DIGEST.match(line):
-            raise ValueError(f"{path}:{n}: expected a sha256 hex digest (64 hex characters)")
+            raise KeyFileError(f"{path}:{n}: not a sha256 hex digest (64 hex characters); the key file holds "
+                               "digests of keys, never a key itself: make the line with "
+                               "printf %s \"$KEY\" | sha256sum | cut -d' ' -f1")
         digests.add(line)
     return frozenset(digests)
 

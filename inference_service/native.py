@@ -1,9 +1,9 @@
 """The compiled letterbox kernel (letterbox.c): how it is built, and how the server loads it.
 
 ``python inference_service/native.py`` compiles it into ``_letterbox.so`` next to this file with the system C
-compiler; the Dockerfile does that in a build stage, ``make`` does it for a checkout. Without the library the
-server falls back to the numpy port in core.py (same tensor, ~8 ms slower per camera image) and says so in its
-start-up log. Stdlib only at import: the image's build stage has a compiler but no numpy.
+compiler; the Dockerfile does that in a build stage, ``make test`` and ``make serve`` for a checkout. Without
+the library the server falls back to the numpy port in core.py (same tensor, ~8 ms slower per camera image)
+and says so in its start-up log. Stdlib only at import: the image's build stage has a compiler but no numpy.
 """
 
 from __future__ import annotations
@@ -46,5 +46,18 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
     return lib
 
 
+def main() -> int:
+    """Build, printing the library's path; a missing compiler or a compile error is one message, exit 1."""
+    try:
+        print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else LIBRARY))
+    except FileNotFoundError as e:
+        print(f"native.py: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        print(f"native.py: the C compiler failed (exit {e.returncode}), see its message above", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else LIBRARY))
+    sys.exit(main())

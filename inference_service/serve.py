@@ -4,6 +4,9 @@
   at a time (slowloris) keeps its connection forever. ``DeadlineProtocol`` answers 408 and closes it once the
   request timeout passes. (Bodies get the same deadline in the app, which can answer it as JSON.) Slow
   clients never block others either way: every connection is a coroutine on one event loop, not a worker.
+- The socket is bound before the model loads, so a busy port is one clear start-up error (``BindError``)
+  instead of uvicorn's log line and exit 1 after the start-up work; the address is announced (``ready_message``)
+  only once the server accepts requests, with the port it really bound (``--port 0`` picks a free one).
 - On SIGTERM (Cloud Run sends it, then SIGKILL 10 s later) uvicorn stops accepting connections, closes
   idle ones and lets in-flight requests finish for up to ``DRAIN_S``; the process then exits 0.
 """
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import signal
@@ -71,7 +75,15 @@ class DeadlineProtocol(H11Protocol):
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, saying in the log that it is draining and how many requests it waits for."""
+    """uvicorn's server, saying in the log that it is draining and how many requests it waits for, and
+    printing ``ready_message`` once it listens."""
+
+    ready_message: str | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.ready_message and sockets:
+            print(self.ready_message.replace("{url}", url_of(sockets[0])), flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutdown: draining %d in-flight request(s) for up to %d s; new connections are refused",
@@ -79,16 +91,44 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class BindError(Exception):
+    """The server cannot listen where it was asked to (port in use, address not on this machine, privileged)."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for ``serve``; raises ``BindError`` with a message for the operator."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart at once after a previous run's exit
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        hint = "; another process listens there: stop it or pick another --port" if e.errno == errno.EADDRINUSE else ""
+        raise BindError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The address a local client reaches ``sock`` at: loopback for a wildcard bind, the real port."""
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 def _exit_cleanly(signum: int, _: FrameType | None) -> None:
     sys.exit(0)
 
 
-def serve(app: FastAPI, host: str, port: int, request_timeout: float) -> None:
-    """Serve until SIGTERM/SIGINT. SIGTERM exits 0 whether it comes before, during or after serving
-    (uvicorn re-raises it after draining; the default action would end the process "killed by SIGTERM", and
-    as a container's PID 1 would ignore it during startup)."""
+def serve(app: FastAPI, sock: socket.socket, request_timeout: float, ready_message: str | None = None) -> None:
+    """Serve on ``sock`` (from ``bind``) until SIGTERM/SIGINT; print ``ready_message`` with ``{url}`` replaced
+    once listening. SIGTERM exits 0 whether it comes before, during or after serving (uvicorn re-raises it
+    after draining; the default action would end the process "killed by SIGTERM", and as a container's PID 1
+    would ignore it during startup)."""
     signal.signal(signal.SIGTERM, _exit_cleanly)
     protocol = type("Protocol", (DeadlineProtocol,), {"header_timeout": request_timeout})
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, http=protocol, log_config=None, access_log=False,
                             server_header=False, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=DRAIN_S)
-    DrainingServer(config).run()
+    server = DrainingServer(config)
+    server.ready_message = ready_message
+    server.run(sockets=[sock])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from google.api import distribution_pb2
 
 from fleet.cli import main
-from fleet.monitor import bucket_bounds, percentile
+from fleet.monitor import Summary, bucket_bounds, figure, percentile
 from tests.fakes.metric_service import (
     FakeMetricService,
     count_series,
@@ -119,6 +120,31 @@ def test_monitor_table_and_plot(monkeypatch, capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_puts_utc_dates_on_the_time_axis():
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    start = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    times = [(start + timedelta(minutes=10 * i)).timestamp() for i in range(7)]
+    busy = Summary("demo-iowa", "us-central1", "dedicated", totalRequests=60,
+                   series={"requests": [(t, 10) for t in times], "errors": [(t, 0) for t in times],
+                           "latencyP95": [(t, 120.0) for t in times]})
+    fig = figure([busy])
+    try:
+        fig.canvas.draw()
+        axis = fig.axes[-1].xaxis
+        assert isinstance(axis.get_major_locator(), mdates.AutoDateLocator)
+        formatter = axis.get_major_formatter()
+        assert isinstance(formatter, mdates.ConciseDateFormatter)
+        assert formatter.get_offset() == "2026-Dec-02"  # the day, once; ticks read as times of day
+        labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+        assert labels and all(":" in label for label in labels), labels
+        assert "09:00" in labels and fig.axes[-1].get_xlabel() == "time (UTC)"
+        assert fig.axes[0].lines[0].get_xdata()[0] == start  # the points sit at their UTC time
+    finally:
+        plt.close(fig)
+
+
 def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, capsys):
     code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(failing=dict.fromkeys({f"{s}-dev" for s in DEV_SERVICES},
                                                                             grpc.StatusCode.DEADLINE_EXCEEDED)))
@@ -128,13 +154,14 @@ def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, caps
 
 def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
     code, _, err = run_monitor(monkeypatch, capsys, fake_fleet(), "--endpoint", "nope")
-    assert code == 2 and "--endpoint nope: no such endpoint or Cloud Run service in stack dev (7 services, e.g. " \
+    assert code == 2 and "--endpoint nope: no such endpoint or Cloud Run service in stack dev; 7 services, e.g. " \
         "demo-iowa" in err
     monkeypatch.delenv("FLEET_MONITORING_ENDPOINT")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     assert main(["monitor", "--stack", "dev"]) == 2
     err = capsys.readouterr().err
-    assert "no Google credentials: run `gcloud auth application-default login`" in err and "Traceback" not in err
+    assert f"GOOGLE_APPLICATION_CREDENTIALS={tmp_path / 'missing.json'}: no such file" in err
+    assert "Traceback" not in err
 
 
 def test_linear_and_explicit_bucket_bounds():

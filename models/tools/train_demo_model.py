@@ -8,7 +8,7 @@ triangles on noisy gradient backgrounds with distractor strokes. Training runs o
 - ``demo-e2e.onnx``      end-to-end export, output (1, 300, 6): boxes, score, class (no NMS needed)
 - ``demo-raw.onnx``      raw export, output (1, 4+nc, anchors): needs NMS
 - ``samples/*.jpg|png``  held-out images the Test page offers
-- ``metrics.json``       validation metrics the model card quotes
+- ``metrics.json``       validation metrics the model card quotes (README.md's rows, via model_card.py)
 
 Run: ``python models/tools/train_demo_model.py [--epochs 100] [--train 300] [--val 60]``. Shapes, sizes and
 colours follow ``--seed``; PIL's background noise is not seeded, so a re-run gives a similar model, not the
@@ -180,6 +180,10 @@ def main() -> None:
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
+    if (out / "README.md").is_file():  # the model card quotes these figures (model_card.py)
+        from model_card import main as write_card  # models/tools/ is this script's sys.path[0]
+
+        write_card(["--card", str(out / "README.md"), "--metrics", str(out / "metrics.json")])
 
 
 if __name__ == "__main__":

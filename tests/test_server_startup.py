@@ -1,0 +1,104 @@
+"""Start-up of the real ``python -m inference_service`` process and of ``make serve``: a mistake is one line
+naming the problem, exit 2, no traceback and no announced address; a good start announces the address it serves."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers_server import PYTHON, ROOT, demo_model, wait_healthy
+
+READY = "READY {url}"
+
+
+def start(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "inference_service", "--model", str(demo_model()), "--ready-message", READY,
+                           *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port another process (this one) listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_plain_key_in_the_key_file_stops_start_up_saying_how_to_make_a_digest(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{hashlib.sha256(b'ok').hexdigest()}\nmy-plain-secret-key\n")
+    r = start("--port", "0", "--api-key-file", str(key_file))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]  # one line
+    assert f"{key_file}:2: not a sha256 hex digest" in r.stderr
+    assert 'printf %s "$KEY" | sha256sum' in r.stderr
+    assert "my-plain-secret-key" not in r.stderr + r.stdout  # the secret is not echoed into logs
+    assert "Traceback" not in r.stderr + r.stdout and "READY" not in r.stdout
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_busy_port_is_one_error_and_exit_2_before_anything_is_announced(busy_port: int, host: str) -> None:
+    r = start("--host", host, "--port", str(busy_port), "--allow-anonymous")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"python -m inference_service: error: cannot listen on {host}:{busy_port}: Address "
+                                "already in use; another process listens there: stop it or pick another --port")
+    assert "Traceback" not in r.stdout and "READY" not in r.stdout
+
+
+def make_serve(port: int, key_dir: Path, *variables: str) -> subprocess.Popen[str]:
+    """``make serve`` as written in the Makefile, on the test venv's Python (its own venv is taken as made:
+    ``-o``), with its key file in ``key_dir`` (not the user's .serve/), in a process group of its own so the
+    test can stop it."""
+    return subprocess.Popen(["make", "--no-print-directory", "-o", ".venv-serve/.serve-deps", "serve",
+                             f"SERVE_PYTHON={PYTHON}", f"SERVE_PORT={port}", f"SERVE_DIR={key_dir}", *variables],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def test_make_serve_on_a_busy_port_prints_no_url_and_exits_2(busy_port: int, tmp_path: Path) -> None:
+    proc = make_serve(busy_port, tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert "http://" not in out + err
+    assert f"cannot listen on 0.0.0.0:{busy_port}: Address already in use" in err
+    assert "Traceback" not in err
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("compiler", ["cc", "none"])
+def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path, compiler: str) -> None:
+    """Without a C compiler the kernel is skipped with a note and the server still starts (numpy letterbox)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    no_compiler = [f"NATIVE={tmp_path / '_letterbox.so'}", f"CC={tmp_path / 'no-cc'}"] if compiler == "none" else []
+    proc = make_serve(port, tmp_path, *no_compiler)
+    try:
+        assert proc.stdout is not None
+        lines, line = [], ""
+        for line in proc.stdout:  # JSON log lines, then the ready message
+            lines.append(line)
+            if line.startswith("Test page: "):
+                break
+        url = line.removeprefix("Test page: ").strip()
+        assert url == f"http://127.0.0.1:{port}/", lines
+        key = next(proc.stdout).removeprefix("API key:").strip()
+        assert hashlib.sha256(key.encode()).hexdigest() in (tmp_path / "sha256.txt").read_text()
+        assert f"-F file=@models/samples/shapes-1.jpg {url}predict" in next(proc.stdout)
+        health = httpx.get(f"{url}health", timeout=5)  # listening: 200, or 503 while the model still loads
+        assert health.status_code in (200, 503) and "status" in health.json()
+        wait_healthy(url.rstrip("/"), proc)
+        r = httpx.post(f"{url}predict", headers={"Authorization": f"Bearer {key}"},
+                       files={"file": (ROOT / "models/samples/shapes-1.jpg").read_bytes()}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert ("NOTE: no C letterbox kernel; the server uses its numpy port" in err) == (compiler == "none"), err
