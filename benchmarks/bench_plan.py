@@ -1,7 +1,7 @@
 """How long the offline plan takes for prod (46 services), and how it grows at 2x and 4x the endpoints.
 
 Measures `fleet.program.evaluate` in-process (median of several runs) and one cold `fleet plan` process
-(imports included: what a user waits for). Goal: prod under 5 s.
+(imports included: what a user waits for). Goal (issue 16): a cold `fleet plan --stack prod` under 3 s.
 
 Run: .venv/bin/python benchmarks/bench_plan.py [--repeat 5]
 """
@@ -22,6 +22,7 @@ from benchmarks.results import write_section
 from fleet.program import PROJECT_DIR, evaluate
 
 SERVICE = "gcp:cloudrunv2/service:Service"
+COLD_GOAL_S = 3.0
 
 
 def models(copies: int) -> str:
@@ -57,9 +58,9 @@ def main() -> None:
         "|---|---|---|---|---|",
         *rows,
         "",
-        f"Cold `fleet plan --stack prod` process, imports included: **{cold:.2f} s** (goal: under 5 s). About 2 s "
-        "of it is importing pulumi_gcp's compute, monitoring and storage modules (the SDK loads every resource "
-        "class of a module); the evaluation itself is the 1x row.",
+        f"Cold `fleet plan --stack prod` process, imports included: **{cold:.2f} s** (goal: under {COLD_GOAL_S:g} s: "
+        f"{'MET' if cold < COLD_GOAL_S else 'MISSED'}). Most of the rest beside the 1x row is importing pulumi_gcp's "
+        "modules (the SDK loads every resource class of a module it imports).",
         "Each dedicated endpoint adds the same resources (service, account, key access, alerts, SLOs), so time grows "
         "about linearly with endpoints; timings share the machine with other work, so compare ratios.",
     ])
