@@ -30,6 +30,7 @@ from pathlib import Path
 
 from components.errors import FleetError
 from components.image import MODEL_FILES_ARG, model_files_arg
+from components.model_files import check_model_files
 from components.stack_config import stack_config_from_values
 from fleet.program import PROJECT_DIR, stack_config
 
@@ -85,9 +86,10 @@ class BuildResult:
 
 
 def stack_model_files(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
-    """The model files `Pulumi.<stack>.yaml` names, validated as `fleet plan` validates them."""
+    """The model files `Pulumi.<stack>.yaml` names, validated as `fleet plan` validates them (in the
+    repository, ONNX, a task the server serves): a bad one stops `make image` with the plan's message."""
     config = stack_config_from_values(stack_config(stack, project_dir), stack)
-    return [m.file for m in config.models]
+    return [m.file for m in check_model_files(config.models, project_dir, f"Pulumi.{stack}.yaml")]
 
 
 def dockerfile_bases(dockerfile: Path) -> list[str]:

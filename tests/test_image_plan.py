@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.endpoint import model_path_in_image
+from components.errors import FleetError
 from components.image import MODEL_FILES_ARG, model_files_arg
+from fleet.build_image import stack_model_files
 from fleet.mocks import context_digest
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 
@@ -102,3 +105,13 @@ def test_stand_in_digest_follows_named_model_files_only(tmp_path: Path) -> None:
     assert changed != before
     (tmp_path / "inference_service" / "app.py").write_text("app = 2\n")
     assert digest() != changed, "server code is in the image"
+
+
+def test_make_image_refuses_a_model_file_the_plan_refuses(tmp_path: Path) -> None:
+    """`make image` reads the stack's model files itself: a file that is not ONNX stops it as it stops the plan."""
+    (tmp_path / "README.md").write_text("# not a model\n")
+    (tmp_path / "Pulumi.odd.yaml").write_text(yaml.safe_dump({"config": {
+        "gcp:project": "yolo-fleet-test-1", "yolo-fleet:api_key_sha256": ["ab" * 32],
+        "yolo-fleet:models": [{"name": "demo", "file": "README.md", "regions": ["us-central1"]}]}}))
+    with pytest.raises(FleetError, match=r"Pulumi\.odd\.yaml: models\[demo\]\.file: 'README\.md' is not an ONNX"):
+        stack_model_files("odd", tmp_path)
