@@ -20,18 +20,18 @@ test: chromium $(TEST_DEPS) $(NATIVE)  ## lint, then the whole suite (pytest exi
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# tests/test_browser.py drives Debian's Chromium. Checked first, so a machine without it learns at once: as root
+# tests/server/test_browser.py drives Debian's Chromium. Checked first, so a machine without it learns at once: as root
 # with apt-get it is installed; otherwise make stops with the one command to run (never a skipped test).
 CHROMIUM ?= $(or $(shell command -v chromium),/usr/bin/chromium)
 APT_GET  ?= $(if $(filter 0,$(shell id -u)),$(shell command -v apt-get))
 chromium:
 	@test -x "$(CHROMIUM)" || { \
 	  if [ -n "$(APT_GET)" ]; then \
-	    echo "Chromium is missing (tests/test_browser.py drives it): installing it with apt-get"; \
+	    echo "Chromium is missing (tests/server/test_browser.py drives it): installing it with apt-get"; \
 	    $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium >/dev/null && \
 	    test -x "$(CHROMIUM)" || { echo "Chromium is still missing ($(CHROMIUM)) after apt-get" >&2; exit 2; }; \
 	  else \
-	    echo "make test: Chromium is missing ($(CHROMIUM)); tests/test_browser.py drives it. Install it, then" \
+	    echo "make test: Chromium is missing ($(CHROMIUM)); tests/server/test_browser.py drives it. Install it, then" \
 	      "run make test again:" >&2; \
 	    echo "  sudo apt-get install -y chromium" >&2; exit 2; \
 	  fi; }

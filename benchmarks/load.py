@@ -356,7 +356,7 @@ that honour it avoid that.
 Whole run: {elapsed:.0f} s; load average {load_before:.1f} when it started (other work on the machine
 inflates latencies and lowers throughput: compare ratios and counts). The faults with a yes/no answer (a
 model file deleted or overwritten with garbage after start, a tenant's broken model in shared mode, a slow
-body, inference past the request timeout) are asserted by tests/test_faults.py rather than measured here."""
+body, inference past the request timeout) are asserted by tests/server/test_faults.py rather than measured here."""
     print(body)
     write_section("load", "Load and faults (inference server, load.py)",
                   f".venv/bin/python benchmarks/load.py --requests {args.requests} --concurrency {args.concurrency}",

@@ -2,7 +2,7 @@
 
 Run ``python tests/corpus/make_corpus.py`` after changing the table. Everything is built from fixed bytes,
 a seeded generator and fixed dates, so a run reproduces the committed files with the same Pillow and zlib.
-tests/test_hostile_input.py posts every file to a real server and expects the answer the manifest gives.
+tests/server/test_hostile_input.py posts every file to a real server and expects the answer the manifest gives.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ CORPUS = [
 def main() -> None:
     manifest = []
     lines = ["# Hostile uploads", "", "Made by `make_corpus.py` (which also writes `manifest.yaml`); posted one by one "
-             "to a real server by `tests/test_hostile_input.py`. Every 4xx is JSON naming the field `file`. A 200 is "
+             "to a real server by `tests/server/test_hostile_input.py`. Every 4xx is JSON naming the field `file`. A 200 is "
              "an image that decodes; whatever follows it in the file is never read.", "",
              "| file | bytes | what it is | expected answer |", "| --- | --- | --- | --- |"]
     for e in CORPUS:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers_server import encode, ultralytics_assets
+from tests.helpers_server import encode, ultralytics_assets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps

@@ -13,9 +13,9 @@ import pytest
 
 from fleet.cli import main, parser
 from tests.fakes.metric_service import FakeMetricService, serve
-from tests.test_monitor_cli import fake_fleet, run_monitor
+from tests.cli.test_monitor_cli import fake_fleet, run_monitor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fleet(*args: str, env: dict[str, str] | None = None, close_stdout: bool = False) -> tuple[int, str]:

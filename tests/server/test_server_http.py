@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import ROOT, demo_model, run_server, sample_images, write_key_file
+from tests.helpers_server import ROOT, demo_model, run_server, sample_images, write_key_file
 from ultralytics_platform import APIError, Platform
 
 

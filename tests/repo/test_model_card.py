@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "models" / "tools" / "model_card.py"
 _spec = importlib.util.spec_from_file_location("model_card", TOOL)
 model_card = importlib.util.module_from_spec(_spec)

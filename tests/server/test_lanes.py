@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from helpers_server import demo_model, run_server, sample_images
+from tests.helpers_server import demo_model, run_server, sample_images
 
 from inference_service import core
 from inference_service.lanes import InferenceGate

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers_server import demo_model, sample_images
+from tests.helpers_server import demo_model, sample_images
 from ultralytics import YOLO
 
 from inference_service import core

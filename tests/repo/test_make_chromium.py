@@ -1,4 +1,4 @@
-"""``make test`` on a machine without Chromium (which tests/test_browser.py drives): installed with apt-get as
+"""``make test`` on a machine without Chromium (which tests/server/test_browser.py drives): installed with apt-get as
 root, else make stops before anything else runs with the one command to run; never a skipped browser test."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from helpers_server import ROOT
+from tests.helpers_server import ROOT
 
 BUILT = ["-o", ".venv/.plan-deps", "-o", ".venv/.test-deps", "-o", "inference_service/_letterbox.so"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from helpers_server import MODELS, start_container, write_key_file
+from tests.helpers_server import MODELS, start_container, write_key_file
 
 from components.endpoint import model_path_in_image
 from fleet.build_image import STAND_IN_NOTE, BuildResult, Engine, ImageBuildError, build, find_engine

@@ -16,7 +16,7 @@ import pytest
 from components.image import model_files_arg
 from fleet.build_image import stack_model_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "inference_service" / "Dockerfile"
 MODEL_MOUNT = "--mount=type=bind,target=/context "  # the RUN that copies MODEL_FILES from the build context
 STACK = "prod"  # whose model files the replayed image holds

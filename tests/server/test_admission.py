@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers_server import demo_model
+from tests.helpers_server import demo_model
 from prometheus_client import CollectorRegistry
 
 from inference_service.__main__ import parse_args

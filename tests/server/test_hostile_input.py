@@ -2,7 +2,7 @@
 types, non-UTF-8 bytes, bodies over the cap with and without a length, too many parts, repeated fields) and path
 tricks on the shared server. Each answer is the JSON its table says; nothing is a 5xx; the servers keep serving.
 
-tests/test_server_api.py checks the everyday mistakes in-process; this is the systematic list over real sockets.
+tests/server/test_server_api.py checks the everyday mistakes in-process; this is the systematic list over real sockets.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from helpers_server import MULTIPART, ROOT, demo_model, multipart, run_server, write_key_file
+from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart, run_server, write_key_file
 from test_shared_server import KEYS, layout, shared_args  # noqa: F401 (layout is a fixture)
 from test_shared_server import test_path_tricks_are_4xx_and_read_nothing_outside as check_path_trick
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers_server import demo_model, encode, sample_images, write_key_file
+from tests.helpers_server import demo_model, encode, sample_images, write_key_file
 from PIL import Image
 from ultralytics_platform import types as platform_types
 

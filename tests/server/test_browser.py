@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import ARTIFACTS, MODELS, demo_model, run_server, write_key_file
+from tests.helpers_server import ARTIFACTS, MODELS, demo_model, run_server, write_key_file
 
 from inference_service.auth import hash_key
 

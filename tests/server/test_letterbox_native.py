@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_server import ultralytics_assets
+from tests.helpers_server import ultralytics_assets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ultralytics.data.augment import LetterBox

@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from helpers_server import MULTIPART, ROOT, demo_model, multipart
+from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error

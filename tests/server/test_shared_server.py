@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers_server import PYTHON, ROOT, demo_model, run_server
+from tests.helpers_server import PYTHON, ROOT, demo_model, run_server
 from ultralytics_platform import Platform
 
 from inference_service.auth import hash_key
