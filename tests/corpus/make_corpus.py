@@ -164,8 +164,8 @@ CORPUS = [
 def main() -> None:
     manifest = []
     lines = ["# Hostile uploads", "", "Made by `make_corpus.py` (which also writes `manifest.yaml`); posted one by one "
-             "to a real server by `tests/server/test_hostile_input.py`. Every 4xx is JSON naming the field `file`. A 200 is "
-             "an image that decodes; whatever follows it in the file is never read.", "",
+             "to a real server by `tests/server/test_hostile_input.py`. Every 4xx is JSON naming the field `file`. "
+             "A 200 is an image that decodes; whatever follows it in the file is never read.", "",
              "| file | bytes | what it is | expected answer |", "| --- | --- | --- | --- |"]
     for e in CORPUS:
         data = e.make()

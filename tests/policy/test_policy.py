@@ -77,7 +77,8 @@ def test_real_prod_and_dev_plans_pass_every_policy_once_their_placeholders_are_r
     for plan in (prod_plan, dev_plan):
         ready = evaluate(plan.stack, config_overrides=deployable(plan.stack))
         assert judged(ready, plan.stack) == [], plan.stack
-        # The stock files as shipped: only what a first deploy must replace (tests/policy/test_readiness.py has the detail)
+        # The stock files as shipped: only what a first deploy must replace (tests/policy/test_readiness.py has
+        # the detail)
         assert {v.policy for v in judged(plan, plan.stack)} == {
             "no-placeholders", "alert-notifications-in-prod" if plan.stack == "prod" else "alert-notifications"}
 

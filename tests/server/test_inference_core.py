@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from tests.helpers_server import encode, ultralytics_assets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
@@ -19,6 +18,7 @@ from ultralytics.data.augment import LetterBox
 from inference_service import core
 from inference_service.model import ModelInfo
 from inference_service.params import parse_params
+from tests.helpers_server import encode, ultralytics_assets
 
 NOISE = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
 NOISE_PNG, NOISE_JPEG = encode(NOISE, "PNG"), encode(NOISE, "JPEG")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers_server import demo_model, sample_images
 from ultralytics import YOLO
 
 from inference_service import core
 from inference_service.model import Model
+from tests.helpers_server import demo_model, sample_images
 
 CASES = [(0.25, 0.7, None, False, 5), (0.1, 0.5, 320, False, 5), (0.05, 0.7, 640, True, 4), (0.25, 0.7, 256, False, 2)]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from tests.helpers_server import demo_model, run_server, sample_images
 
 from inference_service import core
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model
+from tests.helpers_server import demo_model, run_server, sample_images
 
 
 def hold(gate: InferenceGate, alone: bool, inside: threading.Event, release: threading.Event, out: list) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tests.helpers_server import ultralytics_assets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ultralytics.data.augment import LetterBox
 
 from inference_service import core, native
+from tests.helpers_server import ultralytics_assets
 
 
 @pytest.fixture(scope="module")

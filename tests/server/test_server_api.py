@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from tests.helpers_server import demo_model, encode, sample_images, write_key_file
 from PIL import Image
 from ultralytics_platform import types as platform_types
 
 from inference_service.__main__ import parse_args
 from inference_service.app import Settings, create_app
 from inference_service.telemetry import JsonFormatter, trace_fields
+from tests.helpers_server import demo_model, encode, sample_images, write_key_file
 
 MAX_BODY = 2 * 1024 * 1024
 
