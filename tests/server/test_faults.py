@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from test_shared_server import KEYS, predict, write_tenants
+from tests.server.test_shared_server import KEYS, predict, write_tenants
 
 from fleet.program import CLOUD_RUN, Plan
 from inference_service.app import Settings, create_app

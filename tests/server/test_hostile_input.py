@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from test_shared_server import KEYS, layout, shared_args  # noqa: F401 (layout is a fixture)
-from test_shared_server import test_path_tricks_are_4xx_and_read_nothing_outside as check_path_trick
+from tests.server.test_shared_server import KEYS, layout, shared_args  # noqa: F401 (layout is a fixture)
+from tests.server.test_shared_server import test_path_tricks_are_4xx_and_read_nothing_outside as check_path_trick
 
 from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart, run_server, write_key_file
 
