@@ -102,7 +102,7 @@ class ServerSettings(BaseSettings):
         for pair in _items(value) if isinstance(value, str) else value:  # type: ignore[union-attr]
             region, sep, url = str(pair).partition("=")
             if not sep or not region.strip() or not url.strip().startswith(("http://", "https://")):
-                raise ValueError(f"{pair!r}: expected REGION_ID=URL with an http(s) URL")
+                raise ValueError(f"expected REGION_ID=URL with an http(s) URL, not {pair!r}")
             peers[region.strip()] = url.strip()
         return peers
 
