@@ -55,8 +55,7 @@ def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
      "--peer (PEERS): invalid value 'us-central1:https://us.example.com': expected REGION_ID=URL"),
 ])
 def test_a_bad_environment_value_is_one_line_and_exit_2(env: dict[str, str], line: str) -> None:
-    model = [] if env.get("MODE") == "shared" else ["--model", str(demo_model()), "--allow-anonymous"]
-    r = start(env, *model)
+    r = start(env, *([] if env.get("MODE") == "shared" else ["--model", str(demo_model())]))
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("python -m inference_service: error: "), r.stderr
     assert line in r.stderr
