@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
+from pydantic_core import PydanticUndefined
 
 from inference_service.allocator import keep_freed_memory
 from inference_service.auth import KeyFileError, read_digests
@@ -38,8 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m inference_service", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     for name, field in ServerSettings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = f", default {default}" if default not in (None, (), {}) else ""
+        shown = f", default {field.default}" if field.default not in (None, (), PydanticUndefined) else ""
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS,
                                   "help": f"{field.description} [{env_name(name)}{shown}]".replace("%", "%%")}
         if field.annotation is bool:
@@ -103,10 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     from inference_service.app import create_app  # after argument errors, so mistakes answer fast
 
     if settings.mode == "shared":
-        return serve(_shared_app(settings), sock, settings.request_timeout, settings.ready_message)
-    if settings.api_key_file:
-        settings = settings.model_copy(update={"allow_anonymous": False})  # a key file always applies
-    return serve(create_app(settings), sock, settings.request_timeout, settings.ready_message)
+        app = _shared_app(settings)
+    else:
+        if settings.api_key_file:
+            settings = settings.model_copy(update={"allow_anonymous": False})  # a key file always applies
+        app = create_app(settings)
+    serve(app, sock, settings.request_timeout, settings.ready_message)
 
 
 def _shared_app(settings: ServerSettings) -> FastAPI:
@@ -122,4 +124,4 @@ def _shared_app(settings: ServerSettings) -> FastAPI:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -56,16 +56,16 @@ class ServerSettings(BaseSettings):
     max_concurrency: int = Field(
         4, ge=1, description="predicts decoding or inferring at once (services get their Cloud Run concurrency)")
     max_queue: int = Field(
-        None, ge=0, validate_default=False,  # type: ignore[arg-type]  # None: derived in _derive_and_check
+        default_factory=lambda given: QUEUE_PER_TURN * given.get("max_concurrency", 1), ge=0,
         description=f"predicts waiting for a turn at most, whatever their expected wait (default: {QUEUE_PER_TURN}"
         " x MAX_CONCURRENCY)")
-    max_wait_seconds: float = Field(
-        None, ge=0, validate_default=False,  # type: ignore[arg-type]  # None: derived in _derive_and_check
-        description="a predict waits for a turn while its expected wait is at most this, else 503 + Retry-After "
-        f"(default: {MAX_WAIT_S:g} s or a quarter of REQUEST_TIMEOUT, whichever is less)")
     request_timeout: float = Field(
         60.0, gt=0, description="seconds a request may take: 408 if its body has not arrived, 504 if its answer is "
         "not ready (services get their Cloud Run request timeout)")
+    max_wait_seconds: float = Field(
+        default_factory=lambda given: min(MAX_WAIT_S, given.get("request_timeout", 4 * MAX_WAIT_S) / 4), ge=0,
+        description="a predict waits for a turn while its expected wait is at most this, else 503 + Retry-After "
+        f"(default: {MAX_WAIT_S:g} s or a quarter of REQUEST_TIMEOUT, whichever is less)")
     secrets_recheck_seconds: float = Field(
         RECHECK_SECONDS, ge=0, description="look for a new version of the key and tenants files at most this often "
         "(each look at a mounted secret is a Secret Manager access)")
@@ -96,10 +96,11 @@ class ServerSettings(BaseSettings):
     @field_validator("peers", mode="before")
     @classmethod
     def _split_peers(cls, value: object) -> object:
-        if isinstance(value, dict):
-            return value
+        pairs = _items(value)
+        if not isinstance(pairs, list):
+            return pairs  # a mapping already, or something the field's own check refuses
         peers = {}
-        for pair in _items(value) if isinstance(value, str) else value:  # type: ignore[union-attr]
+        for pair in pairs:
             region, sep, url = str(pair).partition("=")
             if not sep or not region.strip() or not url.strip().startswith(("http://", "https://")):
                 raise ValueError(f"expected REGION_ID=URL with an http(s) URL, not {pair!r}")
@@ -107,12 +108,8 @@ class ServerSettings(BaseSettings):
         return peers
 
     @model_validator(mode="after")
-    def _derive_and_check(self) -> ServerSettings:
-        """Fill the defaults that depend on other settings, then check what no single field can."""
-        if self.max_queue is None:
-            self.max_queue = QUEUE_PER_TURN * self.max_concurrency
-        if self.max_wait_seconds is None:
-            self.max_wait_seconds = min(MAX_WAIT_S, self.request_timeout / 4)
+    def _check_together(self) -> ServerSettings:
+        """What no single field can check."""
         if not self.max_wait_seconds < self.request_timeout:
             raise ValueError(
                 f"--max-wait-seconds (MAX_WAIT_SECONDS) {self.max_wait_seconds:g} must be at least 0 and below "
@@ -166,8 +163,10 @@ class _GivenValues(ServerSettings):
     """The same fields and checks over the values given only, without this process's environment."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **others: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
 
