@@ -68,3 +68,12 @@ def test_the_plan_imports_no_server_runtime() -> None:
             "print(sorted(m for m in ('onnxruntime', 'fastapi', 'numpy', 'starlette') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_DIR, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_images_own_environment_is_server_settings() -> None:
+    """The Dockerfile's ENV defaults (PORT, MODEL_PATH, SAMPLES_DIR) are settings the server reads."""
+    dockerfile = (PROJECT_DIR / "inference_service" / "Dockerfile").read_text()
+    block = dockerfile.split("\nENV ", 1)[1].split("\n\n", 1)[0]
+    names = {line.strip().split("=", 1)[0] for line in block.replace("\\\n", "\n").splitlines() if "=" in line}
+    server = {n for n in names if not n.startswith(("PYTHON", "PIP_")) and n != "HOME"}  # Python's, pip's, ~
+    assert server == {"PORT", "MODEL_PATH", "SAMPLES_DIR"} and server <= SERVER_ENV
