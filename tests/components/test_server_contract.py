@@ -62,6 +62,12 @@ def test_a_misspelt_or_refused_setting_stops_the_plan_not_the_server() -> None:
         "MODEL_PATH": "/app/m.onnx", "REQUEST_TIMEOUT": "60", "ALLOW_ANONYMOUS": "false"}
 
 
+def test_every_setting_says_what_it_is_for() -> None:
+    """The descriptions are the settings' documentation (``--help``, the README's table)."""
+    undocumented = [name for name, field in ServerSettings.model_fields.items() if not field.description]
+    assert not undocumented
+
+
 def test_the_plan_imports_no_server_runtime() -> None:
     """components/ build the environment from the settings class without loading onnxruntime or FastAPI."""
     code = ("import sys, components.service, components.shared, components.endpoint; "
