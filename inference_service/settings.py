@@ -118,13 +118,13 @@ class ServerSettings(BaseSettings):
         if self.mode == "shared":
             self._check_shared()
         elif self.model_path is None:
-            raise ValueError("--model (or MODEL_PATH) is required")
+            raise ValueError(f"{flag('model_path')} (or {env_name('model_path')}) is required")
         return self
 
     def _check_shared(self) -> None:
         for name in ("models_dir", "tenants_file", "region", "shared_regions"):
             if not getattr(self, name):
-                raise ValueError(f"--{name.replace('_', '-')} (or {name.upper()}) is required in shared mode")
+                raise ValueError(f"{flag(name)} (or {env_name(name)}) is required in shared mode")
         regions = ", ".join(self.shared_regions)
         if self.region not in self.shared_regions:
             raise ValueError(f"--region (REGION) {self.region!r} is not a shared region; use one of {regions} "
