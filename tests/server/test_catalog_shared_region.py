@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.conftest import deployable
-from tests.helpers_server import ROOT, demo_model, run_server
 
 from fleet.program import evaluate
+from tests.conftest import deployable
+from tests.helpers_server import ROOT, demo_model, run_server
 
 NEW_REGION = "me-west1"  # Tel Aviv: the middle-east geography has no shared region in the stock catalog
 KEYS = {"levant": "levant-key", "northwind": "northwind-key"}

@@ -9,9 +9,9 @@ import subprocess
 
 import httpx
 import pytest
-from tests.helpers_server import PYTHON, ROOT, demo_model, free_port, run_server
 
 from inference_service.settings import ServerSettings, env_name, flag
+from tests.helpers_server import PYTHON, ROOT, demo_model, free_port, run_server
 
 
 def gauge(url: str, name: str) -> float:
