@@ -37,7 +37,7 @@ class DedicatedEndpoint(pulumi.ComponentResource):
         assert plan.model is not None, "a dedicated endpoint serves one model"
         inputs = replace(
             args.service,
-            envs={**args.service.envs, "MODEL_PATH": model_path_in_image(plan.model.file)},
+            server={**args.service.server, "model_path": model_path_in_image(plan.model.file)},
             labels={**args.service.labels, "model": plan.model.name})
         service = declare_service(plan, inputs, parent=self)
         self.url = service.uri

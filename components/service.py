@@ -16,6 +16,7 @@ from pulumi_gcp import cloudrunv2 as run
 from components import names
 from components.layout import ServicePlan
 from components.monitoring import MonitoringInputs, declare_monitoring
+from inference_service.settings import service_env
 
 CONTAINER_PORT = 8080
 HEALTH_PATH = "/health"
@@ -71,7 +72,8 @@ class ServiceInputs:
     image: pulumi.Input[str]
     api_keys_secret: pulumi.Input[str]
     deletion_protection: bool
-    envs: dict[str, str] = field(default_factory=dict)
+    # Server settings by field name (inference_service/settings.py), beyond those every service gets.
+    server: dict[str, object] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     volumes: list[run.ServiceTemplateVolumeArgs] = field(default_factory=list)
     volume_mounts: list[run.ServiceTemplateContainerVolumeMountArgs] = field(default_factory=list)
@@ -92,14 +94,13 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
     limits = {"cpu": str(s.cpu), "memory": s.memory}
     if s.gpu:
         limits["nvidia.com/gpu"] = "1"
-    envs = {"MODEL_NAME": plan.model.name if plan.model else "", "DEPLOYMENT_NAME": plan.name,
-            "REGION": plan.region.id, "API_KEY_FILE": f"{KEYS_MOUNT}/{KEYS_FILE}",
-            "ORT_THREADS": str(s.cpu), "MAX_CONCURRENCY": str(s.concurrency), "REQUEST_TIMEOUT": str(s.timeout_seconds),
-            **inputs.envs}
+    envs = service_env(model_name=plan.model.name if plan.model else None, api_key_file=f"{KEYS_MOUNT}/{KEYS_FILE}",
+                       ort_threads=s.cpu, max_concurrency=s.concurrency, request_timeout=s.timeout_seconds,
+                       **inputs.server)
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,
         ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
-        envs=[run.ServiceTemplateContainerEnvArgs(name=k, value=v) for k, v in envs.items() if v],
+        envs=[run.ServiceTemplateContainerEnvArgs(name=k, value=v) for k, v in envs.items()],
         resources=run.ServiceTemplateContainerResourcesArgs(
             limits=limits, cpu_idle=s.cpu_idle, startup_cpu_boost=s.startup_cpu_boost),
         startup_probe=run.ServiceTemplateContainerStartupProbeArgs(

@@ -89,12 +89,12 @@ class SharedInference(pulumi.ComponentResource):
             account = declare_account(
                 plan.account_id, f"Runs the shared inference service {plan.service_name} in {rid}; reads only "
                 f"the {rid} tenant model bucket", project, inputs.api_keys_secret, grants, parent=self)
-            peers = ",".join(f"{other}={args.routes.url(other)}" for other in args.routes.hosts if other != rid)
+            peers = {other: args.routes.url(other) for other in args.routes.hosts if other != rid}
             inputs = replace(
                 inputs, account=account,
-                envs={**inputs.envs, "MODE": "shared", "MODELS_DIR": MODELS_DIR, "REGION": rid, "PEERS": peers,
-                      "TENANTS_FILE": f"{TENANTS_MOUNT}/{TENANTS_FILE}",
-                      "MODEL_CACHE_MB": str(model_cache_mb(plan.settings.memory_gib))},
+                server={**inputs.server, "mode": "shared", "models_dir": MODELS_DIR, "region": rid, "peers": peers,
+                        "shared_regions": list(args.routes.hosts), "tenants_file": f"{TENANTS_MOUNT}/{TENANTS_FILE}",
+                        "model_cache_mb": model_cache_mb(plan.settings.memory_gib)},
                 volumes=[*inputs.volumes,
                          run.ServiceTemplateVolumeArgs(
                              name="models", gcs=run.ServiceTemplateVolumeGcsArgs(bucket=bucket.name, read_only=True)),

@@ -33,6 +33,7 @@ from components.image import MODEL_FILES_ARG, model_files_arg
 from components.model_files import check_model_files
 from components.stack_config import stack_config_from_values
 from fleet.program import PROJECT_DIR, stack_config
+from inference_service.settings import env_name
 
 DOCKERFILE = Path("inference_service") / "Dockerfile"
 IMAGE = "localhost/yolo-fleet/inference-server"
@@ -272,9 +273,9 @@ def build(stack: str = "prod", tag: str | None = None, *, no_cache: bool = False
 def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = None) -> list[str]:
     """`run` arguments that start the image as Cloud Run does, and stricter: detached, on the host's `port`,
     read-only root with a tmpfs /tmp, the key digests file (`sha256.txt`, readable by uid 10001) mounted."""
-    model = ["-e", f"MODEL_PATH={model_path}"] if model_path else []
-    return ["run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp", "-e", f"PORT={port}", *model,
-            "-e", "API_KEY_FILE=/secrets/sha256.txt", "-v", f"{secrets_dir}:/secrets:ro", tag]
+    model = ["-e", f"{env_name('model_path')}={model_path}"] if model_path else []
+    return ["run", "-d", "--network", "host", "--read-only", "--tmpfs", "/tmp", "-e", f"{env_name('port')}={port}",
+            *model, "-e", f"{env_name('api_key_file')}=/secrets/sha256.txt", "-v", f"{secrets_dir}:/secrets:ro", tag]
 
 
 def run_command(result: BuildResult) -> str:

@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -36,7 +35,7 @@ from inference_service.auth import AuthError, KeyStore
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, ModelInfo, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
-from inference_service.recheck import RECHECK_SECONDS
+from inference_service.settings import ServerSettings as Settings  # app.Settings: what create_app takes
 from inference_service.telemetry import Metrics, RequestMiddleware, TooLarge, too_large_message
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -44,41 +43,6 @@ SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 STARTED = time.time()
 
 log = logging.getLogger("inference_service")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything configurable; ``__main__`` fills it from flags and the environment."""
-
-    model_path: Path
-    model_name: str | None = None
-    api_key_file: Path | None = None
-    allow_anonymous: bool = False
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 50_000_000
-    max_imgsz: int = 2048
-    intra_op_threads: int | None = None  # default: every CPU we may use
-    inference_workers: int | None = None  # concurrent inferences splitting the threads; None: adaptive (lanes.py)
-    samples_dir: Path | None = None  # default: samples/ next to the model
-    max_concurrency: int = 4  # predicts decoding or inferring at once: the Cloud Run concurrency
-    max_queue: int = 64  # predicts waiting for a turn at most, whatever their expected wait: bounds memory
-    max_wait_seconds: float = 5.0  # a predict expected to wait longer for a turn is refused with 503
-    request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
-    secrets_recheck_seconds: float = RECHECK_SECONDS  # how often to look for a rotated key file (recheck.py)
-
-    @property
-    def threads(self) -> int:
-        """onnxruntime's threads in all: ``intra_op_threads``, default every CPU."""
-        return self.intra_op_threads or cpu_count()
-
-    @property
-    def threads_per_inference(self) -> int:
-        """The full session's threads: all of them, or their share with a fixed number of workers."""
-        return max(1, self.threads // (self.inference_workers or 1))
-
-    def gate(self) -> InferenceGate:
-        """Adaptive: one token per thread. Fixed: one per worker."""
-        return InferenceGate(self.inference_workers or self.threads, adaptive=self.inference_workers is None)
 
 
 class CpuWork:

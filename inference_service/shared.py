@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,28 +26,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from inference_service import core
-from inference_service.app import Settings, create_app, error, model_facts
+from inference_service.app import create_app, error, model_facts
 from inference_service.auth import AuthError
 from inference_service.model import Model
 from inference_service.params import OPENAPI_FORM
 from inference_service.registry import ModelError, ModelRegistry
-from inference_service.tenancy import SHARED_REGIONS, Tenant, TenantsFile
+from inference_service.settings import ServerSettings
+from inference_service.tenancy import Tenant, TenantsFile
 
 ROUTE = "/api/models/{owner}/{project}/{model}/predict"
 INFO_ROUTE = "/api/models/{owner}/{project}/{model}/info"
-
-
-@dataclass(frozen=True)
-class SharedSettings:
-    """What shared mode adds to ``Settings``; ``__main__`` fills it from flags and the environment."""
-
-    models_dir: Path
-    tenants_file: Path
-    region: str
-    peers: dict[str, str] = field(default_factory=dict)  # region id -> public base URL
-    cache_bytes: int = 2048 * 1024 * 1024
-    rate_limit_rps: float = 10.0
-    rate_limit_burst: int = 20
 
 
 class RateLimiter:
@@ -100,16 +86,16 @@ class SharedModels:
                 "authRequired": True}
 
 
-def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
-    """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
-    if shared.region not in SHARED_REGIONS:
-        raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
-    tenants = TenantsFile(shared.tenants_file, settings.secrets_recheck_seconds)
+def create_shared_app(shared: ServerSettings) -> FastAPI:
+    """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route. ``shared``
+    is in shared mode, so it names a region among the shared ones (settings.py checks it)."""
+    assert shared.mode == "shared" and shared.region and shared.models_dir and shared.tenants_file
+    tenants = TenantsFile(shared.tenants_file, shared.shared_regions, shared.secrets_recheck_seconds)
     provider = SharedModels(shared.region)
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
-    settings = replace(settings, inference_workers=settings.inference_workers or 1)
+    settings = shared.model_copy(update={"inference_workers": shared.inference_workers or 1})
     app = create_app(settings, provider)
-    registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
+    registry = provider.registry = ModelRegistry(shared.models_dir, shared.model_cache_bytes, app.state.metrics,
                                                  settings.threads_per_inference)
     limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
 

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from inference_service.recheck import RECHECK_SECONDS, Recheck
 
 log = logging.getLogger("inference_service")
 
-SHARED_REGIONS = ("us-central1", "europe-west1", "asia-east1")
 SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch: `$` would admit a trailing newline
 
 
@@ -55,8 +55,9 @@ class Tenants:
         return None
 
 
-def load_tenants(path: Path) -> Tenants:
-    """Parse and validate the tenants file; every mistake names the tenant and the field."""
+def load_tenants(path: Path, regions: Sequence[str]) -> Tenants:
+    """Parse and validate the tenants file, whose data regions must be among ``regions`` (the catalog's shared
+    regions, SHARED_REGIONS); every mistake names the tenant and the field."""
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as e:
@@ -74,9 +75,9 @@ def load_tenants(path: Path) -> Tenants:
         if not isinstance(spec, dict):
             raise TenantsError(f"{where}: expected a mapping with data_region and key_sha256")
         region = spec.get("data_region")
-        if region not in SHARED_REGIONS:
+        if region not in regions:
             raise TenantsError(f"{where}: data_region {region!r} is not a shared region; "
-                               f"use one of {', '.join(SHARED_REGIONS)}")
+                               f"use one of {', '.join(regions)}")
         digests = spec.get("key_sha256") or []
         if not isinstance(digests, list) or not all(isinstance(d, str) and DIGEST.match(d.lower()) for d in digests):
             raise TenantsError(f"{where}: key_sha256 must be a list of sha256 hex digests (64 hex characters)")
@@ -90,11 +91,11 @@ class TenantsFile:
     A bad new version is logged and ignored: the server keeps serving the tenants it had, as ``KeyStore`` does.
     """
 
-    def __init__(self, path: Path, recheck_seconds: float = RECHECK_SECONDS) -> None:
-        self.path = path
+    def __init__(self, path: Path, regions: Sequence[str], recheck_seconds: float = RECHECK_SECONDS) -> None:
+        self.path, self.regions = path, regions
         self._recheck = Recheck(recheck_seconds)  # at most one look per interval (recheck.py says why)
         self._lock = threading.Lock()
-        self._tenants = load_tenants(path)  # at startup a bad file is fatal
+        self._tenants = load_tenants(path, regions)  # at startup a bad file is fatal
         self._version = self._stat()
 
     def _stat(self) -> tuple[int, int]:
@@ -112,7 +113,7 @@ class TenantsFile:
             with self._lock:
                 self._version = version  # a bad version is reported once, not on every request
                 try:
-                    self._tenants = load_tenants(self.path)
+                    self._tenants = load_tenants(self.path, self.regions)
                 except TenantsError as e:
                     log.warning("tenants file not reloaded, keeping the previous tenants: %s", e)
         return self._tenants

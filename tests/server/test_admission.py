@@ -231,7 +231,7 @@ def test_the_default_wait_limit_stays_well_under_the_request_timeout(
     else:
         monkeypatch.setenv("REQUEST_TIMEOUT", timeout)
     monkeypatch.setenv("MAX_CONCURRENCY", "8")
-    parsed = parse_args(args())
+    parsed = parse_args(args()).settings
     assert parsed.max_wait_seconds == expected and parsed.max_queue == 128
 
 
@@ -248,7 +248,7 @@ def test_a_wait_limit_not_under_the_request_timeout_is_a_start_up_error(
     assert "--max-wait-seconds (MAX_WAIT_SECONDS) 30 must be at least 0 and below --request-timeout " \
            "(REQUEST_TIMEOUT) 30" in err and "Traceback" not in err
     monkeypatch.delenv("MAX_WAIT_SECONDS", raising=False)
-    assert parse_args(args("--max-wait-seconds", "29.5")).max_wait_seconds == 29.5
+    assert parse_args(args("--max-wait-seconds", "29.5")).settings.max_wait_seconds == 29.5
 
 
 @pytest.mark.parametrize(("name", "flag"), [("MAX_WAIT_SECONDS", "--max-wait-seconds"), ("MAX_QUEUE", "--max-queue"),
@@ -259,4 +259,4 @@ def test_a_capacity_setting_that_is_not_a_number_is_a_usage_error(
     with pytest.raises(SystemExit) as done:
         parse_args(args())
     err = capsys.readouterr().err
-    assert done.value.code == 2 and f"argument {flag}: invalid" in err and "'5s'" in err
+    assert done.value.code == 2 and f"{flag} ({name}): invalid value '5s'" in err

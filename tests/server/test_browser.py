@@ -210,7 +210,8 @@ def test_shared_mode_page_predicts_with_a_tenant_key(page, tmp_path: Path) -> No
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text(f"tenants:\n  acme:\n    data_region: us-central1\n    key_sha256: [{hash_key(TENANT_KEY)}]\n")
     args = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
-            "us-central1", "--samples-dir", str(MODELS / "samples"), "--threads", "1"]
+            "us-central1", "--shared-regions", "us-central1", "--samples-dir", str(MODELS / "samples"),
+            "--threads", "1"]
     with run_server(args) as (url, _):
         info = httpx.get(url + "/info", timeout=5).json()
         assert info["mode"] == "shared" and info["region"] == "us-central1" and info["samples"] == SAMPLES

@@ -183,7 +183,7 @@ def test_overload_is_shed_at_once_with_retry_after(image: bytes, tmp_path: Path)
 
 
 def test_inference_past_the_request_timeout_is_a_504_and_the_server_recovers(image: bytes) -> None:
-    settings = Settings(model_path=demo_model("e2e"), allow_anonymous=True, intra_op_threads=1, request_timeout=1.0)
+    settings = Settings(model_path=demo_model("e2e"), allow_anonymous=True, ort_threads=1, request_timeout=1.0)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         deadline = time.monotonic() + 30
         while client.get("/health").status_code != 200 and time.monotonic() < deadline:
@@ -232,7 +232,7 @@ def shared_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         shutil.copy(demo_model("e2e"), models / rel)
     tenants = write_tenants(tmp_path / "tenants.yaml", {"acme": "us-central1", "initech": "us-central1"})
     args = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
-            "us-central1", "--threads", "1"]
+            "us-central1", "--shared-regions", "us-central1", "--threads", "1"]
     with run_server(args) as (url, _):
         yield url, models
 

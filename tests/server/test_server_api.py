@@ -31,7 +31,7 @@ def key_and_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def client(key_and_file: tuple[str, Path]) -> Iterator[TestClient]:
     settings = Settings(model_path=demo_model("e2e"), model_name="demo", api_key_file=key_and_file[1],
-                        max_body_bytes=MAX_BODY, max_pixels=50_000_000)
+                        max_upload_mb=MAX_BODY / 2**20, max_pixels=50_000_000)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         deadline = time.monotonic() + 30
         while c.get("/health").status_code != 200 and time.monotonic() < deadline:
@@ -323,7 +323,7 @@ def test_samples_dir_from_the_environment_serves_samples_for_a_model_anywhere(
     if samples_env:
         monkeypatch.setenv("SAMPLES_DIR", str(samples))
     args = parse_args(["--model", str(model), "--api-key-file", str(key_and_file[1])])
-    settings = Settings(model_path=model, api_key_file=key_and_file[1], samples_dir=args.samples_dir)
+    settings = Settings(model_path=model, api_key_file=key_and_file[1], samples_dir=args.settings.samples_dir)
     with TestClient(create_app(settings)) as c:
         listed = c.get("/info").json()["samples"]
     assert listed == (sorted(p.name for p in samples.iterdir()) if samples_env else [])

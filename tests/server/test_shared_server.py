@@ -21,6 +21,7 @@ from tests.helpers_server import PYTHON, ROOT, demo_model, run_server
 EU = "https://eu.inference.example.com"
 KEYS = {"acme": "acme-key-1", "globex": "globex-key-1", "initech": "initech-key-1"}
 REGIONS = {"acme": "us-central1", "globex": "europe-west1", "initech": "us-central1"}
+SHARED_REGIONS = "us-central1,europe-west1,asia-east1"  # what the plan gives the stock catalog's shared services
 
 
 def write_tenants(path: Path, regions: dict[str, str]) -> Path:
@@ -50,7 +51,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def shared_args(layout: tuple[Path, Path], *extra: str) -> list[str]:
     models, tenants = layout
     return ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
-            "us-central1", "--peer", f"europe-west1={EU}", "--threads", "1", *extra]
+            "us-central1", "--shared-regions", SHARED_REGIONS, "--peer", f"europe-west1={EU}", "--threads", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +212,7 @@ def test_tenant_in_a_region_outside_the_three_stops_startup(layout: tuple[Path, 
 def test_configured_by_environment_as_cloud_run_does(layout: tuple[Path, Path], image: bytes) -> None:
     models, tenants = layout
     env = {"MODE": "shared", "MODELS_DIR": str(models), "TENANTS_FILE": str(tenants), "REGION": "europe-west1",
+           "SHARED_REGIONS": SHARED_REGIONS,
            "PEERS": "us-central1=https://us.inference.example.com,asia-east1=https://ap.inference.example.com"}
     with run_server(["--threads", "1"], env=env) as (url, _):
         assert predict(url, "globex", "shapes/demo", KEYS["globex"], image).status_code == 200
@@ -234,7 +236,7 @@ def test_redirect_location_is_served_by_the_peer_region(layout: tuple[Path, Path
     """Two regions on loopback: the US answers globex with the EU's URL, the EU serves it there; no peer is 503."""
     models, tenants = layout
     eu_args = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--region",
-               "europe-west1", "--threads", "1"]
+               "europe-west1", "--shared-regions", SHARED_REGIONS, "--threads", "1"]
     with run_server(eu_args) as (eu, _):
         us_args = [*shared_args(layout)[:-4], "--peer", f"europe-west1={eu}", "--threads", "1"]
         with run_server(us_args) as (us, _):
