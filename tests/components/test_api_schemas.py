@@ -33,14 +33,15 @@ EVERYTHING_ON = {
 }
 # Settings at Cloud Run's edges: the largest instance, the most concurrency, the longest timeout.
 LARGEST = {
-    "yolo-fleet:settings": json.dumps({"cpu": 8, "memory": "32Gi", "concurrency": 1000, "timeout_seconds": 3600,
-                                       "min_instances": 1, "max_instances": 1000, "public": True,
-                                       "ingress": "internal-and-cloud-load-balancing",
-                                       "alert_duration_seconds": 3600}),
+    "yolo-fleet:forced_settings": json.dumps({
+        "cpu": 8, "memory": "32Gi", "concurrency": 1000, "timeout_seconds": 3600, "min_instances": 1,
+        "max_instances": 1000, "public": True, "ingress": "internal-and-cloud-load-balancing",
+        "alert_duration_seconds": 3600}),
 }
 SMALLEST = {
-    "yolo-fleet:settings": json.dumps({"cpu": 1, "memory": "2Gi", "concurrency": 1, "timeout_seconds": 1,
-                                       "min_instances": 0, "max_instances": 1, "alert_duration_seconds": 60}),
+    "yolo-fleet:forced_settings": json.dumps({"cpu": 1, "memory": "2Gi", "concurrency": 1, "timeout_seconds": 1,
+                                              "min_instances": 0, "max_instances": 1,
+                                              "alert_duration_seconds": 60}),
 }
 
 PlanFactory = Callable[[pytest.FixtureRequest], Plan]
