@@ -27,7 +27,7 @@ EVERYTHING_ON = {
         {"name": "demo", "file": "models/demo-e2e.onnx", "regions": ["us-central1", "europe-west1"]},
         {"name": "gpu", "file": "models/demo-e2e.onnx", "regions": ["us-central1", "europe-west4"],
          "settings": {"gpu": True, "cpu": 4, "memory": "16Gi", "cpu_idle": False, "gpu_zonal_redundancy": False}}]),
-    "yolo-fleet:settings": json.dumps({"min_instances": 1, "max_instances": 3}),
+    "yolo-fleet:forced_settings": json.dumps({"min_instances": 1, "max_instances": 3}),  # over dev's own
     "yolo-fleet:slo": json.dumps({"enabled": True, "availability_goal": 0.999, "latency_ms": 500}),
     "yolo-fleet:notification_channels": json.dumps(CHANNELS),
 }
