@@ -8,7 +8,7 @@ PLAN_DEPS := $(VENV)/.plan-deps
 TEST_DEPS := $(VENV)/.test-deps
 NATIVE    := inference_service/_letterbox.so
 
-.PHONY: plan test lint serve regions clean image chromium
+.PHONY: plan test lint serve regions clean image chromium docs golden
 
 plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print what `pulumi up` would create
 	$(BIN)/fleet plan --stack $(STACK)
@@ -92,3 +92,16 @@ serve: $(SERVE_DEPS)  ## run the inference server on the demo model with a fresh
 	    "Try:       curl -H 'Authorization: Bearer $$key' -F file=@models/samples/shapes-1.jpg {url}predict")" \
 	  exec $(SERVE_PYTHON) -m inference_service --model models/demo-e2e.onnx --port $(SERVE_PORT) \
 	    --api-key-file $(SERVE_DIR)/sha256.txt
+
+# Files generated from the code, committed and checked by the tests (each test's failure names its target):
+# regions.schema.json and README's settings table from the pydantic models; tests/plans/<stack>.names.json, every
+# physical name `fleet plan --json` gives, so a rename shows in review.
+docs: $(PLAN_DEPS)
+	$(BIN)/python -m fleet.docs
+
+golden: $(TEST_DEPS)
+	for stack in dev prod; do \
+	  $(BIN)/python -m fleet.cli plan --stack $$stack --json | $(BIN)/python -m tests.plans.golden \
+	    > tests/plans/$$stack.names.json.tmp && mv tests/plans/$$stack.names.json.tmp tests/plans/$$stack.names.json \
+	    || { rm -f tests/plans/$$stack.names.json.tmp; exit 2; }; \
+	done

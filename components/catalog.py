@@ -56,14 +56,15 @@ class _Strict(BaseModel):
 class Region(_Strict):
     """One Cloud Run region: facts about it, whether the fleet uses it, and what it changes."""
 
-    id: str
-    city: str = Field(min_length=1)
+    id: str = Field(description="the Cloud Run region id", json_schema_extra={"enum": sorted(CLOUD_RUN_REGIONS)})
+    city: str = Field(min_length=1, description="where it is; its slug names the region's endpoints (demo-iowa)")
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2")
-    geography: Geography
+    geography: Geography = Field(description="for model region selectors and the Artifact Registry it pulls from")
     tier: Literal[1, 2] = Field(description="Cloud Run pricing tier (1 is cheaper)")
-    gpu_available: bool = False
-    enabled: bool = True
-    overrides: SettingsOverride = SettingsOverride()
+    gpu_available: bool = Field(False, description="Cloud Run offers nvidia-l4 GPUs here")
+    enabled: bool = Field(True, description="false removes the region from every model's and the shared regions")
+    overrides: SettingsOverride = Field(SettingsOverride(), description="this region's endpoints' settings: over the "
+                                        "catalog's and the stack's defaults, under a model's and forced settings")
 
     @field_validator("id")
     @classmethod
@@ -90,16 +91,21 @@ class Region(_Strict):
 class SharedSpec(_Strict):
     """Where the shared multi-tenant inference service runs, and how it differs from the defaults."""
 
-    regions: list[str] = Field(min_length=1)
-    settings: SettingsOverride = SettingsOverride()
+    regions: list[str] = Field(min_length=1, description="the regions that run a shared service",
+                               json_schema_extra={"items": {"type": "string", "enum": sorted(CLOUD_RUN_REGIONS)}})
+    settings: SettingsOverride = Field(SettingsOverride(), description="the shared services' settings: over the "
+                                       "catalog's and the stack's defaults")
 
 
 class Catalog(_Strict):
-    defaults: EndpointSettings
-    shared: SharedSpec
+    """The region catalog (regions.yaml): every Cloud Run region, the fleet's default settings, and the shared API's
+    regions. Settings precedence: README "Settings and their precedence"."""
+
+    defaults: EndpointSettings = Field(description="every service's settings unless a more specific layer sets them")
+    shared: SharedSpec = Field(description="the shared multi-tenant inference API")
     registries: dict[Geography, RegistryLocation] = Field(
         description="Artifact Registry multi-region that serves each geography's image pulls")
-    regions: list[Region] = Field(min_length=1)
+    regions: list[Region] = Field(min_length=1, description="one entry per Cloud Run region")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

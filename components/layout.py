@@ -1,7 +1,6 @@
 """What runs where: the catalog and stack config joined into named services, before any resource exists.
 
-Settings precedence, last wins: catalog `defaults` < the region's `overrides` (or the catalog's `shared`
-settings) < the stack's `settings` < the model's `settings` (or the stack's `shared_settings`).
+Settings come in layers, most specific winning, with `forced_settings` over all (components/precedence.py).
 
 Pure data, no Pulumi: resolving every endpoint here first means a bad combination (a GPU in a region
 without one, min > max after overrides) stops the run before anything is declared.
@@ -9,6 +8,7 @@ without one, min > max after overrides) stops the run before anything is declare
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from components import names
 from components.catalog import Catalog, Region
 from components.errors import FleetError, describe
-from components.settings import EndpointSettings, merge
+from components.precedence import Layer, catalog_file_name, dedicated_layers, origins, resolve, shared_layers
+from components.settings import EndpointSettings
 from components.stack_config import ModelSpec, StackConfig
 
 MAX_ENDPOINT_NAME = 49  # what users type and see (`fleet monitor --endpoint`, outputs); Cloud Run's own limit
@@ -39,10 +40,15 @@ class ServicePlan:
     region: Region
     settings: EndpointSettings
     model: ModelSpec | None = None
+    layers: tuple[Layer, ...] = ()  # where `settings` came from, lowest first (`fleet plan --explain`)
 
     @property
     def role(self) -> str:
         return "dedicated" if self.model else "shared"
+
+    def origins(self) -> dict[str, Layer]:
+        """Setting -> the layer that set its value."""
+        return origins(self.layers)
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,9 @@ class FleetLayout:
         return next((s for s in self.services if s.service_name == service_name), None)
 
 
-def _resolve(source: str, where: str, *layers: object) -> EndpointSettings:
-    base, *overrides = layers
+def _resolve(source: str, where: str, layers: Sequence[Layer]) -> EndpointSettings:
     try:
-        return merge(base, *overrides)  # type: ignore[arg-type]
+        return resolve(layers)
     except ValidationError as exc:
         raise FleetError(describe(f"{source}: {where}", exc, {}, [EndpointSettings])) from None
 
@@ -79,6 +84,7 @@ def endpoint_name(model: str, region: Region) -> str:
 def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -> FleetLayout:
     """Resolve every service's names, region and settings; FleetError names the model/region at fault."""
     known = {r.id for r in catalog.regions}
+    catalog_file = catalog_file_name(config)
     endpoints: list[ServicePlan] = []
     for model in config.models:
         if isinstance(model.regions, list):
@@ -92,24 +98,26 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
             if len(name) > MAX_ENDPOINT_NAME:
                 raise FleetError(f"{source}: {where}: endpoint name '{name}' is longer than {MAX_ENDPOINT_NAME} "
                                  "characters; use a shorter model name")
-            settings = _resolve(source, where, catalog.defaults, region.overrides, config.settings, model.settings)
+            layers = dedicated_layers(catalog, config, region, model, catalog_file, source)
+            settings = _resolve(source, where, layers)
             if settings.gpu and not region.gpu_available:
                 raise FleetError(f"{source}: {where}: gpu: {region.id} has no GPU; choose a region with "
                                  "gpu_available or drop gpu")
             endpoints.append(ServicePlan(name, names.cloud_run_service(name, stack),
-                                         names.service_account_id(model.name, stack), region, settings, model))
+                                         names.service_account_id(model.name, stack), region, settings, model,
+                                         layers))
     shared = []
+    layers = shared_layers(catalog, config, catalog_file, source)
     for region_id in catalog.shared.regions:
         region = catalog.region(region_id)
         if not region.enabled:
             continue
-        settings = _resolve(source, f"shared in regions[{region.id}]", catalog.defaults, catalog.shared.settings,
-                            config.settings, config.shared_settings)
+        settings = _resolve(source, f"shared in regions[{region.id}]", layers)
         if settings.gpu and not region.gpu_available:
             raise FleetError(f"{source}: shared in regions[{region.id}]: gpu: {region.id} has no GPU")
         name = f"shared-{region.city_slug}"
         shared.append(ServicePlan(name, names.cloud_run_service(name, stack), names.service_account_id(name, stack),
-                                  region, settings))
+                                  region, settings, layers=layers))
     layout = FleetLayout(endpoints, shared)
     _check_unique(layout, source)
     _check_account_quota(layout, config, source)

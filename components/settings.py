@@ -7,7 +7,7 @@ of at a user's `pulumi up`. Sources: Cloud Run docs "Configure CPU limits", "Mem
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,24 +43,32 @@ class _Strict(BaseModel):
 class EndpointSettings(_Strict):
     """The resolved settings of one Cloud Run service (defaults merged with every override)."""
 
-    cpu: int = Field(2, description="vCPUs per instance: 1, 2, 4, 6 or 8")
-    memory: str = Field("4Gi", description="memory per instance: 2Gi..32Gi")
+    cpu: int = Field(2, description="vCPUs per instance", json_schema_extra={"enum": list(CPU_CHOICES)})
+    memory: str = Field("4Gi", description="memory per instance, within Cloud Run's bounds for the CPU count: "
+                        + ", ".join(f"{c} vCPU {MIN_MEMORY_GIB_FOR_CPU[c]}-{MAX_MEMORY_GIB_FOR_CPU[c]}Gi"
+                                    for c in CPU_CHOICES),
+                        json_schema_extra={"enum": [f"{m}Gi" for m in MEMORY_CHOICES_GIB]})
     gpu: bool = Field(False, description="attach one nvidia-l4 (needs >= 4 vCPU, >= 16Gi, cpu_idle false)")
     gpu_zonal_redundancy: bool = Field(False, description="reserve GPU capacity in other zones (costs more)")
     min_instances: int = Field(0, ge=0, description="0 scales to zero; > 0 keeps instances warm (no cold start)")
-    max_instances: int = Field(10, ge=1, le=MAX_INSTANCES_CAP)
+    max_instances: int = Field(10, ge=1, le=MAX_INSTANCES_CAP,
+                               description="the most instances Cloud Run starts; caps cost and the load on a model")
     concurrency: int = Field(4, ge=1, le=MAX_CONCURRENCY, description="requests one instance takes at once")
-    timeout_seconds: int = Field(60, ge=1, le=MAX_TIMEOUT_SECONDS)
+    timeout_seconds: int = Field(60, ge=1, le=MAX_TIMEOUT_SECONDS,
+                                 description="Cloud Run's request timeout; the server gets it as REQUEST_TIMEOUT")
     cpu_idle: bool = Field(True, description="CPU only during requests (request-based billing)")
     startup_cpu_boost: bool = Field(True, description="extra CPU while starting: shorter cold starts")
     public: bool = Field(False, description="anyone may invoke at the Cloud Run level (the server still checks "
                                             "API keys); false requires Google IAM identity tokens")
-    ingress: Ingress = "all"
-    execution_environment: Literal["gen1", "gen2"] = "gen2"
+    ingress: Ingress = Field("all", description="where requests may come from: all (the internet), internal (the "
+                                                "project's VPC networks), internal-and-cloud-load-balancing (those and "
+                                                "the project's load balancers: the shared services)")
+    execution_environment: Literal["gen1", "gen2"] = Field(
+        "gen2", description="Cloud Run's sandbox; shared services need gen2 to mount their model bucket")
     alert_error_ratio: float = Field(0.05, gt=0, le=1, description="alert when 5xx / all requests exceeds this")
     alert_latency_p95_ms: int = Field(2000, ge=1, description="alert when p95 request latency exceeds this")
     alert_duration_seconds: int = Field(300, ge=60, le=86400,
-                                        description="how long a condition must hold before it alerts (x60 s)")
+                                        description="how long a condition must hold before it alerts, in whole minutes")
 
     @field_validator("alert_duration_seconds")
     @classmethod
@@ -108,8 +116,18 @@ class EndpointSettings(_Strict):
         return memory_gib(self.memory)
 
 
+def _override_schema(schema: dict[str, Any]) -> None:
+    """An override's JSON schema is EndpointSettings' with every field optional and no defaults: one description
+    and one set of allowed values per setting, written once."""
+    full = EndpointSettings.model_json_schema()["properties"]
+    schema["properties"] = {name: {k: v for k, v in full[name].items() if k != "default"}
+                            for name in schema["properties"]}
+
+
 class SettingsOverride(_Strict):
     """Any subset of EndpointSettings: what a region, a stack or a model changes."""
+
+    model_config = ConfigDict(json_schema_extra=_override_schema)
 
     cpu: int | None = None
     memory: str | None = None

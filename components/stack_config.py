@@ -43,7 +43,8 @@ class ModelSpec(_Strict):
                       description="lowercase letters, digits, '-'; the first part of endpoint names")
     file: str = Field("models/demo-e2e.onnx", description="ONNX file in this repository, baked into the image")
     regions: Literal["all", "americas", "europe", "asia-pacific", "middle-east", "africa"] | list[str] = "all"
-    settings: SettingsOverride = SettingsOverride()
+    settings: SettingsOverride = Field(SettingsOverride(), description="this model's endpoints' settings: over "
+                                                                         "their regions' overrides")
 
     @field_validator("regions")
     @classmethod
@@ -103,8 +104,14 @@ class StackConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="gcp:project")
     catalog: str = "regions.yaml"
     models: list[ModelSpec] = Field(default_factory=list)
-    settings: SettingsOverride = Field(SettingsOverride(), description="over the catalog, for every service")
-    shared_settings: SettingsOverride = Field(SettingsOverride(), description="over everything, shared services")
+    settings: SettingsOverride = Field(
+        SettingsOverride(), description="the stack's defaults for every service: over the catalog's defaults, under "
+                                        "a region's overrides, a model's settings and the shared services' settings")
+    shared_settings: SettingsOverride = Field(
+        SettingsOverride(), description="the shared services' settings: over the catalog's shared.settings")
+    forced_settings: SettingsOverride = Field(
+        SettingsOverride(), description="forced on every service of the stack, over every other layer (a region's "
+                                        "overrides included)")
     api_key_sha256: list[str] = Field(min_length=1, description="sha256 hex digests of the API keys (never keys)")
     image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
                               description="a prebuilt server image by digest; unset builds inference_service/")

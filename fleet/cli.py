@@ -28,12 +28,29 @@ def catalog_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.explain:
+        return explain_plan(args)
     catalog = catalog_path(args)
     plan = evaluate(args.stack, catalog=catalog)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2, sort_keys=False))
     else:
         print(render_plan(plan, load_catalog(catalog)))
+    return 0
+
+
+def explain_plan(args: argparse.Namespace) -> int:
+    """`fleet plan --explain REGION`: the resolved layout alone (no resources are declared), so it is quick."""
+    from fleet.explain import explain, find_region, render_explain
+    from policy.facts import load_facts
+
+    facts = load_facts(args.stack, catalog=args.catalog)
+    region = find_region(facts.catalog, facts.layout, args.explain, args.stack, catalog_path(args).name)
+    if args.json:
+        print(json.dumps({"stack": args.stack, "region": region.id, "services": explain(facts.layout, region)},
+                         indent=2))
+    else:
+        print(render_explain(facts.layout, region, args.stack))
     return 0
 
 
@@ -50,6 +67,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     """Add this module's commands; other command modules (fleet/<command>.py) offer the same function."""
     plan = sub.add_parser("plan", parents=[common], help="what `pulumi up` would create, evaluated offline")
     plan.add_argument("--json", action="store_true", help="resources with inputs as the provider receives them")
+    plan.add_argument("--explain", metavar="REGION",
+                      help="instead of the plan: each setting of each service in REGION (id or city) and the layer "
+                           "that set it")
     plan.set_defaults(func=cmd_plan)
     regions = sub.add_parser("regions", parents=[common], help="the region catalog, with counts per geography")
     regions.add_argument("--json", action="store_true")

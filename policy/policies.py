@@ -79,8 +79,9 @@ def check_max_instances_cap(r: Any, facts: StackFacts, options: Options) -> Iter
     if cap is None:
         return
     value = dig(props, "template", "scaling", "maxInstanceCount")
-    fix = (f"lower max_instances (regions.yaml overrides, or the stack's or model's settings) or raise "
-           f"yolo-fleet:max_instances_cap in Pulumi.{facts.stack}.yaml in a reviewed change")
+    fix = (f"lower max_instances where `fleet plan --stack {facts.stack} --explain <region>` says it is set (or "
+           f"force it with yolo-fleet:forced_settings) or raise yolo-fleet:max_instances_cap in "
+           f"Pulumi.{facts.stack}.yaml in a reviewed change")
     if value is None:
         yield f"{_where(name, props)}: max_instances is not set (Cloud Run allows 100), above the {facts.stack} " \
               f"stack's cap of {cap}; set max_instances"

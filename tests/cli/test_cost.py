@@ -181,8 +181,8 @@ def test_distinct_prices_are_all_different():
 SMALL = {  # demo in Iowa (tier 1) and Berlin (tier 2), request-based; the 3 shared services instance-based
     "yolo-fleet:models": json.dumps([{"name": "demo", "file": "models/demo-e2e.onnx",
                                       "regions": ["us-central1", "europe-west10"]}]),
-    "yolo-fleet:settings": json.dumps({"min_instances": 1, "max_instances": 2, "cpu": 1, "memory": "2Gi"}),
-    "yolo-fleet:shared_settings": json.dumps({"cpu_idle": False, "min_instances": 1, "max_instances": 2}),
+    "yolo-fleet:forced_settings": json.dumps({"min_instances": 1, "max_instances": 2, "cpu": 1, "memory": "2Gi"}),
+    "yolo-fleet:shared_settings": json.dumps({"cpu_idle": False}),
 }
 
 

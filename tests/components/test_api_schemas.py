@@ -27,20 +27,21 @@ EVERYTHING_ON = {
         {"name": "demo", "file": "models/demo-e2e.onnx", "regions": ["us-central1", "europe-west1"]},
         {"name": "gpu", "file": "models/demo-e2e.onnx", "regions": ["us-central1", "europe-west4"],
          "settings": {"gpu": True, "cpu": 4, "memory": "16Gi", "cpu_idle": False, "gpu_zonal_redundancy": False}}]),
-    "yolo-fleet:settings": json.dumps({"min_instances": 1, "max_instances": 3}),
+    "yolo-fleet:forced_settings": json.dumps({"min_instances": 1, "max_instances": 3}),  # over dev's own
     "yolo-fleet:slo": json.dumps({"enabled": True, "availability_goal": 0.999, "latency_ms": 500}),
     "yolo-fleet:notification_channels": json.dumps(CHANNELS),
 }
 # Settings at Cloud Run's edges: the largest instance, the most concurrency, the longest timeout.
 LARGEST = {
-    "yolo-fleet:settings": json.dumps({"cpu": 8, "memory": "32Gi", "concurrency": 1000, "timeout_seconds": 3600,
-                                       "min_instances": 1, "max_instances": 1000, "public": True,
-                                       "ingress": "internal-and-cloud-load-balancing",
-                                       "alert_duration_seconds": 3600}),
+    "yolo-fleet:forced_settings": json.dumps({
+        "cpu": 8, "memory": "32Gi", "concurrency": 1000, "timeout_seconds": 3600, "min_instances": 1,
+        "max_instances": 1000, "public": True, "ingress": "internal-and-cloud-load-balancing",
+        "alert_duration_seconds": 3600}),
 }
 SMALLEST = {
-    "yolo-fleet:settings": json.dumps({"cpu": 1, "memory": "2Gi", "concurrency": 1, "timeout_seconds": 1,
-                                       "min_instances": 0, "max_instances": 1, "alert_duration_seconds": 60}),
+    "yolo-fleet:forced_settings": json.dumps({"cpu": 1, "memory": "2Gi", "concurrency": 1, "timeout_seconds": 1,
+                                              "min_instances": 0, "max_instances": 1,
+                                              "alert_duration_seconds": 60}),
 }
 
 PlanFactory = Callable[[pytest.FixtureRequest], Plan]

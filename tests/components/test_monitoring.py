@@ -70,9 +70,9 @@ def test_thresholds_follow_overrides(write_catalog):
     assert threshold(east["error-ratio"])["thresholdValue"] == 0.01
     assert {threshold(p)["duration"] for p in east.values()} == {"600s"}
     assert threshold(alerts(plan, "demo-oregon-prod")["latency-p95"])["thresholdValue"] == 2000
-    plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:settings": json.dumps(
+    plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:forced_settings": json.dumps(
         {"alert_latency_p95_ms": 900})})
-    assert threshold(alerts(plan, "demo-south-carolina-prod")["latency-p95"])["thresholdValue"] == 900, "stack wins"
+    assert threshold(alerts(plan, "demo-south-carolina-prod")["latency-p95"])["thresholdValue"] == 900, "forced wins"
 
 
 def test_alert_duration_must_be_whole_minutes(write_catalog, capsys):

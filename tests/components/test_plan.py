@@ -137,7 +137,7 @@ def test_images_are_pulled_from_the_nearest_registry(prod_plan):
     assert len(digests) == 1, "one build, the same digest everywhere"
 
 
-def test_region_override_wins_over_defaults_and_stack_settings_win_over_both(write_catalog):
+def test_region_override_wins_over_defaults_and_stack_settings_and_forced_settings_win_over_all(write_catalog):
     path = write_catalog(lambda d: region_entry(d, "us-east1").update(overrides={"max_instances": 3, "cpu": 4}))
     plan = evaluate("prod", catalog=path)
     s = services(plan)["demo-south-carolina"]
@@ -148,8 +148,14 @@ def test_region_override_wins_over_defaults_and_stack_settings_win_over_both(wri
     plan = evaluate("prod", catalog=path, config_overrides={
         "yolo-fleet:settings": json.dumps({"max_instances": 5}),
         "yolo-fleet:models": json.dumps([{"name": "demo", "settings": {"min_instances": 2}}])})
-    assert scaling(services(plan)["demo-south-carolina"]) == (2, 5), "stack settings, then model settings, win"
-    assert scaling(services(plan)["shared-iowa"]) == (1, 5)
+    assert scaling(services(plan)["demo-south-carolina"]) == (2, 3), "the region's own max beats the stack's"
+    assert scaling(services(plan)["demo-oregon"]) == (2, 5), "the stack's settings fill what the region leaves"
+    assert scaling(services(plan)["shared-iowa"]) == (1, 20), "the catalog's shared settings beat the stack's"
+
+    plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:forced_settings": json.dumps(
+        {"max_instances": 5})})
+    assert scaling(services(plan)["demo-south-carolina"]) == (0, 5), "forced beats the region's override"
+    assert scaling(services(plan)["shared-iowa"]) == (1, 5), "and the shared services' settings"
 
 
 def test_turning_a_region_off_removes_exactly_its_resources(prod_plan, write_catalog):

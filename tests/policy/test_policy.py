@@ -84,7 +84,7 @@ def test_real_prod_and_dev_plans_pass_every_policy_once_their_placeholders_are_r
 
 
 def test_max_instances_above_the_stack_cap_is_refused():
-    plan = evaluate("prod", config_overrides={"yolo-fleet:settings": json.dumps({"max_instances": 40})})
+    plan = evaluate("prod", config_overrides={"yolo-fleet:forced_settings": json.dumps({"max_instances": 40})})
     found = by_policy(judged(plan), "max-instances-cap")
     assert len(found) == 46  # every service of the stack
     assert "max_instances 40 is above the prod stack's cap of 30" in found["demo-iowa"]

@@ -1,0 +1,73 @@
+"""`fleet plan --explain REGION`: the value of each setting of each service there and the layer that set it,
+and one line with exit 2 for a region it cannot explain."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fleet.cli import main
+from tests.conftest import region_entry
+
+
+def explained(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main(["plan", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def row(services: dict[str, Any], service: str, setting: str) -> dict[str, Any]:
+    return next(r for r in services[service] if r["setting"] == setting)
+
+
+def test_dev_says_its_forced_min_instances_beat_the_region_override(capsys):
+    out = explained(capsys, "--stack", "dev", "--explain", "us-central1")
+    assert (out["stack"], out["region"]) == ("dev", "us-central1")
+    assert set(out["services"]) == {"demo-iowa", "demo-raw-iowa", "shared-iowa"}
+    warm = row(out["services"], "demo-iowa", "min_instances")
+    assert (warm["value"], warm["layer"], warm["source"]) == (
+        0, "forced", "Pulumi.dev.yaml: yolo-fleet:forced_settings")
+    assert warm["beats"] == [{"layer": "region override", "source": "regions.yaml: regions[us-central1].overrides",
+                              "value": 1}]
+    cpu = row(out["services"], "demo-iowa", "cpu")
+    assert (cpu["value"], cpu["layer"]) == (1, "stack setting")
+    concurrency = row(out["services"], "shared-iowa", "concurrency")
+    assert (concurrency["value"], concurrency["layer"], concurrency["source"]) == (
+        8, "catalog shared setting", "regions.yaml: shared.settings")
+    assert row(out["services"], "demo-iowa", "gpu")["layer"] == "built-in default"
+
+
+def test_prod_region_override_is_what_sets_iowa_warm_and_the_text_table_says_so(capsys):
+    out = explained(capsys, "--stack", "prod", "--explain", "iowa")  # a city works as well as the id
+    warm = row(out["services"], "demo-iowa", "min_instances")
+    assert (warm["value"], warm["layer"]) == (1, "region override")
+    assert main(["plan", "--stack", "prod", "--explain", "us-central1"]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("min_instances"))
+    assert line.split()[:4] == ["min_instances", "1", "region", "override"]
+    assert "regions.yaml: regions[us-central1].overrides" in line
+
+
+def test_explain_follows_an_edited_catalog(capsys, write_catalog):
+    path = write_catalog(lambda d: region_entry(d, "us-east1").update(overrides={"max_instances": 3}))
+    out = explained(capsys, "--catalog", str(path), "--explain", "us-east1")
+    assert row(out["services"], "demo-south-carolina", "max_instances")["value"] == 3
+
+
+@pytest.mark.parametrize(("region", "message"), [
+    ("us-wset1", "fleet plan: --explain us-wset1: no such region in regions.yaml; did you mean us-west1"),
+    ("europe-north1", "fleet plan: --explain europe-north1: stack dev runs no service in europe-north1: no model"),
+])
+def test_a_region_it_cannot_explain_is_one_line_and_exit_2(capsys, region, message):
+    assert main(["plan", "--stack", "dev", "--explain", region]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(message)
+    assert captured.err.count("\n") == 1
+
+
+def test_a_disabled_region_is_named_as_such(capsys, write_catalog):
+    path = write_catalog(lambda d: region_entry(d, "us-east1").update(enabled=False))
+    assert main(["plan", "--catalog", str(path), "--explain", "us-east1"]) == 2
+    assert "us-east1: it is disabled in regions.yaml (enabled: false)" in capsys.readouterr().err
