@@ -2,8 +2,8 @@
 
 Flags win over the environment Cloud Run sets: ``PORT``, ``MODEL_PATH``, ``API_KEY_FILE``,
 ``MODEL_NAME``, ``MAX_CONCURRENCY`` and ``REQUEST_TIMEOUT`` (the service's Cloud Run concurrency and request
-timeout); ``ALLOW_ANONYMOUS=1``, ``ORT_THREADS``, ``MAX_WAIT_SECONDS`` and ``MAX_QUEUE`` exist for local runs and
-tuning.
+timeout) and ``DEVICE`` (auto, cpu, cuda: the plan sets cuda on GPU services, cpu on the others);
+``ALLOW_ANONYMOUS=1``, ``ORT_THREADS``, ``MAX_WAIT_SECONDS`` and ``MAX_QUEUE`` exist for local runs and tuning.
 
 Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID [--peer REGION_ID=URL ...]``
 [``MODE``, ``MODELS_DIR``, ``TENANTS_FILE``, ``REGION``, ``PEERS`` as comma-separated pairs].
@@ -12,6 +12,7 @@ Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID [-
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from inference_service.allocator import keep_freed_memory
 from inference_service.auth import KeyFileError, read_digests
+from inference_service.device import DEVICES, DeviceError, resolve
 from inference_service.recheck import RECHECK_SECONDS
 from inference_service.telemetry import configure_logging
 
@@ -59,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=int(env["INFERENCE_WORKERS"]) if env.get("INFERENCE_WORKERS") else None,
                    help="a fixed number of concurrent inferences splitting the threads [INFERENCE_WORKERS; default: "
                         "adaptive, every thread for a lone request, one thread each when requests overlap]")
+    p.add_argument("--device", choices=DEVICES, default=env.get("DEVICE", "auto"),
+                   help="auto: CUDA when onnxruntime has the CUDA provider and a GPU is visible, else the CPU; cuda: "
+                   "the GPU or a start-up error (exit 2), never the CPU [DEVICE, default auto]")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="request body cap, 413 above it")
     # String defaults from the environment go through ``type`` too: a bad value is a usage error, not a traceback.
     p.add_argument("--max-concurrency", type=int, default=env.get("MAX_CONCURRENCY", "4"),
@@ -86,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.mode not in ("dedicated", "shared"):  # argparse checks choices on flags, not on MODE
         p.error(f"MODE must be dedicated or shared, got {args.mode!r}")
+    if args.device not in DEVICES:  # nor on DEVICE
+        p.error(f"DEVICE must be one of {', '.join(DEVICES)}, got {args.device!r}")
     if args.max_queue is None:
         args.max_queue = QUEUE_PER_TURN * args.max_concurrency
     if args.max_wait_seconds is None:
@@ -148,7 +155,13 @@ def _check_shared(p: argparse.ArgumentParser, args: argparse.Namespace) -> argpa
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        device = resolve(args.device)  # before the port opens: `cuda` without a GPU must not look like a start
+    except DeviceError as e:
+        fail(str(e))
+    args.device = device.device
     configure_logging()
+    logging.getLogger("inference_service").info("device: %s (%s)", device.provider, device.reason)
     keep_freed_memory()
     from inference_service.serve import BindError, bind, serve
 
@@ -168,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         max_body_bytes=int(args.max_upload_mb * 1024 * 1024),
         intra_op_threads=args.threads,
         samples_dir=args.samples_dir,
+        device=args.device,
         **_capacity(args),
     )
     return serve(create_app(settings), sock, args.request_timeout, args.ready_message)
@@ -188,7 +202,7 @@ def _shared_app(args: argparse.Namespace) -> FastAPI:
 
     settings = Settings(model_path=Path(args.models_dir), allow_anonymous=True, intra_op_threads=args.threads,
                         max_body_bytes=int(args.max_upload_mb * 1024 * 1024), samples_dir=args.samples_dir,
-                        **_capacity(args))
+                        device=args.device, **_capacity(args))
     shared = SharedSettings(models_dir=Path(args.models_dir), tenants_file=Path(args.tenants_file),
                             region=args.region, peers=args.peers, cache_bytes=int(args.cache_mb * 1024 * 1024),
                             rate_limit_rps=args.rate_limit_rps, rate_limit_burst=args.rate_limit_burst)

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 from inference_service import __version__, core, native
 from inference_service.admission import Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
+from inference_service.device import PROVIDERS
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, ModelInfo, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
@@ -65,6 +66,7 @@ class Settings:
     max_wait_seconds: float = 5.0  # a predict expected to wait longer for a turn is refused with 503
     request_timeout: float = 60.0  # seconds, as Cloud Run's request timeout
     secrets_recheck_seconds: float = RECHECK_SECONDS  # how often to look for a rotated key file (recheck.py)
+    device: str = "cpu"  # "cpu" or "cuda", as device.resolve chose it from --device
 
     @property
     def threads(self) -> int:
@@ -156,7 +158,7 @@ class SingleModel:
             start = time.perf_counter()
             s = self.settings
             gate = s.gate()
-            self.model = Model(s.model_path, s.model_name, s.threads_per_inference)
+            self.model = Model(s.model_path, s.model_name, s.threads_per_inference, s.device)
             self.metrics.model_ready.set(1)
             log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s inference=%s letterbox=%s",
                      self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
@@ -221,6 +223,7 @@ def _field_of(exc: RequestValidationError) -> str | None:
 def create_app(settings: Settings, provider: ModelProvider | None = None) -> FastAPI:
     """The app for one dedicated endpoint; pass ``provider`` to serve models resolved some other way."""
     metrics = Metrics()
+    metrics.provider.labels(PROVIDERS[settings.device][0]).set(1)
     provider = provider or SingleModel(settings, metrics)
     keys = KeyStore(None if settings.allow_anonymous else settings.api_key_file, settings.secrets_recheck_seconds)
     if keys.anonymous and not settings.allow_anonymous:
@@ -291,7 +294,8 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     def health() -> JSONResponse:
         state, err = provider.status()
         latency = provider.latency_ms() if state == "ready" else 0.0
-        body = {"healthy": state == "ready", "status": state, "latencyMs": round(latency, 2), "error": err}
+        body = {"healthy": state == "ready", "status": state, "latencyMs": round(latency, 2), "error": err,
+                "provider": PROVIDERS[settings.device][0]}
         return JSONResponse(body, status_code=200 if state == "ready" else 503)
 
     app.get("/health", summary="Readiness (the Cloud Run startup probe)")(health)

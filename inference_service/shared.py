@@ -110,7 +110,7 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     settings = replace(settings, inference_workers=settings.inference_workers or 1)
     app = create_app(settings, provider)
     registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
-                                                 settings.threads_per_inference)
+                                                 settings.threads_per_inference, settings.device)
     limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
 
     @app.exception_handler(ModelError)
