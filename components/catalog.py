@@ -96,10 +96,20 @@ class SharedSpec(_Strict):
 
 class Catalog(_Strict):
     defaults: EndpointSettings
+    gpu_defaults: SettingsOverride = Field(
+        SettingsOverride(), description="what a service with gpu: true starts from, over defaults and under every "
+                                        "override: one nvidia-l4's CPU, memory, concurrency and max_instances")
     shared: SharedSpec
     registries: dict[Geography, RegistryLocation] = Field(
         description="Artifact Registry multi-region that serves each geography's image pulls")
     regions: list[Region] = Field(min_length=1)
+
+    @field_validator("gpu_defaults")
+    @classmethod
+    def _not_gpu_itself(cls, v: SettingsOverride) -> SettingsOverride:
+        if v.gpu is not None:
+            raise ValueError("gpu: gpu_defaults apply to services that set gpu; set gpu in defaults or overrides")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -190,9 +200,13 @@ def load_catalog(path: str | Path) -> Catalog:
         catalog = Catalog.model_validate(data)
     except ValidationError as exc:
         raise CatalogError(describe(path.name, exc, data, [Catalog, Region, SharedSpec, EndpointSettings])) from None
+    try:  # the GPU defaults must make a valid GPU service on their own
+        merge(catalog.defaults, SettingsOverride(gpu=True), gpu_defaults=catalog.gpu_defaults)
+    except ValidationError as exc:
+        raise CatalogError(describe(f"{path.name}: gpu_defaults", exc, {}, [EndpointSettings])) from None
     for region in catalog.regions:  # each region's overrides must still make a valid service
         try:
-            merge(catalog.defaults, region.overrides)
+            merge(catalog.defaults, region.overrides, gpu_defaults=catalog.gpu_defaults)
         except ValidationError as exc:
             raise CatalogError(describe(f"{path.name}: regions[{region.id}].overrides", exc, {},
                                         [EndpointSettings])) from None

@@ -1,7 +1,8 @@
 """What runs where: the catalog and stack config joined into named services, before any resource exists.
 
-Settings precedence, last wins: catalog `defaults` < the region's `overrides` (or the catalog's `shared`
-settings) < the stack's `settings` < the model's `settings` (or the stack's `shared_settings`).
+Settings precedence, last wins: catalog `defaults` < catalog `gpu_defaults` (services with gpu: true) < the region's
+`overrides` (or the catalog's `shared` settings) < the stack's `settings` < the model's `settings` (or the stack's
+`shared_settings`). A GPU service's max_instances from the catalog is fitted to the stack's GPU quota per region.
 
 Pure data, no Pulumi: resolving every endpoint here first means a bad combination (a GPU in a region
 without one, min > max after overrides) stops the run before anything is declared.
@@ -9,14 +10,14 @@ without one, min > max after overrides) stops the run before anything is declare
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
 from components import names
 from components.catalog import Catalog, Region
 from components.errors import FleetError, describe
-from components.settings import EndpointSettings, merge
+from components.settings import EndpointSettings, SettingsOverride, merge
 from components.stack_config import ModelSpec, StackConfig
 
 MAX_ENDPOINT_NAME = 49  # what users type and see (`fleet monitor --endpoint`, outputs); Cloud Run's own limit
@@ -64,12 +65,34 @@ class FleetLayout:
         return next((s for s in self.services if s.service_name == service_name), None)
 
 
-def _resolve(source: str, where: str, *layers: object) -> EndpointSettings:
-    base, *overrides = layers
+def _resolve(source: str, where: str, catalog: Catalog, *overrides: SettingsOverride) -> EndpointSettings:
     try:
-        return merge(base, *overrides)  # type: ignore[arg-type]
+        return merge(catalog.defaults, *overrides, gpu_defaults=catalog.gpu_defaults)
     except ValidationError as exc:
         raise FleetError(describe(f"{source}: {where}", exc, {}, [EndpointSettings])) from None
+
+
+def fit_gpu_quota(services: list[ServicePlan], defaulted: set[str], quota: int) -> list[ServicePlan]:
+    """GPU services whose max_instances no override sets (`defaulted`, by name) share what the others leave of their
+    region's GPU quota (each instance holds one L4), in plan order, each at most its default and at least 1 and its
+    min_instances. A quota that cannot hold them (0 until requested) leaves them at that floor, and the `gpu-quota`
+    policy says what to request; max_instances set explicitly is never changed."""
+    fitted = list(services)
+    regions: dict[str, list[int]] = {}
+    for i, s in enumerate(services):
+        if s.settings.gpu:
+            regions.setdefault(s.region.id, []).append(i)
+    for indices in regions.values():
+        free = [i for i in indices if services[i].name in defaulted]
+        if not free:
+            continue
+        left = max(quota - sum(services[i].settings.max_instances for i in indices if i not in free), 0)
+        for rank, i in enumerate(free):
+            share = left // len(free) + (rank < left % len(free))
+            settings = services[i].settings
+            count = max(1, settings.min_instances, min(settings.max_instances, share))
+            fitted[i] = replace(services[i], settings=settings.model_copy(update={"max_instances": count}))
+    return fitted
 
 
 def endpoint_name(model: str, region: Region) -> str:
@@ -80,6 +103,7 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
     """Resolve every service's names, region and settings; FleetError names the model/region at fault."""
     known = {r.id for r in catalog.regions}
     endpoints: list[ServicePlan] = []
+    defaulted: set[str] = set()  # services whose max_instances comes from the catalog's defaults
     for model in config.models:
         if isinstance(model.regions, list):
             unknown = [r for r in model.regions if r not in known]
@@ -92,7 +116,10 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
             if len(name) > MAX_ENDPOINT_NAME:
                 raise FleetError(f"{source}: {where}: endpoint name '{name}' is longer than {MAX_ENDPOINT_NAME} "
                                  "characters; use a shorter model name")
-            settings = _resolve(source, where, catalog.defaults, region.overrides, config.settings, model.settings)
+            layers = (region.overrides, config.settings, model.settings)
+            settings = _resolve(source, where, catalog, *layers)
+            if all(layer.max_instances is None for layer in layers):
+                defaulted.add(name)
             if settings.gpu and not region.gpu_available:
                 raise FleetError(f"{source}: {where}: gpu: {region.id} has no GPU; choose a region with "
                                  "gpu_available or drop gpu")
@@ -103,14 +130,17 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
         region = catalog.region(region_id)
         if not region.enabled:
             continue
-        settings = _resolve(source, f"shared in regions[{region.id}]", catalog.defaults, catalog.shared.settings,
-                            config.settings, config.shared_settings)
+        layers = (catalog.shared.settings, config.settings, config.shared_settings)
+        settings = _resolve(source, f"shared in regions[{region.id}]", catalog, *layers)
+        name = f"shared-{region.city_slug}"
+        if all(layer.max_instances is None for layer in layers):
+            defaulted.add(name)
         if settings.gpu and not region.gpu_available:
             raise FleetError(f"{source}: shared in regions[{region.id}]: gpu: {region.id} has no GPU")
-        name = f"shared-{region.city_slug}"
         shared.append(ServicePlan(name, names.cloud_run_service(name, stack), names.service_account_id(name, stack),
                                   region, settings))
-    layout = FleetLayout(endpoints, shared)
+    fitted = fit_gpu_quota(endpoints + shared, defaulted, config.gpu_quota_per_region)
+    layout = FleetLayout(fitted[:len(endpoints)], fitted[len(endpoints):])
     _check_unique(layout, source)
     _check_account_quota(layout, config, source)
     return layout

@@ -95,6 +95,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
     envs = {"MODEL_NAME": plan.model.name if plan.model else "", "DEPLOYMENT_NAME": plan.name,
             "REGION": plan.region.id, "API_KEY_FILE": f"{KEYS_MOUNT}/{KEYS_FILE}",
             "ORT_THREADS": str(s.cpu), "MAX_CONCURRENCY": str(s.concurrency), "REQUEST_TIMEOUT": str(s.timeout_seconds),
+            "DEVICE": "cuda" if s.gpu else "cpu",  # cuda: no GPU fails the start, never a CPU service billed for an L4
             **inputs.envs}
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,

@@ -158,9 +158,17 @@ class SettingsOverride(_Strict):
         return self.model_dump(exclude_none=True)
 
 
-def merge(base: EndpointSettings, *overrides: SettingsOverride) -> EndpointSettings:
-    """Apply overrides in order (last wins) and re-check Cloud Run's cross-field limits."""
+def merge(base: EndpointSettings, *overrides: SettingsOverride,
+          gpu_defaults: SettingsOverride | None = None) -> EndpointSettings:
+    """Apply overrides in order (last wins) and re-check Cloud Run's cross-field limits.
+
+    A service that ends up with `gpu: true` starts from `gpu_defaults` over `base` (the catalog's GPU defaults: an
+    L4's minimum CPU and memory, CPU always allocated, its concurrency), so `gpu: true` alone makes a valid service;
+    every override still wins over them."""
     values = base.model_dump()
+    gpu = next((o.gpu for o in reversed(overrides) if o.gpu is not None), base.gpu)
+    if gpu and gpu_defaults is not None:
+        values.update(gpu_defaults.changes())
     for override in overrides:
         values.update(override.changes())
     return EndpointSettings.model_validate(values)
