@@ -97,8 +97,8 @@ class SharedSpec(_Strict):
 class Catalog(_Strict):
     defaults: EndpointSettings
     gpu_defaults: SettingsOverride = Field(
-        SettingsOverride(), description="what a service with gpu: true starts from, over defaults and under every "
-                                        "override: one nvidia-l4's CPU, memory, concurrency and max_instances")
+        SettingsOverride(), description="what a service with gpu: true gets over the catalog's defaults and region "
+                                        "overrides, under stack and model settings: one nvidia-l4's shape")
     shared: SharedSpec
     registries: dict[Geography, RegistryLocation] = Field(
         description="Artifact Registry multi-region that serves each geography's image pulls")
@@ -206,7 +206,7 @@ def load_catalog(path: str | Path) -> Catalog:
         raise CatalogError(describe(f"{path.name}: gpu_defaults", exc, {}, [EndpointSettings])) from None
     for region in catalog.regions:  # each region's overrides must still make a valid service
         try:
-            merge(catalog.defaults, region.overrides, gpu_defaults=catalog.gpu_defaults)
+            merge(catalog.defaults, region.overrides, gpu_defaults=catalog.gpu_defaults, gpu_defaults_at=1)
         except ValidationError as exc:
             raise CatalogError(describe(f"{path.name}: regions[{region.id}].overrides", exc, {},
                                         [EndpointSettings])) from None

@@ -1,7 +1,7 @@
 """What runs where: the catalog and stack config joined into named services, before any resource exists.
 
-Settings precedence, last wins: catalog `defaults` < catalog `gpu_defaults` (services with gpu: true) < the region's
-`overrides` (or the catalog's `shared` settings) < the stack's `settings` < the model's `settings` (or the stack's
+Settings precedence, last wins: catalog `defaults` < the region's `overrides` (or the catalog's `shared` settings)
+< catalog `gpu_defaults` (services with gpu: true) < the stack's `settings` < the model's `settings` (or the stack's
 `shared_settings`). A GPU service's max_instances from the catalog is fitted to the stack's GPU quota per region.
 
 Pure data, no Pulumi: resolving every endpoint here first means a bad combination (a GPU in a region
@@ -65,18 +65,22 @@ class FleetLayout:
         return next((s for s in self.services if s.service_name == service_name), None)
 
 
-def _resolve(source: str, where: str, catalog: Catalog, *overrides: SettingsOverride) -> EndpointSettings:
+def _resolve(source: str, where: str, catalog: Catalog, catalog_layer: SettingsOverride,
+             *stack_layers: SettingsOverride) -> EndpointSettings:
+    """`catalog_layer`: the region's overrides or the catalog's shared settings; the GPU defaults go over it."""
     try:
-        return merge(catalog.defaults, *overrides, gpu_defaults=catalog.gpu_defaults)
+        return merge(catalog.defaults, catalog_layer, *stack_layers, gpu_defaults=catalog.gpu_defaults,
+                     gpu_defaults_at=1)
     except ValidationError as exc:
         raise FleetError(describe(f"{source}: {where}", exc, {}, [EndpointSettings])) from None
 
 
 def fit_gpu_quota(services: list[ServicePlan], defaulted: set[str], quota: int) -> list[ServicePlan]:
-    """GPU services whose max_instances no override sets (`defaulted`, by name) share what the others leave of their
-    region's GPU quota (each instance holds one L4), in plan order, each at most its default and at least 1 and its
-    min_instances. A quota that cannot hold them (0 until requested) leaves them at that floor, and the `gpu-quota`
-    policy says what to request; max_instances set explicitly is never changed."""
+    """GPU services whose max_instances neither the stack nor the model sets (`defaulted`, by name) share what
+    the others leave of their region's GPU quota (each instance holds one L4), in plan order, each at most its
+    catalog value and at least 1 and its min_instances. A quota that cannot hold them (0 until requested) leaves
+    them at that floor, and the `gpu-quota` policy says what to request; a max_instances the stack or a model sets
+    is never changed."""
     fitted = list(services)
     regions: dict[str, list[int]] = {}
     for i, s in enumerate(services):
@@ -103,7 +107,7 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
     """Resolve every service's names, region and settings; FleetError names the model/region at fault."""
     known = {r.id for r in catalog.regions}
     endpoints: list[ServicePlan] = []
-    defaulted: set[str] = set()  # services whose max_instances comes from the catalog's defaults
+    defaulted: set[str] = set()  # services whose max_instances comes from the catalog (no stack or model setting)
     for model in config.models:
         if isinstance(model.regions, list):
             unknown = [r for r in model.regions if r not in known]
@@ -116,8 +120,8 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
             if len(name) > MAX_ENDPOINT_NAME:
                 raise FleetError(f"{source}: {where}: endpoint name '{name}' is longer than {MAX_ENDPOINT_NAME} "
                                  "characters; use a shorter model name")
-            layers = (region.overrides, config.settings, model.settings)
-            settings = _resolve(source, where, catalog, *layers)
+            layers = (config.settings, model.settings)
+            settings = _resolve(source, where, catalog, region.overrides, *layers)
             if all(layer.max_instances is None for layer in layers):
                 defaulted.add(name)
             if settings.gpu and not region.gpu_available:
@@ -130,8 +134,8 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
         region = catalog.region(region_id)
         if not region.enabled:
             continue
-        layers = (catalog.shared.settings, config.settings, config.shared_settings)
-        settings = _resolve(source, f"shared in regions[{region.id}]", catalog, *layers)
+        layers = (config.settings, config.shared_settings)
+        settings = _resolve(source, f"shared in regions[{region.id}]", catalog, catalog.shared.settings, *layers)
         name = f"shared-{region.city_slug}"
         if all(layer.max_instances is None for layer in layers):
             defaulted.add(name)

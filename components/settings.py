@@ -158,17 +158,18 @@ class SettingsOverride(_Strict):
         return self.model_dump(exclude_none=True)
 
 
-def merge(base: EndpointSettings, *overrides: SettingsOverride,
-          gpu_defaults: SettingsOverride | None = None) -> EndpointSettings:
+def merge(base: EndpointSettings, *overrides: SettingsOverride, gpu_defaults: SettingsOverride | None = None,
+          gpu_defaults_at: int = 0) -> EndpointSettings:
     """Apply overrides in order (last wins) and re-check Cloud Run's cross-field limits.
 
-    A service that ends up with `gpu: true` starts from `gpu_defaults` over `base` (the catalog's GPU defaults: an
-    L4's minimum CPU and memory, CPU always allocated, its concurrency), so `gpu: true` alone makes a valid service;
-    every override still wins over them."""
-    values = base.model_dump()
+    A service that ends up with `gpu: true` gets `gpu_defaults` (the catalog's: an L4's minimum CPU and memory, CPU
+    always allocated, its concurrency and instances) just before `overrides[gpu_defaults_at:]`: over the catalog's
+    own layers, whose values were chosen for CPU services, and under the stack's and the model's, which win."""
     gpu = next((o.gpu for o in reversed(overrides) if o.gpu is not None), base.gpu)
+    layers = list(overrides)
     if gpu and gpu_defaults is not None:
-        values.update(gpu_defaults.changes())
-    for override in overrides:
-        values.update(override.changes())
+        layers.insert(gpu_defaults_at, gpu_defaults)
+    values = base.model_dump()
+    for layer in layers:
+        values.update(layer.changes())
     return EndpointSettings.model_validate(values)
