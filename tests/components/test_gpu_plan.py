@@ -12,6 +12,7 @@ import pytest
 from components.catalog import CatalogError, load_catalog
 from components.errors import FleetError
 from components.image import GPU_IMAGE_NAME, IMAGE_NAME, RUNTIME_ARG
+from fleet.pricing import GPU_IMAGE_SIZE_GB, IMAGE_SIZE_GB, PlatformCost, load_prices, platform_shape, price_platform
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from tests.conftest import deployable
 
@@ -146,3 +147,17 @@ def test_a_prebuilt_cpu_image_needs_a_prebuilt_gpu_image_for_gpu_services() -> N
     run = services(plan)
     assert run["big-iowa"]["containers"][0]["image"] == gpu_ref
     assert run["demo-iowa"]["containers"][0]["image"].endswith(DIGEST)
+
+
+def test_the_gpu_image_is_priced_in_every_repository_only_when_built(mixed_plan: Plan, prod_plan: Plan) -> None:
+    def storage(plan: Plan) -> PlatformCost:
+        shape = platform_shape((r.type, r.name, r.inputs) for r in plan.custom())
+        return next(line for line in price_platform(shape, load_prices()) if line.item == "Artifact Registry storage")
+
+    gpu, cpu = storage(mixed_plan), storage(prod_plan)
+    repositories = len(mixed_plan.custom("gcp:artifactregistry/repository:Repository"))
+    assert gpu.quantity == (f"{repositories} repositories x {IMAGE_SIZE_GB:g} GB image + {GPU_IMAGE_SIZE_GB:g} GB "
+                            "GPU image")
+    per_gb = load_prices().platform.registry_storage_gb_month.usd
+    assert gpu.always_on == pytest.approx(repositories * (IMAGE_SIZE_GB + GPU_IMAGE_SIZE_GB) * per_gb)
+    assert "GPU" not in cpu.quantity
