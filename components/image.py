@@ -124,7 +124,7 @@ class ServerImage(pulumi.ComponentResource):
     Run may pull from that location's repository.
 
     The GPU variant is the same Dockerfile with RUNTIME=gpu (onnxruntime-gpu, CUDA 12 and cuDNN from PyPI wheels,
-    about 3 GB more), pushed as its own image beside the CPU one: declared only when some service asks for a GPU, so
+    2 GB of wheels more), pushed as its own image beside the CPU one: declared only when some service asks for a GPU, so
     a CPU-only stack builds, pushes and stores nothing more, and CPU services keep pulling the small image."""
 
     def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:

@@ -1,7 +1,7 @@
 """The GPU image's runtime (inference_service/requirements-gpu.txt) resolves from the package index to wheels for the
 image's platform (CPython 3.11, glibc 2.36 x86_64: python:3.11-slim-bookworm), with the CUDA 12 libraries Cloud
 Run's L4 driver (535, CUDA 12.2) can run, and is otherwise the CPU image's runtime. No GPU is needed to check that;
-building the 3 GB image is not done here."""
+building the GPU image (2 GB of wheels) is not done here."""
 
 from __future__ import annotations
 
