@@ -5,6 +5,7 @@ max_instances fitted to the stack's GPU quota per region."""
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from components.catalog import CatalogError, load_catalog
 from components.errors import FleetError
 from components.image import GPU_IMAGE_NAME, IMAGE_NAME, RUNTIME_ARG
+from fleet import build_image
 from fleet.pricing import GPU_IMAGE_SIZE_GB, IMAGE_SIZE_GB, PlatformCost, load_prices, platform_shape, price_platform
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from tests.conftest import deployable
@@ -161,3 +163,20 @@ def test_the_gpu_image_is_priced_in_every_repository_only_when_built(mixed_plan:
     per_gb = load_prices().platform.registry_storage_gb_month.usd
     assert gpu.always_on == pytest.approx(repositories * (IMAGE_SIZE_GB + GPU_IMAGE_SIZE_GB) * per_gb)
     assert "GPU" not in cpu.quantity
+
+
+def test_make_image_runtime_gpu_builds_the_gpu_variant(monkeypatch) -> None:
+    """`make image RUNTIME=gpu` passes RUNTIME=gpu to the same Dockerfile, tagged apart from the CPU image."""
+    commands: list[list[str]] = []
+
+    def run(cmd: list[str], **_: object) -> subprocess.CompletedProcess:
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(build_image.subprocess, "run", run)
+    docker = build_image.Engine("docker", ("docker",))
+    for runtime in ("gpu", "cpu"):
+        build_image.build("dev", engine=docker, runtime=runtime, log=lambda _: None)
+    gpu, cpu = commands
+    assert f"{RUNTIME_ARG}=gpu" in gpu and gpu[gpu.index("-t") + 1] == f"{build_image.IMAGE}:dev-gpu"
+    assert f"{RUNTIME_ARG}=cpu" in cpu and cpu[cpu.index("-t") + 1] == f"{build_image.IMAGE}:dev"
