@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STACK  ?= prod
+# make image RUNTIME=gpu builds the variant GPU services run
+RUNTIME ?= cpu
 
 PLAN_DEPS := $(VENV)/.plan-deps
 TEST_DEPS := $(VENV)/.test-deps
@@ -39,7 +41,7 @@ chromium:
 # The server image with STACK's model files: docker buildx when an engine answers, else podman/buildah (and
 # stand-in bases only where the real ones cannot be pulled); README "The server image".
 image: $(PLAN_DEPS)
-	$(BIN)/python -m fleet.build_image --stack $(STACK)
+	$(BIN)/python -m fleet.build_image --stack $(STACK) --runtime $(RUNTIME)
 
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check .

@@ -15,8 +15,8 @@ from components.api_keys import ApiKeyDigests
 from components.catalog import load_catalog
 from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
-from components.image import ServerImage, ServerImageArgs
-from components.layout import plan_fleet
+from components.image import ServerImage, ServerImageArgs, check_prebuilt
+from components.layout import ServicePlan, plan_fleet
 from components.model_files import check_model_files
 from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
 from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
@@ -32,6 +32,8 @@ try:
     layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
     routes = plan_routes(config, layout.shared, f"Pulumi.{pulumi.get_stack()}.yaml")
     model_files = check_model_files(config.models, HERE, f"Pulumi.{pulumi.get_stack()}.yaml")
+    gpu_services = [s.name for s in layout.services if s.settings.gpu]
+    check_prebuilt(config.image, config.gpu_image, gpu_services, f"Pulumi.{pulumi.get_stack()}.yaml")
 except FleetError as error:
     raise pulumi.RunError(str(error)) from None  # a message, not a traceback
 
@@ -48,6 +50,8 @@ image = ServerImage("server-image", ServerImageArgs(
     prebuilt=config.image,
     labels=labels,
     model_files=[m.file for m in config.models],
+    gpu=bool(gpu_services),  # the GPU variant only when some service asks for a GPU
+    prebuilt_gpu=config.gpu_image,
 ))
 keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
 
@@ -55,8 +59,10 @@ keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, l
 channels = notification_channels(config.notification_channels, config.project)
 
 
-def service_inputs(geography: str, uptime_host: str | None = None) -> ServiceInputs:
-    return ServiceInputs(project=config.project, stack=stack, image=image.ref(catalog.registries[geography]),
+def service_inputs(plan: ServicePlan, uptime_host: str | None = None) -> ServiceInputs:
+    """GPU services run the GPU variant of the image, the others the small CPU one."""
+    return ServiceInputs(project=config.project, stack=stack,
+                         image=image.ref(catalog.registries[plan.region.geography], gpu=plan.settings.gpu),
                          api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection,
                          monitoring=MonitoringInputs(config.project, stack, channels, config.slo, uptime_host))
 
@@ -69,13 +75,13 @@ model_accounts = {
 }
 endpoints = [
     DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, replace(
-        service_inputs(plan.region.geography), account=model_accounts[plan.model.name])))
+        service_inputs(plan), account=model_accounts[plan.model.name])))
     for plan in layout.endpoints if plan.model
 ]
 shared = routing = None
 if routes:  # the shared API: a service and bucket per shared region, behind one balancer
     shared = SharedInference("shared", SharedInferenceArgs(
-        [(plan, service_inputs(plan.region.geography, uptime_host=routes.hosts[plan.region.id]))
+        [(plan, service_inputs(plan, uptime_host=routes.hosts[plan.region.id]))
          for plan in layout.shared], config.tenants, routes, labels))
     routing = SharedRouting("shared-lb", SharedRoutingArgs(
         config.project, stack, routes,
@@ -91,5 +97,7 @@ if routing:
     pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
     pulumi.export("shared_buckets", shared.buckets)
 pulumi.export("image_digest", image.digest)
+if image.gpu_digest is not None:
+    pulumi.export("gpu_image_digest", image.gpu_digest)
 pulumi.export("models", {m.name: {"file": m.file, "task": m.task, "imgsz": list(m.imgsz) if m.imgsz else None,
                                   "classes": m.classes, "end2end": m.end2end} for m in model_files})

@@ -102,10 +102,21 @@ class Catalog(_Strict):
     regions. Settings precedence: README "Settings and their precedence"."""
 
     defaults: EndpointSettings = Field(description="every service's settings unless a more specific layer sets them")
+    gpu_defaults: SettingsOverride = Field(
+        SettingsOverride(), description="what a service with gpu: true gets over the catalog's defaults and region "
+                                        "overrides (or shared.settings), under model and shared settings: one "
+                                        "nvidia-l4's shape")
     shared: SharedSpec = Field(description="the shared multi-tenant inference API")
     registries: dict[Geography, RegistryLocation] = Field(
         description="Artifact Registry multi-region that serves each geography's image pulls")
     regions: list[Region] = Field(min_length=1, description="one entry per Cloud Run region")
+
+    @field_validator("gpu_defaults")
+    @classmethod
+    def _not_gpu_itself(cls, v: SettingsOverride) -> SettingsOverride:
+        if v.gpu is not None:
+            raise ValueError("gpu: gpu_defaults apply to services that set gpu; set gpu in defaults or overrides")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -196,9 +207,14 @@ def load_catalog(path: str | Path) -> Catalog:
         catalog = Catalog.model_validate(data)
     except ValidationError as exc:
         raise CatalogError(describe(path.name, exc, data, [Catalog, Region, SharedSpec, EndpointSettings])) from None
+    try:  # the GPU defaults must make a valid GPU service on their own
+        merge(catalog.defaults, SettingsOverride(gpu=True), catalog.gpu_defaults)
+    except ValidationError as exc:
+        raise CatalogError(describe(f"{path.name}: gpu_defaults", exc, {}, [EndpointSettings])) from None
     for region in catalog.regions:  # each region's overrides must still make a valid service
         try:
-            merge(catalog.defaults, region.overrides)
+            gpu = catalog.defaults.gpu if region.overrides.gpu is None else region.overrides.gpu
+            merge(catalog.defaults, region.overrides, *([catalog.gpu_defaults] if gpu else []))
         except ValidationError as exc:
             raise CatalogError(describe(f"{path.name}: regions[{region.id}].overrides", exc, {},
                                         [EndpointSettings])) from None

@@ -26,6 +26,8 @@ from components import names
 from components.errors import FleetError
 
 IMAGE_NAME = "inference-server"
+GPU_IMAGE_NAME = "inference-server-gpu"  # the RUNTIME=gpu variant, beside the CPU one in each repository
+RUNTIME_ARG = "RUNTIME"  # the Dockerfile's choice of onnxruntime: cpu (default) or gpu
 REPOSITORY_READER = "roles/artifactregistry.reader"
 # Cleanup (see cleanup_policies): what a repository keeps of the images pushed over time.
 DELETE_AFTER_DAYS = 30
@@ -101,25 +103,46 @@ class ServerImageArgs:
     context: str  # the repository root (the image copies models/ and inference_service/)
     dockerfile: str
     stack: str  # each push is also tagged stack_tag(stack), which the cleanup policies keep
-    prebuilt: str | None = None  # an image already pushed elsewhere, by digest: no build, no repositories
+    prebuilt: str | None = None  # an image already pushed elsewhere, by digest: no build of the CPU variant
     labels: dict[str, str] | None = None
     model_files: Sequence[str] = field(default_factory=tuple)  # the stack's model files (repository paths)
+    gpu: bool = False  # some service asks for a GPU: also the GPU variant, which only GPU services run
+    prebuilt_gpu: str | None = None  # the GPU variant already pushed elsewhere, by digest
+
+
+def check_prebuilt(prebuilt: str | None, prebuilt_gpu: str | None, gpu_services: Sequence[str], source: str) -> None:
+    """A prebuilt CPU image cannot serve on an L4: with `image` set, GPU services need `gpu_image` too."""
+    if prebuilt and not prebuilt_gpu and gpu_services:
+        raise FleetError(f"{source}: image: a prebuilt CPU image, but {', '.join(gpu_services)} ask for a GPU; set "
+                         "yolo-fleet:gpu_image to a GPU build of the same server (docker buildx build --build-arg "
+                         f"{RUNTIME_ARG}=gpu ...) by digest, or unset image to build both")
 
 
 class ServerImage(pulumi.ComponentResource):
-    """Outputs `digest` and, per location, the pull reference
-    `<host>/<project>/yolo-fleet-<stack>/inference-server@sha256:...`; a reference resolves only once Cloud Run
-    may pull from that location's repository."""
+    """Outputs `digest` (and `gpu_digest` when a service asks for a GPU) and, per location, the pull reference
+    `<host>/<project>/yolo-fleet-<stack>/inference-server[-gpu]@sha256:...`; a reference resolves only once Cloud
+    Run may pull from that location's repository.
+
+    The GPU variant is the same Dockerfile with RUNTIME=gpu (onnxruntime-gpu, CUDA 12 and cuDNN from PyPI wheels,
+    2 GB of wheels more), pushed as its own image beside the CPU one: declared only when some service asks for a GPU, so
+    a CPU-only stack builds, pushes and stores nothing more, and CPU services keep pulling the small image."""
 
     def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:ServerImage", name, None, opts)
-        self._prebuilt = args.prebuilt
+        self._prebuilt = {False: args.prebuilt, True: args.prebuilt_gpu}
         self._project = args.project
         self._repository_id = args.repository_id
-        if args.prebuilt:
-            self.digest: pulumi.Output[str] = pulumi.Output.from_input(args.prebuilt.split("@", 1)[1])
-            self.register_outputs({"digest": self.digest})
-            return
+        self._pull_grants: dict[str, gcp.artifactregistry.RepositoryIamMember] = {}
+        variants = [False, True] if args.gpu else [False]
+        built = [gpu for gpu in variants if not self._prebuilt[gpu]]
+        repositories = self._declare_repositories(name, args) if built else []
+        digests = {gpu: self._build(name, args, gpu, repositories) if gpu in built
+                   else pulumi.Output.from_input(str(self._prebuilt[gpu]).split("@", 1)[1]) for gpu in variants}
+        self.digest: pulumi.Output[str] = digests[False]
+        self.gpu_digest: pulumi.Output[str] | None = digests.get(True)
+        self.register_outputs({"digest": self.digest, "gpu_digest": self.gpu_digest})
+
+    def _declare_repositories(self, name: str, args: ServerImageArgs) -> list[gcp.artifactregistry.Repository]:
         repositories = [
             gcp.artifactregistry.Repository(
                 f"{name}-{location}",
@@ -144,30 +167,40 @@ class ServerImage(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self))
             for location, repository in zip(args.locations, repositories, strict=True)
         }
+        return repositories
+
+    def _build(self, name: str, args: ServerImageArgs, gpu: bool,
+               repositories: list[gcp.artifactregistry.Repository]) -> pulumi.Output[str]:
+        """Build and push one variant to every location's repository; its digest."""
         token = gcp.organizations.get_client_config_output().access_token
         image = docker_build.Image(
-            name,
+            f"{name}-gpu" if gpu else name,
             context=docker_build.BuildContextArgs(location=args.context),
             dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
-            build_args={MODEL_FILES_ARG: model_files_arg(Path(args.context), args.model_files)},
+            build_args={MODEL_FILES_ARG: model_files_arg(Path(args.context), args.model_files),
+                        RUNTIME_ARG: "gpu" if gpu else "cpu"},
             platforms=[docker_build.Platform.LINUX_AMD64],
             push=True,
-            tags=[f"{self._repository(loc)}:{tag}" for loc in args.locations
+            tags=[f"{self._repository(loc, gpu)}:{tag}" for loc in args.locations
                   for tag in ("latest", stack_tag(args.stack))],
             registries=[docker_build.RegistryArgs(address=registry_host(loc), username="oauth2accesstoken",
                                                   password=pulumi.Output.secret(token))
                         for loc in args.locations],
             opts=pulumi.ResourceOptions(parent=self, depends_on=repositories),
         )
-        self.digest = image.digest
-        self.register_outputs({"digest": self.digest})
+        return image.digest
 
-    def _repository(self, location: str) -> str:
-        return f"{registry_host(location)}/{self._project}/{self._repository_id}/{IMAGE_NAME}"
+    def _repository(self, location: str, gpu: bool = False) -> str:
+        image = GPU_IMAGE_NAME if gpu else IMAGE_NAME
+        return f"{registry_host(location)}/{self._project}/{self._repository_id}/{image}"
 
-    def ref(self, location: str) -> pulumi.Output[str]:
-        """The image by digest, pulled from `location`'s repository (or the prebuilt reference)."""
-        if self._prebuilt:
-            return pulumi.Output.from_input(self._prebuilt)
-        pullable = pulumi.Output.all(self.digest, self._pull_grants[location].id)
-        return pullable.apply(lambda v: f"{self._repository(location)}@{v[0]}")
+    def ref(self, location: str, gpu: bool = False) -> pulumi.Output[str]:
+        """The image (the GPU variant for a GPU service) by digest, pulled from `location`'s repository, or the
+        prebuilt reference."""
+        if prebuilt := self._prebuilt[gpu]:
+            return pulumi.Output.from_input(prebuilt)
+        digest = self.gpu_digest if gpu else self.digest
+        if digest is None:
+            raise ValueError("the GPU variant is declared only when ServerImageArgs.gpu is set")
+        pullable = pulumi.Output.all(digest, self._pull_grants[location].id)
+        return pullable.apply(lambda v: f"{self._repository(location, gpu)}@{v[0]}")

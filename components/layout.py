@@ -1,6 +1,7 @@
 """What runs where: the catalog and stack config joined into named services, before any resource exists.
 
 Settings come in layers, most specific winning, with `forced_settings` over all (components/precedence.py).
+A GPU service's max_instances from the catalog is fitted to the stack's GPU quota per region.
 
 Pure data, no Pulumi: resolving every endpoint here first means a bad combination (a GPU in a region
 without one, min > max after overrides) stops the run before anything is declared.
@@ -9,14 +10,22 @@ without one, min > max after overrides) stops the run before anything is declare
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
 from components import names
 from components.catalog import Catalog, Region
 from components.errors import FleetError, describe
-from components.precedence import Layer, catalog_file_name, dedicated_layers, origins, resolve, shared_layers
+from components.precedence import (
+    STACK_CHOICES,
+    Layer,
+    catalog_file_name,
+    dedicated_layers,
+    origins,
+    resolve,
+    shared_layers,
+)
 from components.settings import EndpointSettings
 from components.stack_config import ModelSpec, StackConfig
 
@@ -77,6 +86,30 @@ def _resolve(source: str, where: str, layers: Sequence[Layer]) -> EndpointSettin
         raise FleetError(describe(f"{source}: {where}", exc, {}, [EndpointSettings])) from None
 
 
+def fit_gpu_quota(services: list[ServicePlan], defaulted: set[str], quota: int) -> list[ServicePlan]:
+    """GPU services whose max_instances neither the stack nor the model sets (`defaulted`, by name) share what
+    the others leave of their region's GPU quota (each instance holds one L4), in plan order, each at most its
+    catalog value and at least 1 and its min_instances. A quota that cannot hold them (0 until requested) leaves
+    them at that floor, and the `gpu-quota` policy says what to request; a max_instances the stack or a model sets
+    is never changed."""
+    fitted = list(services)
+    regions: dict[str, list[int]] = {}
+    for i, s in enumerate(services):
+        if s.settings.gpu:
+            regions.setdefault(s.region.id, []).append(i)
+    for indices in regions.values():
+        free = [i for i in indices if services[i].name in defaulted]
+        if not free:
+            continue
+        left = max(quota - sum(services[i].settings.max_instances for i in indices if i not in free), 0)
+        for rank, i in enumerate(free):
+            share = left // len(free) + (rank < left % len(free))
+            settings = services[i].settings
+            count = max(1, settings.min_instances, min(settings.max_instances, share))
+            fitted[i] = replace(services[i], settings=settings.model_copy(update={"max_instances": count}))
+    return fitted
+
+
 def endpoint_name(model: str, region: Region) -> str:
     return f"{model}-{region.city_slug}"
 
@@ -86,6 +119,7 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
     known = {r.id for r in catalog.regions}
     catalog_file = catalog_file_name(config)
     endpoints: list[ServicePlan] = []
+    defaulted: set[str] = set()  # services whose max_instances comes from the catalog (no stack or model setting)
     for model in config.models:
         if isinstance(model.regions, list):
             unknown = [r for r in model.regions if r not in known]
@@ -100,6 +134,8 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
                                  "characters; use a shorter model name")
             layers = dedicated_layers(catalog, config, region, model, catalog_file, source)
             settings = _resolve(source, where, layers)
+            if origins(layers)["max_instances"].kind not in STACK_CHOICES:
+                defaulted.add(name)
             if settings.gpu and not region.gpu_available:
                 raise FleetError(f"{source}: {where}: gpu: {region.id} has no GPU; choose a region with "
                                  "gpu_available or drop gpu")
@@ -113,12 +149,15 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
         if not region.enabled:
             continue
         settings = _resolve(source, f"shared in regions[{region.id}]", layers)
+        name = f"shared-{region.city_slug}"
+        if origins(layers)["max_instances"].kind not in STACK_CHOICES:
+            defaulted.add(name)
         if settings.gpu and not region.gpu_available:
             raise FleetError(f"{source}: shared in regions[{region.id}]: gpu: {region.id} has no GPU")
-        name = f"shared-{region.city_slug}"
         shared.append(ServicePlan(name, names.cloud_run_service(name, stack), names.service_account_id(name, stack),
                                   region, settings, layers=layers))
-    layout = FleetLayout(endpoints, shared)
+    fitted = fit_gpu_quota(endpoints + shared, defaulted, config.gpu_quota_per_region)
+    layout = FleetLayout(fitted[:len(endpoints)], fitted[len(endpoints):])
     _check_unique(layout, source)
     _check_account_quota(layout, config, source)
     return layout

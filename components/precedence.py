@@ -3,9 +3,12 @@
 Most specific wins; one stack-level layer forces. Lowest first:
 
 - a dedicated endpoint of model M in region R: built-in default < catalog `defaults` < stack `settings`
-  < R's `overrides` < M's `settings` < stack `forced_settings`
+  < R's `overrides` < catalog `gpu_defaults` < M's `settings` < stack `forced_settings`
 - a shared service in region R: built-in default < catalog `defaults` < stack `settings`
-  < catalog `shared.settings` < stack `shared_settings` < stack `forced_settings`
+  < catalog `shared.settings` < catalog `gpu_defaults` < stack `shared_settings` < stack `forced_settings`
+
+`gpu_defaults` apply only to a service that ends up with `gpu: true` (one L4's shape: a region's warm
+`min_instances: 1` or `max_instances: 20`, chosen for CPU services, must not become warm or twenty L4s).
 
 Defaults fill gaps: the catalog's `defaults` are the fleet's, a stack's `settings` that stack's (dev: smaller
 instances), and neither undoes what the catalog says about one region (keep the home region warm), which
@@ -31,8 +34,11 @@ STACK_SETTING = "stack setting"
 REGION_OVERRIDE = "region override"
 MODEL_SETTING = "model setting"
 CATALOG_SHARED = "catalog shared setting"
+CATALOG_GPU = "catalog gpu default"
 SHARED_SETTING = "shared setting"
 FORCED = "forced"
+# The layers a stack's own config writes: a value from one of these is the user's choice, never re-fitted.
+STACK_CHOICES = frozenset({STACK_SETTING, MODEL_SETTING, SHARED_SETTING, FORCED})
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Layer:
     kind: str
     source: str  # 'regions.yaml: regions[us-central1].overrides', 'Pulumi.dev.yaml: yolo-fleet:settings'
     values: SettingsOverride
+    gpu_only: bool = False  # applies only to a service that ends up with gpu: true (the catalog's gpu_defaults)
 
 
 # The fields' defaults in EndpointSettings: what a service gets when no layer says anything.
@@ -53,12 +60,17 @@ def _catalog_defaults(catalog: Catalog, catalog_file: str) -> Layer:
     return Layer(CATALOG_DEFAULT, f"{catalog_file}: defaults", SettingsOverride.model_validate(given))
 
 
+def _gpu_defaults(catalog: Catalog, catalog_file: str) -> Layer:
+    return Layer(CATALOG_GPU, f"{catalog_file}: gpu_defaults", catalog.gpu_defaults, gpu_only=True)
+
+
 def dedicated_layers(catalog: Catalog, config: StackConfig, region: Region, model: ModelSpec, catalog_file: str,
                      stack_file: str) -> tuple[Layer, ...]:
     """The layers of model `model`'s endpoint in `region`, lowest first."""
     return (_catalog_defaults(catalog, catalog_file),
             Layer(STACK_SETTING, f"{stack_file}: yolo-fleet:settings", config.settings),
             Layer(REGION_OVERRIDE, f"{catalog_file}: regions[{region.id}].overrides", region.overrides),
+            _gpu_defaults(catalog, catalog_file),
             Layer(MODEL_SETTING, f"{stack_file}: yolo-fleet:models[{model.name}].settings", model.settings),
             Layer(FORCED, f"{stack_file}: yolo-fleet:forced_settings", config.forced_settings))
 
@@ -68,6 +80,7 @@ def shared_layers(catalog: Catalog, config: StackConfig, catalog_file: str, stac
     return (_catalog_defaults(catalog, catalog_file),
             Layer(STACK_SETTING, f"{stack_file}: yolo-fleet:settings", config.settings),
             Layer(CATALOG_SHARED, f"{catalog_file}: shared.settings", catalog.shared.settings),
+            _gpu_defaults(catalog, catalog_file),
             Layer(SHARED_SETTING, f"{stack_file}: yolo-fleet:shared_settings", config.shared_settings),
             Layer(FORCED, f"{stack_file}: yolo-fleet:forced_settings", config.forced_settings))
 
@@ -80,12 +93,18 @@ def catalog_file_name(config: StackConfig) -> str:
 def resolve(layers: Sequence[Layer]) -> EndpointSettings:
     """Apply the layers lowest first over the built-in defaults; pydantic's ValidationError if the result breaks
     one of Cloud Run's limits."""
-    return merge(EndpointSettings(), *(layer.values for layer in layers))
+    return merge(EndpointSettings(), *(layer.values for layer in applied(layers)))
+
+
+def applied(layers: Sequence[Layer]) -> list[Layer]:
+    """The layers that apply: all, less the GPU-only ones when the service has no GPU (gpu_defaults cannot set gpu)."""
+    gpu = next((layer.values.gpu for layer in reversed(layers) if layer.values.gpu is not None), EndpointSettings().gpu)
+    return [layer for layer in layers if gpu or not layer.gpu_only]
 
 
 def origins(layers: Sequence[Layer]) -> dict[str, Layer]:
     """Setting -> the layer its value comes from: the highest one that sets it, else the built-in default."""
     found = dict.fromkeys(EndpointSettings.model_fields, BUILT_IN_LAYER)
-    for layer in layers:
+    for layer in applied(layers):
         found.update(dict.fromkeys(layer.values.changes(), layer))
     return found

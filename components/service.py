@@ -96,6 +96,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         limits["nvidia.com/gpu"] = "1"
     envs = service_env(model_name=plan.model.name if plan.model else None, api_key_file=f"{KEYS_MOUNT}/{KEYS_FILE}",
                        ort_threads=s.cpu, max_concurrency=s.concurrency, request_timeout=s.timeout_seconds,
+                       device="cuda" if s.gpu else "cpu",  # no GPU fails the start: never a CPU run billed for an L4
                        **inputs.server)
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,

@@ -177,8 +177,9 @@ class SettingsOverride(_Strict):
 
 
 def merge(base: EndpointSettings, *overrides: SettingsOverride) -> EndpointSettings:
-    """Apply overrides in order (last wins) and re-check Cloud Run's cross-field limits."""
+    """Apply overrides in order (last wins) and re-check Cloud Run's cross-field limits (components/precedence.py
+    orders the layers)."""
     values = base.model_dump()
-    for override in overrides:
-        values.update(override.changes())
+    for layer in overrides:
+        values.update(layer.changes())
     return EndpointSettings.model_validate(values)

@@ -115,6 +115,9 @@ class StackConfig(_Strict):
     api_key_sha256: list[str] = Field(min_length=1, description="sha256 hex digests of the API keys (never keys)")
     image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
                               description="a prebuilt server image by digest; unset builds inference_service/")
+    gpu_image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
+                                  description="a prebuilt GPU server image (RUNTIME=gpu) by digest, for GPU services; "
+                                              "unset builds it when a service asks for a GPU")
     deletion_protection: bool = True
     tenants: dict[str, TenantSpec] = Field(default_factory=dict, description="shared API tenants by owner name")
     shared_domain: str | None = Field(None, pattern=DOMAIN, max_length=200,

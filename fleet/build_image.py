@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.errors import FleetError
-from components.image import MODEL_FILES_ARG, model_files_arg
+from components.image import MODEL_FILES_ARG, RUNTIME_ARG, model_files_arg
 from components.model_files import check_model_files
 from components.stack_config import stack_config_from_values
 from fleet.program import PROJECT_DIR, stack_config
@@ -241,12 +241,13 @@ def buildah_command(state: Path, dockerfile: Path, context: Path, build_args: di
 
 
 def build(stack: str = "prod", tag: str | None = None, *, no_cache: bool = False, engine: Engine | None = None,
-          state: Path = STATE, project_dir: Path = PROJECT_DIR, quiet: bool = False,
+          state: Path = STATE, project_dir: Path = PROJECT_DIR, quiet: bool = False, runtime: str = "cpu",
           log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> BuildResult:
-    """Build the image with the stack's model files; with `quiet` the builder's output is kept for errors only."""
+    """Build the image with the stack's model files; with `quiet` the builder's output is kept for errors only.
+    `runtime` gpu: the GPU variant GPU services run (onnxruntime-gpu, CUDA 12; tagged `<stack>-gpu`)."""
     files = stack_model_files(stack, project_dir)
-    build_args = {MODEL_FILES_ARG: model_files_arg(project_dir, files)}
-    tag = tag or f"{IMAGE}:{re.sub(r'[^A-Za-z0-9_.-]', '-', stack)}"
+    build_args = {MODEL_FILES_ARG: model_files_arg(project_dir, files), RUNTIME_ARG: runtime}
+    tag = tag or f"{IMAGE}:{re.sub(r'[^A-Za-z0-9_.-]', '-', stack)}{'-gpu' if runtime == 'gpu' else ''}"
     engine = engine or find_engine(state)
     dockerfile = project_dir / DOCKERFILE
     stand_ins: list[str] = []
@@ -289,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack", default="prod", help="whose model files go into the image (default prod)")
     p.add_argument("--tag", help=f"image reference (default {IMAGE}:<stack>)")
     p.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    p.add_argument("--runtime", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu (default), or gpu: the variant GPU services run (onnxruntime-gpu, CUDA 12; ~2 GB more)")
     args = p.parse_args(argv)
     try:
-        result = build(args.stack, args.tag, no_cache=args.no_cache)
+        result = build(args.stack, args.tag, no_cache=args.no_cache, runtime=args.runtime)
     except ImageBuildError as error:
         print(f"make image: {error}", file=sys.stderr)
         return 1

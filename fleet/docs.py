@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from components.catalog import Catalog
 from components.settings import EndpointSettings
+from inference_service.settings import ServerSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = "regions.schema.json"
@@ -26,7 +27,7 @@ README = "README.md"
 REGENERATE = "make docs"  # what a stale file's message tells you to run (`python -m fleet.docs` without make)
 # README section -> the model whose fields its table lists. A model with an `env_prefix` (pydantic-settings) is
 # listed by environment variable.
-TABLES: dict[str, type[BaseModel]] = {"settings": EndpointSettings}
+TABLES: dict[str, type[BaseModel]] = {"settings": EndpointSettings, "server-settings": ServerSettings}
 
 
 class MarkerMissing(Exception):
@@ -73,7 +74,9 @@ def settings_table(model: type[BaseModel]) -> str:
     rows = ["| setting | default | allowed | what it does |", "|---|---|---|---|"]
     for name, prop in schema["properties"].items():
         key = f"{prefix}{name}".upper() if prefix is not None else name
-        default = _yaml(prop["default"]) if "default" in prop else "required"
+        field = model.model_fields.get(name)
+        derived = field is not None and not field.is_required()  # a default_factory or one computed from others
+        default = _yaml(prop["default"]) if "default" in prop else "see text" if derived else "required"
         description = prop.get("description", "").replace("|", "\\|")
         rows.append(f"| `{key}` | {default} | {allowed(prop)} | {description} |")
     return "\n".join(rows)

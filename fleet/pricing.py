@@ -37,6 +37,11 @@ DEFAULT_CPU, DEFAULT_MEMORY, DEFAULT_MAX_INSTANCES = "1", "512Mi", 100
 # 0.42 GB uncompressed on a stand-in base (0.25 GB; the real python:3.11-slim-bookworm is ~0.125 GB, so
 # ~0.30 GB uncompressed for real); a registry stores compressed layers, smaller still.
 IMAGE_SIZE_GB = 0.4
+# The GPU variant (RUNTIME=gpu), when a service asks for a GPU: the same plus onnxruntime-gpu and the CUDA 12 /
+# cuDNN wheels, 1.98 GB compressed as PyPI serves them (inference_service/requirements-gpu.txt); an estimate, the
+# image was not built here.
+GPU_IMAGE_SIZE_GB = 2.4
+IMAGE = "docker-build:index:Image"
 GIB = 1024**3
 KIB = 1024
 # Resource types the platform costs are read from.
@@ -232,6 +237,7 @@ class PlatformShape:
     repositories: int = 0
     secret_version_locations: int = 0  # active secret versions x the locations each secret is replicated to
     secret_mounts: int = 0  # secret volumes across the Cloud Run services
+    gpu_image: bool = False  # the plan builds the GPU variant too, stored in every repository beside the CPU one
 
 
 def _replicas(props: Any) -> int:
@@ -252,16 +258,19 @@ def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
             secrets[f"projects/{dig(props, 'project')}/secrets/{secret_id}"] = _replicas(props)
     count = {typ: 0 for typ in (FORWARDING_RULE, SERVERLESS_NEG, REPOSITORY)}
     versions = mounts = 0
+    gpu_image = False
     for typ, _, props in items:
         if typ in count:
             count[typ] += 1
+        elif typ == IMAGE:
+            gpu_image = gpu_image or dig(props, "buildArgs", "RUNTIME") == "gpu"
         elif typ == SECRET_VERSION:
             secret = dig(props, "secret")
             versions += secrets.get(secret, 1) if isinstance(secret, str) else 1
         elif typ == CLOUD_RUN_SERVICE:
             volumes = dig(props, "template", "volumes")
             mounts += sum(1 for v in volumes if dig(v, "secret")) if isinstance(volumes, list) else 0
-    return PlatformShape(count[FORWARDING_RULE], count[SERVERLESS_NEG], count[REPOSITORY], versions, mounts)
+    return PlatformShape(count[FORWARDING_RULE], count[SERVERLESS_NEG], count[REPOSITORY], versions, mounts, gpu_image)
 
 
 @dataclass(frozen=True)
@@ -297,10 +306,11 @@ def price_platform(shape: PlatformShape, book: PriceBook, traffic: Traffic = Tra
             f"({shape.balanced_services} service(s))",
             traffic=inbound * p.lb_inbound_gib.usd + outbound * p.lb_outbound_gib.usd))
     if shape.repositories:
-        stored = shape.repositories * IMAGE_SIZE_GB
+        size = IMAGE_SIZE_GB + (GPU_IMAGE_SIZE_GB if shape.gpu_image else 0)
+        what = f"{IMAGE_SIZE_GB:g} GB image" + (f" + {GPU_IMAGE_SIZE_GB:g} GB GPU image" if shape.gpu_image else "")
         lines.append(PlatformCost(
-            "Artifact Registry storage", f"{shape.repositories} repositories x {IMAGE_SIZE_GB:g} GB image",
-            always_on=stored * p.registry_storage_gb_month.usd))
+            "Artifact Registry storage", f"{shape.repositories} repositories x {what}",
+            always_on=shape.repositories * size * p.registry_storage_gb_month.usd))
     if shape.secret_version_locations:
         lines.append(PlatformCost(
             "Secret Manager versions", f"{shape.secret_version_locations} active version-location(s)",

@@ -10,6 +10,7 @@ Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID --
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,6 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from inference_service.allocator import keep_freed_memory
 from inference_service.auth import KeyFileError, read_digests
+from inference_service.device import DeviceError, resolve
 from inference_service.settings import ServerSettings, env_name, flag, one_line
 from inference_service.telemetry import configure_logging
 
@@ -92,7 +94,13 @@ def fail(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     launch = parse_args(argv)
     settings = launch.settings
+    try:
+        device = resolve(settings.device)  # before the port opens: `cuda` without a GPU must not look like a start
+    except DeviceError as e:
+        fail(str(e))
+    settings = settings.model_copy(update={"device": device.device})
     configure_logging()
+    logging.getLogger("inference_service").info("device: %s (%s)", device.provider, device.reason)
     keep_freed_memory()
     from inference_service.serve import BindError, bind, serve
 

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from inference_service import __version__, core, native
 from inference_service.admission import Admission, AtCapacity
 from inference_service.auth import AuthError, KeyStore
+from inference_service.device import PROVIDERS, concrete
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, ModelInfo, cpu_count
 from inference_service.params import DEPLOYMENT_PATH, FIELDS, OPENAPI_FORM, PredictParams, parse_params
@@ -120,7 +121,7 @@ class SingleModel:
             start = time.perf_counter()
             s = self.settings
             gate = s.gate()
-            self.model = Model(s.model_path, s.model_name, s.threads_per_inference)
+            self.model = Model(s.model_path, s.model_name, s.threads_per_inference, s.device)
             self.metrics.model_ready.set(1)
             log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s inference=%s letterbox=%s",
                      self.model.info.name, (time.perf_counter() - start) * 1000, self.model.info.task,
@@ -184,7 +185,10 @@ def _field_of(exc: RequestValidationError) -> str | None:
 
 def create_app(settings: Settings, provider: ModelProvider | None = None) -> FastAPI:
     """The app for one dedicated endpoint; pass ``provider`` to serve models resolved some other way."""
+    # `python -m inference_service` resolves the device before the port opens; an app made in-process may not have
+    settings = settings.model_copy(update={"device": concrete(settings.device)})
     metrics = Metrics()
+    metrics.provider.labels(PROVIDERS[settings.device][0]).set(1)
     provider = provider or SingleModel(settings, metrics)
     keys = KeyStore(None if settings.allow_anonymous else settings.api_key_file, settings.secrets_recheck_seconds)
     if keys.anonymous and not settings.allow_anonymous:
@@ -255,7 +259,8 @@ def create_app(settings: Settings, provider: ModelProvider | None = None) -> Fas
     def health() -> JSONResponse:
         state, err = provider.status()
         latency = provider.latency_ms() if state == "ready" else 0.0
-        body = {"healthy": state == "ready", "status": state, "latencyMs": round(latency, 2), "error": err}
+        body = {"healthy": state == "ready", "status": state, "latencyMs": round(latency, 2), "error": err,
+                "provider": PROVIDERS[settings.device][0]}
         return JSONResponse(body, status_code=200 if state == "ready" else 503)
 
     app.get("/health", summary="Readiness (the Cloud Run startup probe)")(health)

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference_service import core
+from inference_service.device import CUDA_PROVIDER, PROVIDERS, DeviceError
 from inference_service.lanes import InferenceGate
 from inference_service.metadata import DEFAULT_TASK, SUPPORTED_TASKS, literal
 
@@ -33,7 +34,7 @@ def letterbox_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(cpu_count() - 1, 1), thread_name_prefix="letterbox")
 
 
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
+def session_options(intra_op_threads: int, device: str = "cpu") -> ort.SessionOptions:
     """Session options chosen for one CPU-bound model per container.
 
     - ``ORT_ENABLE_ALL``: layout and fusion rewrites are worth the ~100 ms they add to load time.
@@ -47,8 +48,36 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # warnings about unused initialisers are noise in production logs
+    # Warnings about unused initialisers are noise in production logs; on CUDA keep them: they say which nodes fell
+    # back to the CPU and why the CUDA provider failed to load.
+    opts.log_severity_level = 2 if device == "cuda" else 3
     return opts
+
+
+def open_session(path: Path, intra_op_threads: int, device: str) -> ort.InferenceSession:
+    """A session on ``device`` ("cpu" or "cuda", device.py decided). On CUDA the CUDA and cuDNN libraries of the
+    nvidia-* wheels are loaded first (they are not on the loader's path), and a session that came up without the
+    CUDA provider (onnxruntime falls back to the CPU with only a warning) is an error, never a slow CPU service."""
+    if device == "cuda":
+        ort.preload_dlls()
+    session = ort.InferenceSession(str(path), session_options(intra_op_threads, device),
+                                   providers=list(PROVIDERS[device]))
+    if device == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
+        raise DeviceError(f"{CUDA_PROVIDER} did not load for {path.name} (providers: "
+                          f"{', '.join(session.get_providers())}): the CUDA 12 / cuDNN 9 libraries or the driver are "
+                          "missing or too old; onnxruntime's warning above says which")
+    return session
+
+
+def run_bound(session: ort.InferenceSession, input_name: str, output_names: list[str],
+              tensor: np.ndarray) -> list[np.ndarray]:
+    """One run through IO binding: the input bound from host memory, every output bound to host memory."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(input_name, tensor)
+    for name in output_names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    return [value.numpy() for value in binding.get_outputs()]
 
 
 @dataclass(frozen=True)
@@ -69,13 +98,13 @@ class ModelInfo:
 class Model:
     """One loaded model; thread-safe (onnxruntime sessions may be ``run`` concurrently)."""
 
-    def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, intra_op_threads: int | None = None,
+                 device: str = "cpu") -> None:
         path = self.path = Path(path)
         self.threads = intra_op_threads or cpu_count()
         self.letterbox_bands = cpu_count()  # read once: the affinity query is a syscall
-        self.session = ort.InferenceSession(
-            str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
-        )
+        self.device = device
+        self.session = open_session(path, self.threads, device)
         self.lane_session: ort.InferenceSession | None = None  # see open_lane
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
@@ -107,17 +136,18 @@ class Model:
         """First ``run`` allocates arenas and picks kernels: pay that before the first user does."""
         h, w = self.info.imgsz
         feed = {self.input_name: np.full((1, 3, h, w), core.PAD_VALUE / 255, dtype=np.float32)}
-        session.run(self.output_names, feed)
+        self._run(session, feed[self.input_name])  # on CUDA this also runs cuDNN's convolution algorithm search
         start = time.perf_counter()
-        session.run(self.output_names, feed)
+        self._run(session, feed[self.input_name])
         return (time.perf_counter() - start) * 1000
 
     def open_lane(self) -> None:
         """Load the one-thread session that overlapping requests run on (lanes.py), warm, then publish it; until
         then they share the full session. Costs that session's memory (~60 MB for yolo26n). Called after the
-        model is ready, so it never delays the first predict."""
-        if self.threads > 1 and self.lane_session is None:
-            lane = ort.InferenceSession(str(self.path), session_options(1), providers=["CPUExecutionProvider"])
+        model is ready, so it never delays the first predict. Not on CUDA: the GPU runs the graph whatever the CPU
+        threads, and concurrent runs of the one session overlap their copies with each other's kernels."""
+        if self.threads > 1 and self.lane_session is None and self.device == "cpu":
+            lane = open_session(self.path, 1, "cpu")
             self._warm_up(lane)
             self.lane_session = lane
 
@@ -147,7 +177,17 @@ class Model:
     def infer(self, tensor: np.ndarray, lane: bool = False) -> list[np.ndarray]:
         """The onnxruntime call, nothing else; ``lane``: on the one-thread session, if there is one."""
         session = self.lane_session if lane and self.lane_session is not None else self.session
-        return session.run(self.output_names, {self.input_name: tensor})
+        return self._run(session, tensor)
+
+    def _run(self, session: ort.InferenceSession, tensor: np.ndarray) -> list[np.ndarray]:
+        """On the CPU a plain ``run``. On CUDA through IO binding: a predict moves the letterboxed input to the GPU
+        once and each output back once, nothing else (NMS, box mapping and the response stay on the CPU, so the
+        outputs are bound to host memory). Binding from the host array skips ``run``'s per-call feed/fetch
+        conversion; whether that is measurable on an L4 is what benchmarks/bench_gpu.py's ``ort-cuda`` vs
+        ``ort-cuda-iobinding`` rows tell (not run yet: no GPU machine was available)."""
+        if self.device != "cuda":
+            return session.run(self.output_names, {self.input_name: tensor})
+        return run_bound(session, self.input_name, self.output_names, tensor)
 
     def postprocess(self, outputs: list[np.ndarray], lb: core.Letterbox, conf: float, iou: float) -> core.Detections:
         """Rows above ``conf`` (NMS at ``iou`` for raw exports) mapped back to original pixels."""

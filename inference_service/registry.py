@@ -52,10 +52,12 @@ class ModelError(Exception):
 class ModelRegistry:
     """Resolves (owner, project, model) to a loaded ``Model``; thread-safe, one load per model at a time."""
 
-    def __init__(self, models_dir: Path, cache_bytes: int, metrics: Metrics, intra_op_threads: int | None = None):
+    def __init__(self, models_dir: Path, cache_bytes: int, metrics: Metrics, intra_op_threads: int | None = None,
+                 device: str = "cpu"):
         self.root = models_dir.resolve()
         self.cache_bytes = cache_bytes
         self.threads = intra_op_threads
+        self.device = device
         self._cache: OrderedDict[Key, tuple[Model, int, Stamp]] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[Key, threading.Lock] = {}
@@ -123,7 +125,7 @@ class ModelRegistry:
             raise ModelError(404, f"model {name} not found")
         started = time.perf_counter()
         try:
-            loaded = Model(path, key[2], self.threads)
+            loaded = Model(path, key[2], self.threads, self.device)
         except Exception as e:  # the tenant's file, not the request: report it, keep serving everyone else
             self.load_failures.labels(key[0]).inc()
             log.warning("model %s failed to load: %s: %s", name, type(e).__name__, e)

@@ -50,6 +50,10 @@ class ServerSettings(BaseSettings):
     inference_workers: int | None = Field(
         None, ge=1, description="a fixed number of concurrent inferences splitting the threads (default: adaptive,"
         " every thread for a lone request, one thread each when requests overlap; shared mode: 1)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when onnxruntime has the CUDA provider and a GPU is visible, else the CPU; "
+                            "cuda: the GPU or a start-up error (exit 2), never the CPU (the plan sets it on GPU "
+                            "services)")
     max_upload_mb: float = Field(20.0, gt=0, description="request body cap in MiB: 413 above it")
     max_pixels: int = Field(50_000_000, ge=1, description="decoded image size cap in pixels: 422 above it")
     max_imgsz: int = Field(2048, ge=32, description="largest imgsz a request may ask for")

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from inference_service import core
 from inference_service.app import create_app, error, model_facts
 from inference_service.auth import AuthError
+from inference_service.device import concrete
 from inference_service.model import Model
 from inference_service.params import OPENAPI_FORM
 from inference_service.registry import ModelError, ModelRegistry
@@ -93,10 +94,11 @@ def create_shared_app(shared: ServerSettings) -> FastAPI:
     tenants = TenantsFile(shared.tenants_file, shared.shared_regions, shared.secrets_recheck_seconds)
     provider = SharedModels(shared.region)
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
-    settings = shared.model_copy(update={"inference_workers": shared.inference_workers or 1})
+    settings = shared.model_copy(update={"inference_workers": shared.inference_workers or 1,
+                                         "device": concrete(shared.device)})
     app = create_app(settings, provider)
     registry = provider.registry = ModelRegistry(shared.models_dir, shared.model_cache_bytes, app.state.metrics,
-                                                 settings.threads_per_inference)
+                                                 settings.threads_per_inference, settings.device)
     limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
 
     @app.exception_handler(ModelError)

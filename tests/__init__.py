@@ -1,1 +1,1 @@
-"""The test suite: a package, so `tests.*` imports find it before any `tests` package a dependency installs (mutmut 3 ships one)."""
+"""The test suite: a package, so `tests.*` imports find it before any `tests` package a dependency installs."""

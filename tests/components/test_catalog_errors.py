@@ -57,8 +57,8 @@ CASES = [
                  ["regions[us-east1]", "us-east1 has no GPU"], id="gpu-where-none"),
     pytest.param(set_in("us-east1", gpu_available=True), ["regions[us-east1]", "Cloud Run offers no nvidia-l4"],
                  id="gpu-fact-wrong"),
-    pytest.param(override("us-central1", gpu=True), ["regions[us-central1].overrides",
-                 "gpu needs cpu >= 4 and memory >= 16Gi"], id="gpu-too-small"),
+    pytest.param(lambda d: d["gpu_defaults"].update(memory="8Gi"), ["regions.yaml: gpu_defaults",
+                 "gpu needs cpu >= 4 and memory >= 16Gi"], id="gpu-too-small"),  # `gpu: true` alone gets gpu_defaults
     pytest.param(override("us-west1", min_instance=1), ["regions[us-west1].overrides",
                  "unknown key 'min_instance'", "did you mean 'min_instances'"], id="typo-in-overrides"),
     pytest.param(set_in("us-west1", geograpy="americas"), ["regions[us-west1]", "unknown key 'geograpy'",

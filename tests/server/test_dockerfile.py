@@ -60,7 +60,9 @@ def test_image_is_slim_non_root_runtime_only_with_health_check_and_exec_entrypoi
     users = [arg for op, arg in ins if op == "USER"]
     assert users and users[-1] not in {"root", "0"}
     runs = " ".join(arg for op, arg in ins if op == "RUN")
-    assert "-r /app/inference_service/requirements.txt" in runs
+    assert 'cpu) requirements=/app/inference_service/requirements.txt' in runs, "the default runtime: the CPU one"
+    assert 'gpu) requirements=/app/inference_service/requirements-gpu.txt' in runs
+    assert ("ARG", "RUNTIME=cpu") in ins
     assert "torch" not in runs and "ultralytics" not in runs
     lines = (ROOT / "inference_service/requirements.txt").read_text().lower().splitlines()
     reqs = " ".join(ln.split("#")[0] for ln in lines)
@@ -77,9 +79,10 @@ def test_image_is_slim_non_root_runtime_only_with_health_check_and_exec_entrypoi
 def test_bases_are_pinned_to_a_debian_release_and_requirements_to_versions() -> None:
     bases = [stage[0][1].split()[0] for stage in stages()]
     assert bases == ["python:3.11-bookworm", "python:3.11-slim-bookworm"], "a Debian release, not a moving tag"
-    lines = (ROOT / "inference_service/requirements.txt").read_text().splitlines()
-    reqs = [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
-    assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", r) for r in reqs), reqs
+    for name in ("requirements.txt", "requirements-gpu.txt"):
+        lines = (ROOT / "inference_service" / name).read_text().splitlines()
+        reqs = [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+        assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", r) for r in reqs), (name, reqs)
 
 
 def test_uid_10001_has_a_home_that_a_read_only_root_leaves_writable() -> None:
