@@ -24,10 +24,10 @@ DIGEST = "sha256:" + "c" * 64
 
 
 def plan_with(models: list[dict[str, Any]], settings: dict[str, Any] | None = None, **config: Any) -> Plan:
-    """The dev stack (deployable) with these models and stack-wide settings (none by default: dev's own say cpu 1,
-    2Gi and max_instances 2 for every service)."""
+    """The dev stack (deployable) with these models and stack-wide settings (none by default: dev's own say cpu 1
+    and 2Gi, and force max_instances 2 on every service)."""
     overrides = {**deployable("dev"), "yolo-fleet:models": json.dumps(models),
-                 "yolo-fleet:settings": json.dumps(settings or {}),
+                 "yolo-fleet:settings": json.dumps(settings or {}), "yolo-fleet:forced_settings": "{}",
                  **{f"yolo-fleet:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}}
     return evaluate("dev", config_overrides=overrides)
 
@@ -86,6 +86,13 @@ def test_gpu_services_get_an_l4_its_minimum_shape_cpu_always_on_and_device_cuda(
         assert envs(t)["DEVICE"] == "cpu"
 
 
+def test_a_stacks_plain_settings_do_not_shrink_a_gpu_service_below_an_l4() -> None:
+    plan = plan_with([{"name": "big", "regions": ["us-central1"], "settings": {"gpu": True}}],
+                     {"cpu": 1, "memory": "2Gi"})
+    limits = services(plan)["big-iowa"]["containers"][0]["resources"]["limits"]
+    assert (limits["cpu"], limits["memory"]) == ("4", "16Gi")
+
+
 def test_a_cpu_only_stack_builds_and_exports_no_gpu_image(prod_plan: Plan) -> None:
     [image] = prod_plan.custom(IMAGE)
     assert image.inputs["buildArgs"][RUNTIME_ARG] == "cpu"
@@ -93,16 +100,17 @@ def test_a_cpu_only_stack_builds_and_exports_no_gpu_image(prod_plan: Plan) -> No
     assert {envs(t)["DEVICE"] for t in services(prod_plan).values()} == {"cpu"}
 
 
-@pytest.mark.parametrize(("stack_settings", "settings", "expected"), [
+@pytest.mark.parametrize(("forced", "settings", "expected"), [
     ({"cpu": 1, "memory": "2Gi"}, {"gpu": True}, "gpu needs cpu >= 4 and memory >= 16Gi (got cpu 1, memory 2Gi)"),
     ({}, {"gpu": True, "cpu_idle": True}, "gpu needs cpu_idle: false"),
     ({}, {"gpu": True, "memory": "8Gi"}, "gpu needs cpu >= 4 and memory >= 16Gi (got cpu 4, memory 8Gi)"),
 ])
-def test_cloud_run_gpu_rules_stop_the_plan_naming_the_endpoint(stack_settings: dict[str, Any],
+def test_cloud_run_gpu_rules_stop_the_plan_naming_the_endpoint(forced: dict[str, Any],
                                                                settings: dict[str, Any], expected: str) -> None:
-    """Overrides win over the catalog's GPU defaults, so one that breaks Cloud Run's GPU rules stops the plan."""
+    """Model and forced settings win over the catalog's GPU defaults, so one that breaks Cloud Run's GPU rules
+    stops the plan (a stack's plain `settings` only fill gaps: the GPU defaults beat them)."""
     with pytest.raises(FleetError) as info:
-        plan_with([{"name": "big", "regions": ["us-central1"], "settings": settings}], stack_settings)
+        plan_with([{"name": "big", "regions": ["us-central1"], "settings": settings}], forced_settings=forced)
     assert "models[big] in regions[us-central1]" in str(info.value) and expected in str(info.value)
 
 
