@@ -5,17 +5,42 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+import fleet.program
+from components.stack_config import NAMESPACE
 from fleet.program import PROJECT_DIR, Plan, evaluate
 from tests.stacks import AWKWARD_STACKS, plan_stack
 
 CATALOG = PROJECT_DIR / "regions.yaml"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plans_once_per_input() -> Iterator[dict[tuple[Any, ...], Plan]]:
+    """Each distinct program input is evaluated once per run: the suite asks for the same plans dozens of times
+    (prod alone ~35), each a few seconds. The key is what the program reads: the stack, its config, the project
+    and the catalog's bytes (tests write catalogs to reused paths); the repository's other files are not changed
+    by tests. Every caller gets a deep copy, so a test that edits its plan edits nobody else's; failed
+    evaluations are not cached (they stop before declaring anything, so they are quick)."""
+    real = fleet.program._evaluate
+    cache: dict[tuple[Any, ...], Plan] = {}
+
+    def cached(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
+        catalog = Path(project_dir) / config.get(f"{NAMESPACE}:catalog", "regions.yaml")
+        content = hashlib.sha256(catalog.read_bytes()).hexdigest() if catalog.is_file() else None
+        key = (stack, tuple(sorted(config.items())), str(project_dir), content)
+        if key not in cache:
+            cache[key] = real(stack, config, project_dir)
+        return copy.deepcopy(cache[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fleet.program, "_evaluate", cached)
+        yield cache
 
 
 @pytest.fixture(scope="session")
