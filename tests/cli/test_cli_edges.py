@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from fleet.cli import main, parser
-from tests.fakes.metric_service import FakeMetricService, serve
 from tests.cli.test_monitor_cli import fake_fleet, run_monitor
+from tests.fakes.metric_service import FakeMetricService, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
