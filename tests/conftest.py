@@ -18,6 +18,16 @@ from fleet.program import PROJECT_DIR, Plan, evaluate
 from tests.stacks import AWKWARD_STACKS, plan_stack
 
 CATALOG = PROJECT_DIR / "regions.yaml"
+PLAN_CALLS: dict[str, list[int]] = {}  # stack -> [plans asked for, plans evaluated], for the summary line
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many plans the run asked for and how many it evaluated: the suite's largest cost, kept visible."""
+    if PLAN_CALLS:
+        top = sorted(PLAN_CALLS.items(), key=lambda kv: -kv[1][0])[:3]
+        terminalreporter.write_line(
+            f"plans: {sum(a for a, _ in PLAN_CALLS.values())} asked for, {sum(e for _, e in PLAN_CALLS.values())} "
+            f"evaluated ({'; '.join(f'{stack}: {a} asked, {e} evaluated' for stack, (a, e) in top)}; ...)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +44,10 @@ def plans_once_per_input() -> Iterator[dict[tuple[Any, ...], Plan]]:
         catalog = Path(project_dir) / config.get(f"{NAMESPACE}:catalog", "regions.yaml")
         content = hashlib.sha256(catalog.read_bytes()).hexdigest() if catalog.is_file() else None
         key = (stack, tuple(sorted(config.items())), str(project_dir), content)
+        counts = PLAN_CALLS.setdefault(stack, [0, 0])
+        counts[0] += 1
         if key not in cache:
+            counts[1] += 1
             cache[key] = real(stack, config, project_dir)
         return copy.deepcopy(cache[key])
 
