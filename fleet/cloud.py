@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.catalog import load_catalog
 from components.errors import FleetError
-from fleet.program import CLOUD_RUN, evaluate, stack_config
+from components.layout import FleetLayout, plan_fleet
+from components.stack_config import NAMESPACE, stack_config_from_values
+from fleet.program import PROJECT_DIR, stack_config
 
 # Google's client libraries warn on import, once per library, that they will stop supporting this Python in a
 # future release: nothing an operator of `fleet` can act on, and it buries the command's own output.
@@ -29,12 +32,23 @@ class Endpoint:
     role: str
 
 
+def stack_layout(args: argparse.Namespace) -> FleetLayout:
+    """The stack's services as its program resolves them (`plan_fleet`, which `__main__.py` declares one Cloud Run
+    service for each of), without evaluating the program: the same list for a fraction of a second instead of the
+    ~2-4 s that declaring ~400 resources under mocks takes."""
+    values = stack_config(args.stack)
+    if args.catalog:
+        values[f"{NAMESPACE}:catalog"] = str(Path(args.catalog).resolve())
+    config = stack_config_from_values(values, args.stack)
+    source = f"Pulumi.{args.stack}.yaml"
+    return plan_fleet(load_catalog(PROJECT_DIR / config.catalog), config, source, args.stack)
+
+
 def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:
-    """The Cloud Run services the stack's program declares (the plan's list, not a second one); --endpoint
-    narrows them to one."""
-    plan = evaluate(args.stack, catalog=args.catalog)
-    endpoints = [Endpoint(r.name, r.inputs["name"], r.inputs["location"], r.inputs["template"]["labels"]["role"])
-                 for r in plan.custom(CLOUD_RUN)]
+    """The Cloud Run services the stack's program declares (its own layout, not a second list), by name;
+    --endpoint narrows them to one."""
+    endpoints = sorted((Endpoint(s.name, s.service_name, s.region.id, s.role) for s in stack_layout(args).services),
+                       key=lambda e: e.name)
     if not args.endpoint:
         return endpoints
     chosen = [e for e in endpoints if args.endpoint in (e.name, e.service)]

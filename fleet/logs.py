@@ -102,7 +102,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    gcp_project, client = project(args), logging_client()  # credentials before the program's evaluation (~2 s)
+    gcp_project, client = project(args), logging_client()  # credentials first, before reading the stack
     endpoints = {e.service: e.name for e in stack_endpoints(args)}
     since = datetime.now(UTC) - parse_since(args.since)
     from google.api_core import exceptions

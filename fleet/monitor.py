@@ -1,6 +1,6 @@
 """`fleet monitor`: requests, errors, latency percentiles and instances per endpoint, from Cloud Monitoring.
 
-Endpoint names come from the program the plan evaluates (its Cloud Run services), so the list never drifts.
+Endpoint names come from the stack's layout, which the program declares its Cloud Run services from.
 `FLEET_MONITORING_ENDPOINT=host:port` sends queries to an insecure gRPC server instead of Google's (tests).
 """
 
@@ -244,7 +244,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    gcp_project, client = project(args), metric_client()  # credentials before the program's evaluation (~2 s)
+    gcp_project, client = project(args), metric_client()  # credentials first, before reading the stack
     summaries = worst_first(collect(client, gcp_project, stack_endpoints(args), RANGES[args.range], _progress))
     for s in summaries:
         if s.error:

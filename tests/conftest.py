@@ -5,17 +5,58 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+import fleet.program
+from components.stack_config import NAMESPACE
 from fleet.program import PROJECT_DIR, Plan, evaluate
 from tests.stacks import AWKWARD_STACKS, plan_stack
 
 CATALOG = PROJECT_DIR / "regions.yaml"
+PLAN_CALLS: dict[str, list[int]] = {}  # stack -> [plans asked for, plans evaluated], for the summary line
+CATALOG_KEY = f"{NAMESPACE}:catalog"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many plans the run asked for and how many it evaluated: the suite's largest cost, kept visible."""
+    if PLAN_CALLS:
+        top = sorted(PLAN_CALLS.items(), key=lambda kv: -kv[1][0])[:3]
+        terminalreporter.write_line(
+            f"plans: {sum(a for a, _ in PLAN_CALLS.values())} asked for, {sum(e for _, e in PLAN_CALLS.values())} "
+            f"evaluated, the rest served from the cache or stopped by a mistake in their input "
+            f"({'; '.join(f'{stack}: {a} asked, {e} evaluated' for stack, (a, e) in top)}; ...)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plans_once_per_input() -> Iterator[dict[tuple[Any, ...], Plan]]:
+    """Each distinct program input is evaluated once per run: the suite asks for the same plans dozens of times,
+    each a few seconds. The key is what the program reads: the stack, its config, the project and the catalog's
+    bytes rather than its path (the CLI names regions.yaml by its absolute path, `evaluate("prod")` by the
+    stack file's relative one; tests rewrite catalogs at reused paths; the path only appears in error messages);
+    the repository's other files are not changed by tests. Every caller gets a deep copy, so a test that edits its
+    plan edits nobody else's; failed evaluations are not cached (they stop before declaring anything: quick)."""
+    real = fleet.program._evaluate
+    cache: dict[tuple[Any, ...], Plan] = {}
+
+    def cached(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
+        catalog = Path(project_dir) / config.get(CATALOG_KEY, "regions.yaml")
+        content = hashlib.sha256(catalog.read_bytes()).hexdigest() if catalog.is_file() else config.get(CATALOG_KEY)
+        key = (stack, tuple(sorted(kv for kv in config.items() if kv[0] != CATALOG_KEY)), str(project_dir), content)
+        counts = PLAN_CALLS.setdefault(stack, [0, 0])
+        counts[0] += 1
+        if key not in cache:
+            cache[key] = real(stack, config, project_dir)
+            counts[1] += 1  # counted once it succeeded: failures are not cached
+        return copy.deepcopy(cache[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fleet.program, "_evaluate", cached)
+        yield cache
 
 
 @pytest.fixture(scope="session")

@@ -47,16 +47,16 @@ def test_monitor_against_the_fake_prints_no_warnings_from_googles_libraries() ->
 
 @pytest.mark.parametrize(("command", "client_variable"),
                          [("monitor", "FLEET_MONITORING_ENDPOINT"), ("logs", "FLEET_LOGGING_ENDPOINT")])
-def test_a_credentials_file_that_does_not_exist_is_named_before_the_program_is_evaluated(
+def test_a_credentials_file_that_does_not_exist_is_named_before_the_stack_is_read(
         monkeypatch, capsys, tmp_path: Path, command: str, client_variable: str) -> None:
     missing = tmp_path / "key.json"
     monkeypatch.delenv(client_variable, raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
 
-    def evaluate(*_: object, **__: object) -> None:
-        raise AssertionError("the program was evaluated before the credentials were checked")
+    def stack_layout(*_: object, **__: object) -> None:
+        raise AssertionError("the stack was read before the credentials were checked")
 
-    monkeypatch.setattr("fleet.cloud.evaluate", evaluate)
+    monkeypatch.setattr("fleet.cloud.stack_layout", stack_layout)
     started = time.monotonic()
     assert main([command, "--stack", "dev"]) == 2
     assert time.monotonic() - started < 2

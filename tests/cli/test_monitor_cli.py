@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,9 @@ import pytest
 from google.api import distribution_pb2
 
 from fleet.cli import main
+from fleet.cloud import Endpoint, stack_endpoints
 from fleet.monitor import Summary, bucket_bounds, figure, percentile
+from fleet.program import CLOUD_RUN
 from tests.fakes.metric_service import (
     FakeMetricService,
     count_series,
@@ -45,6 +48,15 @@ def test_percentile_of_no_samples_is_unknown_and_overflow_reports_its_lower_boun
     bounds = bucket_bounds(exponential(100, 2, 3))
     assert percentile(bounds, [0, 0, 0, 0, 0], 0.5) is None
     assert percentile(bounds, [0, 0, 0, 0, 4], 0.99) == 800
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_endpoints_are_exactly_the_cloud_run_services_the_program_declares(stack, request):
+    # fleet monitor/logs read the layout without evaluating the program: same names, regions and roles
+    plan = request.getfixturevalue(f"{stack}_plan")
+    declared = [Endpoint(r.name, r.inputs["name"], r.inputs["location"], r.inputs["template"]["labels"]["role"])
+                for r in plan.custom(CLOUD_RUN)]
+    assert stack_endpoints(argparse.Namespace(stack=stack, catalog=None, endpoint=None)) == declared
 
 
 def fake_fleet(failing: dict[str, grpc.StatusCode] | None = None) -> FakeMetricService:

@@ -141,7 +141,7 @@ def _image_layout(dest: Path, build: Path) -> None:
 def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serves(tmp_path: Path) -> None:
     """What the image does, without a container engine: a fresh venv gets only inference_service/requirements.txt,
     the Dockerfile's files and ENTRYPOINT serve from it, and nothing of the dev toolchain is importable."""
-    from helpers_server import free_port, sample_images, wait_healthy, write_key_file
+    from tests.helpers_server import free_port, sample_images, wait_healthy, write_key_file
 
     venv, app = tmp_path / "venv", tmp_path / "app"
     _image_layout(app, tmp_path / "build")
