@@ -5,20 +5,19 @@ mistake, before any resource exists), then declares the image, the API key diges
 endpoint, and the shared services with their model buckets and the load balancer in front of them.
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import pulumi
 
 from components import names
-from components.api_keys import ApiKeyDigests
+from components.api_keys import ApiKeyDigests, ApiKeyDigestsArgs
 from components.catalog import load_catalog
 from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
 from components.image import ServerImage, ServerImageArgs
 from components.layout import plan_fleet
 from components.model_files import check_model_files
-from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
+from components.monitoring import FleetDashboard, FleetDashboardArgs, MonitoringInputs, notification_channels
 from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
 from components.service import ServiceInputs, declare_account
 from components.shared import SharedInference, SharedInferenceArgs
@@ -49,7 +48,7 @@ image = ServerImage("server-image", ServerImageArgs(
     labels=labels,
     model_files=[m.file for m in config.models],
 ))
-keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
+keys = ApiKeyDigests("api-keys", ApiKeyDigestsArgs(config.project, stack, config.api_key_sha256, labels))
 
 
 channels = notification_channels(config.notification_channels, config.project)
@@ -68,8 +67,8 @@ model_accounts = {
     for model, account_id in layout.model_accounts.items()
 }
 endpoints = [
-    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, replace(
-        service_inputs(plan.region.geography), account=model_accounts[plan.model.name])))
+    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, service_inputs(plan.region.geography),
+                                                       model_accounts[plan.model.name]))
     for plan in layout.endpoints if plan.model
 ]
 shared = routing = None
@@ -81,7 +80,7 @@ if routes:  # the shared API: a service and bucket per shared region, behind one
         config.project, stack, routes,
         {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
 
-dashboard = FleetDashboard("dashboard", config.project, stack, layout.services)
+dashboard = FleetDashboard("dashboard", FleetDashboardArgs(config.project, stack, layout.services))
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model,
                                          "service": plan.service_name}

@@ -111,13 +111,15 @@ class ServerImage(pulumi.ComponentResource):
     `<host>/<project>/yolo-fleet-<stack>/inference-server@sha256:...`; a reference resolves only once Cloud Run
     may pull from that location's repository."""
 
+    digest: pulumi.Output[str]
+
     def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:ServerImage", name, None, opts)
         self._prebuilt = args.prebuilt
         self._project = args.project
         self._repository_id = args.repository_id
         if args.prebuilt:
-            self.digest: pulumi.Output[str] = pulumi.Output.from_input(args.prebuilt.split("@", 1)[1])
+            self.digest = pulumi.Output.from_input(args.prebuilt.split("@", 1)[1])
             self.register_outputs({"digest": self.digest})
             return
         repositories = [

@@ -316,14 +316,22 @@ def dashboard_document(stack: str, services: Sequence[ServicePlan]) -> dict[str,
     return {"displayName": f"yolo-fleet {stack}", "mosaicLayout": {"columns": 12, "tiles": tiles}}
 
 
-class FleetDashboard(pulumi.ComponentResource):
-    """One Cloud Monitoring dashboard per stack."""
+@dataclass(frozen=True)
+class FleetDashboardArgs:
+    project: str
+    stack: str
+    services: Sequence[ServicePlan]  # every service of the stack, dedicated and shared
 
-    def __init__(self, name: str, project: str, stack: str, services: Sequence[ServicePlan],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+
+class FleetDashboard(pulumi.ComponentResource):
+    """One Cloud Monitoring dashboard per stack; outputs `dashboard_id`."""
+
+    dashboard_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: FleetDashboardArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:FleetDashboard", name, None, opts)
-        document = dashboard_document(stack, services)
-        dashboard = monitoring.Dashboard(name, project=project, dashboard_json=json.dumps(document),
+        document = dashboard_document(args.stack, args.services)
+        dashboard = monitoring.Dashboard(name, project=args.project, dashboard_json=json.dumps(document),
                                          opts=pulumi.ResourceOptions(parent=self))
         self.dashboard_id = dashboard.id
         self.register_outputs({"dashboard_id": self.dashboard_id})
