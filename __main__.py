@@ -11,7 +11,7 @@ import pulumi
 
 from components import names
 from components.api_keys import ApiKeyDigests, ApiKeyDigestsArgs
-from components.catalog import load_catalog
+from components.catalog import Geography, load_catalog
 from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
 from components.image import ServerImage, ServerImageArgs
@@ -54,7 +54,7 @@ keys = ApiKeyDigests("api-keys", ApiKeyDigestsArgs(config.project, stack, config
 channels = notification_channels(config.notification_channels, config.project)
 
 
-def service_inputs(geography: str, uptime_host: str | None = None) -> ServiceInputs:
+def service_inputs(geography: Geography, uptime_host: str | None = None) -> ServiceInputs:
     return ServiceInputs(project=config.project, stack=stack, image=image.ref(catalog.registries[geography]),
                          api_keys_secret=keys.secret_id, deletion_protection=config.deletion_protection,
                          monitoring=MonitoringInputs(config.project, stack, channels, config.slo, uptime_host))
@@ -86,7 +86,7 @@ pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model
                                          "service": plan.service_name}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
 pulumi.export("shared", shared.urls if shared else {})
-if routing:
+if shared and routing:
     pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
     pulumi.export("shared_buckets", shared.buckets)
 pulumi.export("image_digest", image.digest)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from components import names
 from components.catalog import Catalog, Region
 from components.errors import FleetError, describe
-from components.settings import EndpointSettings, merge
+from components.settings import EndpointSettings, SettingsOverride, merge
 from components.stack_config import ModelSpec, StackConfig
 
 MAX_ENDPOINT_NAME = 49  # what users type and see (`fleet monitor --endpoint`, outputs); Cloud Run's own limit
@@ -64,10 +64,9 @@ class FleetLayout:
         return next((s for s in self.services if s.service_name == service_name), None)
 
 
-def _resolve(source: str, where: str, *layers: object) -> EndpointSettings:
-    base, *overrides = layers
+def _resolve(source: str, where: str, base: EndpointSettings, *overrides: SettingsOverride) -> EndpointSettings:
     try:
-        return merge(base, *overrides)  # type: ignore[arg-type]
+        return merge(base, *overrides)
     except ValidationError as exc:
         raise FleetError(describe(f"{source}: {where}", exc, {}, [EndpointSettings])) from None
 

@@ -43,7 +43,7 @@ class MonitoringInputs:
 
     project: str
     stack: str
-    channels: list[pulumi.Input[str]] = field(default_factory=list)
+    channels: Sequence[pulumi.Input[str]] = field(default_factory=list)
     slo: SloSpec = field(default_factory=SloSpec)
     # The public host the uptime check probes; None: the service's own run.app host.
     uptime_host: pulumi.Input[str] | None = None
@@ -65,14 +65,17 @@ def _runbook(plan: ServicePlan, inputs: MonitoringInputs, what: str,
 
 def _threshold(filter_: str, aligner: str, reducer: str, value: float, duration: int,
                denominator: str | None = None) -> monitoring.AlertPolicyConditionConditionThresholdArgs:
-    aggregation = [monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)]
+    aggregation = monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)
+    # a ratio's denominator is aggregated as its numerator is
+    denominator_aggregation = monitoring.AlertPolicyConditionConditionThresholdDenominatorAggregationArgs(
+        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)
     return monitoring.AlertPolicyConditionConditionThresholdArgs(
-        filter=filter_, aggregations=aggregation, comparison="COMPARISON_GT", threshold_value=value,
+        filter=filter_, aggregations=[aggregation], comparison="COMPARISON_GT", threshold_value=value,
         duration=f"{duration}s",
         trigger=monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
         denominator_filter=denominator,
-        denominator_aggregations=aggregation if denominator else None,
+        denominator_aggregations=[denominator_aggregation] if denominator else None,
         evaluation_missing_data="EVALUATION_MISSING_DATA_INACTIVE",
     )
 
