@@ -34,7 +34,7 @@ L4_GPU_REGIONS = frozenset({"us-central1", "us-east4", "europe-west1", "europe-w
                             "asia-southeast1"})
 
 Geography = Literal["americas", "europe", "asia-pacific", "middle-east", "africa"]
-GEOGRAPHIES: tuple[str, ...] = get_args(Geography)
+GEOGRAPHIES: tuple[Geography, ...] = get_args(Geography)
 # Artifact Registry multi-region locations.
 RegistryLocation = Literal["us", "europe", "asia"]
 

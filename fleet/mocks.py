@@ -130,4 +130,4 @@ class RecordingMonitor(MockMonitor):
             parent = None if types.rsplit("$", 1)[-1] == "pulumi:pulumi:Stack" else name
         self.mocks.parents[(request.type, request.name)] = parent
         self.mocks.depends_on[(request.type, request.name)] = frozenset(map(_urn_key, request.dependencies))
-        return super().RegisterResource(request)
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]  # pulumi leaves it unannotated
