@@ -80,7 +80,7 @@ class Volume:
 
 
 def secret_file(secret: pulumi.Input[str], file: str, mount_path: str) -> Volume:
-    """A secret's latest version, mounted as the file `<mount_path>/<file>` (it follows new versions on restart)."""
+    """A secret's latest version, mounted as the file `<mount_path>/<file>`."""
     return Volume(run.ServiceTemplateVolumeSecretArgs(
         secret=secret, items=[run.ServiceTemplateVolumeSecretItemArgs(path=file, version="latest")]), mount_path)
 

@@ -152,8 +152,9 @@ def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Su
                     p95_over_time.append((_end(p), p95))
         if latency_count:
             out.avgLatencyMs = round(latency_sum / latency_count, 1)
-            out.p50LatencyMs, out.p95LatencyMs, out.p99LatencyMs = (
-                None if v is None else round(v, 1) for v in (percentile(bounds, merged, q) for q in (0.5, 0.95, 0.99)))
+            quantiles = [percentile(bounds, merged, q) for q in (0.5, 0.95, 0.99)]
+            out.p50LatencyMs, out.p95LatencyMs, out.p99LatencyMs = (None if v is None else round(v, 1)
+                                                                     for v in quantiles)
         out.series["latencyP95"] = sorted(p95_over_time)
 
         latest: dict[float, float] = {}
