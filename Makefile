@@ -18,8 +18,7 @@ plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print wha
 regions: $(PLAN_DEPS)
 	$(BIN)/fleet regions
 
-test: chromium $(TEST_DEPS) $(NATIVE)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
-	$(BIN)/ruff check .
+test: chromium lint $(NATIVE)  ## lint, then the whole suite (pytest exit 5, "no tests", counts as a failure)
 	$(BIN)/python -m pytest -q
 
 # tests/server/test_browser.py drives Debian's Chromium. Checked first, so a machine without it learns at once: as root
@@ -43,8 +42,10 @@ chromium:
 image: $(PLAN_DEPS)
 	$(BIN)/python -m fleet.build_image --stack $(STACK) --runtime $(RUNTIME)
 
+# ruff, then mypy: strict for the packages pyproject.toml's [tool.mypy] lists.
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,7 +66,7 @@ $(NATIVE): inference_service/letterbox.c inference_service/native.py
 	$(PYTHON) inference_service/native.py $@
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache $(NATIVE)
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache .mypy_cache $(NATIVE)
 
 # `make serve` gets a venv of its own with only the server's runtime requirements (the image's, ~200 MB): no
 # torch, ultralytics or Playwright (~7 GB), and it proves the server runs on exactly what the image installs.

@@ -5,20 +5,19 @@ mistake, before any resource exists), then declares the image, the API key diges
 endpoint, and the shared services with their model buckets and the load balancer in front of them.
 """
 
-from dataclasses import replace
 from pathlib import Path
 
 import pulumi
 
 from components import names
-from components.api_keys import ApiKeyDigests
+from components.api_keys import ApiKeyDigests, ApiKeyDigestsArgs
 from components.catalog import load_catalog
 from components.endpoint import DedicatedEndpoint, DedicatedEndpointArgs
 from components.errors import FleetError
 from components.image import ServerImage, ServerImageArgs, check_prebuilt
 from components.layout import ServicePlan, plan_fleet
 from components.model_files import check_model_files
-from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
+from components.monitoring import FleetDashboard, FleetDashboardArgs, MonitoringInputs, notification_channels
 from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
 from components.service import ServiceInputs, declare_account
 from components.shared import SharedInference, SharedInferenceArgs
@@ -53,7 +52,7 @@ image = ServerImage("server-image", ServerImageArgs(
     gpu=bool(gpu_services),  # the GPU variant only when some service asks for a GPU
     prebuilt_gpu=config.gpu_image,
 ))
-keys = ApiKeyDigests("api-keys", config.project, stack, config.api_key_sha256, labels)
+keys = ApiKeyDigests("api-keys", ApiKeyDigestsArgs(config.project, stack, config.api_key_sha256, labels))
 
 
 channels = notification_channels(config.notification_channels, config.project)
@@ -74,8 +73,7 @@ model_accounts = {
     for model, account_id in layout.model_accounts.items()
 }
 endpoints = [
-    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, replace(
-        service_inputs(plan), account=model_accounts[plan.model.name])))
+    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, service_inputs(plan), model_accounts[plan.model.name]))
     for plan in layout.endpoints if plan.model
 ]
 shared = routing = None
@@ -87,13 +85,13 @@ if routes:  # the shared API: a service and bucket per shared region, behind one
         config.project, stack, routes,
         {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
 
-dashboard = FleetDashboard("dashboard", config.project, stack, layout.services)
+dashboard = FleetDashboard("dashboard", FleetDashboardArgs(config.project, stack, layout.services))
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model,
                                          "service": plan.service_name}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
 pulumi.export("shared", shared.urls if shared else {})
-if routing:
+if shared and routing:
     pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
     pulumi.export("shared_buckets", shared.buckets)
 pulumi.export("image_digest", image.digest)

@@ -10,7 +10,7 @@ import difflib
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,7 +34,7 @@ L4_GPU_REGIONS = frozenset({"us-central1", "us-east4", "europe-west1", "europe-w
                             "asia-southeast1"})
 
 Geography = Literal["americas", "europe", "asia-pacific", "middle-east", "africa"]
-GEOGRAPHIES: tuple[str, ...] = Geography.__args__  # type: ignore[attr-defined]
+GEOGRAPHIES: tuple[Geography, ...] = get_args(Geography)
 # Artifact Registry multi-region locations.
 RegistryLocation = Literal["us", "europe", "asia"]
 

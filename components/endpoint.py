@@ -8,7 +8,7 @@ import pulumi
 
 from components.image import image_path
 from components.layout import ServicePlan
-from components.service import ServiceInputs, declare_service
+from components.service import RuntimeAccount, ServiceInputs, declare_service
 
 
 def model_path_in_image(repo_file: str) -> str:
@@ -21,6 +21,7 @@ def model_path_in_image(repo_file: str) -> str:
 class DedicatedEndpointArgs:
     plan: ServicePlan
     service: ServiceInputs
+    account: RuntimeAccount  # its model's: declared once, shared by the model's endpoints
 
 
 class DedicatedEndpoint(pulumi.ComponentResource):
@@ -28,6 +29,7 @@ class DedicatedEndpoint(pulumi.ComponentResource):
 
     url: pulumi.Output[str]
     service_name: pulumi.Output[str]
+    service_account: pulumi.Output[str]
     region: str
     model: str
 
@@ -39,10 +41,10 @@ class DedicatedEndpoint(pulumi.ComponentResource):
             args.service,
             server={**args.service.server, "model_path": model_path_in_image(plan.model.file)},
             labels={**args.service.labels, "model": plan.model.name})
-        service = declare_service(plan, inputs, parent=self)
+        service = declare_service(plan, inputs, args.account, parent=self)
         self.url = service.uri
         self.service_name = service.name
-        self.service_account = inputs.account.email
+        self.service_account = args.account.email
         self.region = plan.region.id
         self.model = plan.model.name
         self.register_outputs({"url": self.url, "service_name": self.service_name, "region": self.region,

@@ -127,6 +127,8 @@ class ServerImage(pulumi.ComponentResource):
     2 GB of wheels more), pushed as its own image beside the CPU one: declared only when some service asks for a GPU, so
     a CPU-only stack builds, pushes and stores nothing more, and CPU services keep pulling the small image."""
 
+    digest: pulumi.Output[str]
+
     def __init__(self, name: str, args: ServerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:ServerImage", name, None, opts)
         self._prebuilt = {False: args.prebuilt, True: args.prebuilt_gpu}

@@ -69,9 +69,8 @@ def _model_proto() -> type[message.Message]:
     model.field.add(name="opset_import", number=8, type=_F.TYPE_BYTES, label=_F.LABEL_REPEATED)
     model.field.add(name="metadata_props", number=14, type=_F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
                     type_name=".yolo_fleet_onnx.StringStringEntryProto")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("yolo_fleet_onnx.ModelProto"))
+    # a pool of its own: the default pool is the process's (pulumi's messages live there)
+    return message_factory.GetMessages([proto], pool=descriptor_pool.DescriptorPool())["yolo_fleet_onnx.ModelProto"]
 
 
 def onnx_metadata(data: bytes) -> dict[str, str]:

@@ -43,7 +43,7 @@ class MonitoringInputs:
 
     project: str
     stack: str
-    channels: list[pulumi.Input[str]] = field(default_factory=list)
+    channels: Sequence[pulumi.Input[str]] = field(default_factory=list)
     slo: SloSpec = field(default_factory=SloSpec)
     # The public host the uptime check probes; None: the service's own run.app host.
     uptime_host: pulumi.Input[str] | None = None
@@ -65,14 +65,17 @@ def _runbook(plan: ServicePlan, inputs: MonitoringInputs, what: str,
 
 def _threshold(filter_: str, aligner: str, reducer: str, value: float, duration: int,
                denominator: str | None = None) -> monitoring.AlertPolicyConditionConditionThresholdArgs:
-    aggregation = [monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)]
+    aggregation = monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)
+    # a ratio's denominator is aggregated as its numerator is
+    denominator_aggregation = monitoring.AlertPolicyConditionConditionThresholdDenominatorAggregationArgs(
+        alignment_period="60s", per_series_aligner=aligner, cross_series_reducer=reducer)
     return monitoring.AlertPolicyConditionConditionThresholdArgs(
-        filter=filter_, aggregations=aggregation, comparison="COMPARISON_GT", threshold_value=value,
+        filter=filter_, aggregations=[aggregation], comparison="COMPARISON_GT", threshold_value=value,
         duration=f"{duration}s",
         trigger=monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
         denominator_filter=denominator,
-        denominator_aggregations=aggregation if denominator else None,
+        denominator_aggregations=[denominator_aggregation] if denominator else None,
         evaluation_missing_data="EVALUATION_MISSING_DATA_INACTIVE",
     )
 
@@ -316,14 +319,22 @@ def dashboard_document(stack: str, services: Sequence[ServicePlan]) -> dict[str,
     return {"displayName": f"yolo-fleet {stack}", "mosaicLayout": {"columns": 12, "tiles": tiles}}
 
 
-class FleetDashboard(pulumi.ComponentResource):
-    """One Cloud Monitoring dashboard per stack."""
+@dataclass(frozen=True)
+class FleetDashboardArgs:
+    project: str
+    stack: str
+    services: Sequence[ServicePlan]  # every service of the stack, dedicated and shared
 
-    def __init__(self, name: str, project: str, stack: str, services: Sequence[ServicePlan],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+
+class FleetDashboard(pulumi.ComponentResource):
+    """One Cloud Monitoring dashboard per stack; outputs `dashboard_id`."""
+
+    dashboard_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: FleetDashboardArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:FleetDashboard", name, None, opts)
-        document = dashboard_document(stack, services)
-        dashboard = monitoring.Dashboard(name, project=project, dashboard_json=json.dumps(document),
+        document = dashboard_document(args.stack, args.services)
+        dashboard = monitoring.Dashboard(name, project=args.project, dashboard_json=json.dumps(document),
                                          opts=pulumi.ResourceOptions(parent=self))
         self.dashboard_id = dashboard.id
         self.register_outputs({"dashboard_id": self.dashboard_id})

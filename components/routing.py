@@ -70,6 +70,9 @@ class SharedRoutingArgs:
 class SharedRouting(pulumi.ComponentResource):
     """Outputs `ip_address` (point the DNS A records of every host here) and `hosts` (region id -> host)."""
 
+    ip_address: pulumi.Output[str]
+    hosts: dict[str, str]
+
     def __init__(self, name: str, args: SharedRoutingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:SharedRouting", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -130,6 +133,6 @@ class SharedRouting(pulumi.ComponentResource):
             f"{name}-http", name=http_name, project=args.project, target=http_proxy.id,
             ip_address=address.address, ip_protocol="TCP", port_range="80",
             load_balancing_scheme="EXTERNAL_MANAGED", opts=child)
-        self.ip_address: pulumi.Output[str] = address.address
+        self.ip_address = address.address
         self.hosts = {"apex": routes.domain, **routes.hosts}
         self.register_outputs({"ip_address": self.ip_address, "hosts": self.hosts})

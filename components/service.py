@@ -6,8 +6,8 @@ here so a Cloud Run knob is wired once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_gcp as gcp
@@ -38,14 +38,18 @@ class RuntimeAccount:
     """A service account services run as, and the grants a service must wait for before it starts."""
 
     email: pulumi.Output[str]
+    member: pulumi.Output[str]  # `serviceAccount:<email>`, what IAM grants name
     ready: list[pulumi.Resource]
+
+    def granted(self, *grants: pulumi.Resource) -> RuntimeAccount:
+        """The same account, with grants declared on other resources that its services must also wait for."""
+        return replace(self, ready=[*self.ready, *grants])
 
 
 def declare_account(account_id: str, description: str, project: str, api_keys_secret: pulumi.Input[str],
-                    grants: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None,
                     parent: pulumi.Resource | None = None) -> RuntimeAccount:
     """Declare a service account that may write logs and metrics in the project and read the API key digests'
-    secret, plus whatever `grants(member)` adds on other resources; nothing else.
+    secret; nothing else. A caller grants it more on other resources through `member`, then `granted`.
 
     One per model (all its endpoints read the same secret, so sharing grants nothing more) and one per
     shared region (each reads only its own bucket): 3 models in all 43 regions need 6 accounts, not 132.
@@ -60,7 +64,26 @@ def declare_account(account_id: str, description: str, project: str, api_keys_se
         opts=opts)
     writes = [gcp.projects.IAMMember(f"{account_id}-{suffix}", project=project, role=role, member=member, opts=opts)
               for suffix, role in RUNTIME_PROJECT_ROLES.items()]
-    return RuntimeAccount(account.email, [key_access, *writes, *(grants(member) if grants else [])])
+    return RuntimeAccount(account.email, member, [key_access, *writes])
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A volume of a service and where its container mounts it: the source is a secret or a bucket."""
+
+    source: run.ServiceTemplateVolumeSecretArgs | run.ServiceTemplateVolumeGcsArgs
+    mount_path: str
+
+    def args(self, name: str) -> run.ServiceTemplateVolumeArgs:
+        if isinstance(self.source, run.ServiceTemplateVolumeGcsArgs):
+            return run.ServiceTemplateVolumeArgs(name=name, gcs=self.source)
+        return run.ServiceTemplateVolumeArgs(name=name, secret=self.source)
+
+
+def secret_file(secret: pulumi.Input[str], file: str, mount_path: str) -> Volume:
+    """A secret's latest version, mounted as the file `<mount_path>/<file>`."""
+    return Volume(run.ServiceTemplateVolumeSecretArgs(
+        secret=secret, items=[run.ServiceTemplateVolumeSecretItemArgs(path=file, version="latest")]), mount_path)
 
 
 @dataclass(frozen=True)
@@ -72,22 +95,20 @@ class ServiceInputs:
     image: pulumi.Input[str]
     api_keys_secret: pulumi.Input[str]
     deletion_protection: bool
+    monitoring: MonitoringInputs  # alerts, uptime check, SLOs
     # Server settings by field name (inference_service/settings.py), beyond those every service gets.
     server: dict[str, object] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    volumes: list[run.ServiceTemplateVolumeArgs] = field(default_factory=list)
-    volume_mounts: list[run.ServiceTemplateContainerVolumeMountArgs] = field(default_factory=list)
-    # The account the service runs as (its model's, or its shared region's): the program always sets it.
-    account: RuntimeAccount | None = None
-    monitoring: MonitoringInputs | None = None  # alerts, uptime check, SLOs (the program always sets it)
+    volumes: Mapping[str, Volume] = field(default_factory=dict)  # beyond the API key digests, by volume name
 
 
-def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Resource) -> run.Service:
-    """Declare the Cloud Run service `plan.service_name`, running as `inputs.account`, and its monitoring.
+def declare_service(plan: ServicePlan, inputs: ServiceInputs, account: RuntimeAccount,
+                    parent: pulumi.Resource) -> run.Service:
+    """Declare the Cloud Run service `plan.service_name`, running as `account` once its grants exist, and its
+    monitoring.
 
     Ingress and the invoker check are always set from the resolved settings, never left to provider defaults.
     """
-    assert inputs.account is not None, "every service runs as an account the stack declares"
     s = plan.settings
     labels = {"region": plan.region.id, "stack": names.label_value(inputs.stack), "managed-by": "yolo-fleet",
               "role": plan.role, **inputs.labels}
@@ -98,6 +119,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
                        ort_threads=s.cpu, max_concurrency=s.concurrency, request_timeout=s.timeout_seconds,
                        device="cuda" if s.gpu else "cpu",  # no GPU fails the start: never a CPU run billed for an L4
                        **inputs.server)
+    volumes = {"api-keys": secret_file(inputs.api_keys_secret, KEYS_FILE, KEYS_MOUNT), **inputs.volumes}
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,
         ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
@@ -110,24 +132,19 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
             http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(path=HEALTH_PATH, port=CONTAINER_PORT),
             period_seconds=30, failure_threshold=3, timeout_seconds=5),
-        volume_mounts=[run.ServiceTemplateContainerVolumeMountArgs(name="api-keys", mount_path=KEYS_MOUNT),
-                       *inputs.volume_mounts],
+        volume_mounts=[run.ServiceTemplateContainerVolumeMountArgs(name=name, mount_path=volume.mount_path)
+                       for name, volume in volumes.items()],
     )
     template = run.ServiceTemplateArgs(
         containers=[container],
-        service_account=inputs.account.email,
+        service_account=account.email,
         scaling=run.ServiceTemplateScalingArgs(min_instance_count=s.min_instances,
                                                max_instance_count=s.max_instances),
         max_instance_request_concurrency=s.concurrency,
         timeout=f"{s.timeout_seconds}s",
         execution_environment=EXECUTION_ENVIRONMENT[s.execution_environment],
         labels=labels,
-        volumes=[run.ServiceTemplateVolumeArgs(
-            name="api-keys",
-            secret=run.ServiceTemplateVolumeSecretArgs(
-                secret=inputs.api_keys_secret,
-                items=[run.ServiceTemplateVolumeSecretItemArgs(path=KEYS_FILE, version="latest")])),
-            *inputs.volumes],
+        volumes=[volume.args(name) for name, volume in volumes.items()],
         node_selector=run.ServiceTemplateNodeSelectorArgs(accelerator="nvidia-l4") if s.gpu else None,
         gpu_zonal_redundancy_disabled=(not s.gpu_zonal_redundancy) if s.gpu else None,
     )
@@ -142,8 +159,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         deletion_protection=inputs.deletion_protection,
         labels=labels,
         template=template,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=inputs.account.ready),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=account.ready),
     )
-    if inputs.monitoring:
-        declare_monitoring(plan, service.uri, inputs.monitoring, parent)
+    declare_monitoring(plan, service.uri, inputs.monitoring, parent)
     return service

@@ -25,7 +25,7 @@ MAX_INSTANCES_CAP = 1000
 Ingress = Literal["all", "internal", "internal-and-cloud-load-balancing"]
 
 
-def memory_gib(value: str) -> int:
+def memory_gib(value: object) -> int:
     """'4Gi' -> 4. Raises ValueError with the allowed values on anything else."""
     allowed = ", ".join(f"{m}Gi" for m in MEMORY_CHOICES_GIB)
     if not isinstance(value, str) or not value.endswith("Gi") or not value[:-2].isdigit():
@@ -88,7 +88,7 @@ class EndpointSettings(_Strict):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory_choice(cls, v: object) -> str:
-        memory_gib(v)  # type: ignore[arg-type]
+        memory_gib(v)
         return str(v)
 
     @model_validator(mode="after")
@@ -165,7 +165,7 @@ class SettingsOverride(_Strict):
     @field_validator("memory", mode="before")
     @classmethod
     def _memory_choice(cls, v: object) -> str | None:
-        return v if v is None else EndpointSettings._memory_choice(v)  # type: ignore[return-value]
+        return v if v is None else EndpointSettings._memory_choice(v)
 
     @field_validator("alert_duration_seconds")
     @classmethod

@@ -19,7 +19,7 @@ from components import names
 from components.audit import storage_data_access_logs
 from components.layout import ServicePlan
 from components.routing import SharedRoutes
-from components.service import SECRET_READER, ServiceInputs, declare_account, declare_service
+from components.service import SECRET_READER, ServiceInputs, Volume, declare_account, declare_service, secret_file
 from components.stack_config import TenantSpec
 
 MODELS_DIR = "/models"
@@ -51,6 +51,11 @@ class SharedInferenceArgs:
 class SharedInference(pulumi.ComponentResource):
     """Outputs `urls`, `service_names`, `buckets` and `regions`, each keyed by region id."""
 
+    urls: dict[str, pulumi.Output[str]]
+    service_names: dict[str, pulumi.Output[str]]
+    buckets: dict[str, pulumi.Output[str]]
+    regions: list[str]
+
     def __init__(self, name: str, args: SharedInferenceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:SharedInference", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -66,7 +71,8 @@ class SharedInference(pulumi.ComponentResource):
         tenants_secret = pulumi.Output.all(secret.secret_id, version.id).apply(lambda v: v[0])
         storage_data_access_logs(f"{name}-bucket-reads", project, parent=self)  # who read which tenant's file
 
-        declared, buckets = {}, {}
+        declared: dict[str, run.Service] = {}
+        buckets: dict[str, pulumi.Output[str]] = {}
         for plan, inputs in args.regions:
             rid = plan.region.id
             bucket = storage.Bucket(
@@ -75,38 +81,27 @@ class SharedInference(pulumi.ComponentResource):
                 versioning=storage.BucketVersioningArgs(enabled=True), force_destroy=False,
                 labels={**args.labels, "region": rid, "role": "shared-models"}, opts=child)
             buckets[rid] = bucket.name
-
-            def grants(member: pulumi.Output[str], plan: ServicePlan = plan,
-                       bucket: storage.Bucket = bucket) -> list[pulumi.Resource]:
-                return [
-                    storage.BucketIAMMember(plan.account_id, bucket=bucket.name, role=BUCKET_READER,
-                                            member=member, opts=child),
-                    gcp.secretmanager.SecretIamMember(
-                        f"{plan.account_id}-tenants", project=project, secret_id=tenants_secret,
-                        role=SECRET_READER, member=member, opts=child),
-                ]
-
             account = declare_account(
                 plan.account_id, f"Runs the shared inference service {plan.service_name} in {rid}; reads only "
-                f"the {rid} tenant model bucket", project, inputs.api_keys_secret, grants, parent=self)
+                f"the {rid} tenant model bucket", project, inputs.api_keys_secret, parent=self)
+            reads = [
+                storage.BucketIAMMember(plan.account_id, bucket=bucket.name, role=BUCKET_READER,
+                                        member=account.member, opts=child),
+                gcp.secretmanager.SecretIamMember(
+                    f"{plan.account_id}-tenants", project=project, secret_id=tenants_secret,
+                    role=SECRET_READER, member=account.member, opts=child),
+            ]
             peers = {other: args.routes.url(other) for other in args.routes.hosts if other != rid}
             inputs = replace(
-                inputs, account=account,
+                inputs,
                 server={**inputs.server, "mode": "shared", "models_dir": MODELS_DIR, "region": rid, "peers": peers,
                         "shared_regions": list(args.routes.hosts), "tenants_file": f"{TENANTS_MOUNT}/{TENANTS_FILE}",
                         "model_cache_mb": model_cache_mb(plan.settings.memory_gib)},
-                volumes=[*inputs.volumes,
-                         run.ServiceTemplateVolumeArgs(
-                             name="models", gcs=run.ServiceTemplateVolumeGcsArgs(bucket=bucket.name, read_only=True)),
-                         run.ServiceTemplateVolumeArgs(
-                             name="tenants", secret=run.ServiceTemplateVolumeSecretArgs(
-                                 secret=tenants_secret,
-                                 items=[run.ServiceTemplateVolumeSecretItemArgs(path=TENANTS_FILE,
-                                                                                version="latest")]))],
-                volume_mounts=[*inputs.volume_mounts,
-                               run.ServiceTemplateContainerVolumeMountArgs(name="models", mount_path=MODELS_DIR),
-                               run.ServiceTemplateContainerVolumeMountArgs(name="tenants", mount_path=TENANTS_MOUNT)])
-            declared[rid] = declare_service(plan, inputs, parent=self)
+                volumes={**inputs.volumes,
+                         "models": Volume(run.ServiceTemplateVolumeGcsArgs(bucket=bucket.name, read_only=True),
+                                          MODELS_DIR),
+                         "tenants": secret_file(tenants_secret, TENANTS_FILE, TENANTS_MOUNT)})
+            declared[rid] = declare_service(plan, inputs, account.granted(*reads), parent=self)
         self.urls = {rid: d.uri for rid, d in declared.items()}
         self.service_names = {rid: d.name for rid, d in declared.items()}
         self.buckets = buckets

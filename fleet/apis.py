@@ -68,7 +68,7 @@ def cmd_apis(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("apis", parents=[common], help="the `gcloud services enable` line for the APIs the stack uses")
     p.add_argument("--project", help="the project to enable them in (default: the stack's gcp:project)")
     p.set_defaults(func=cmd_apis)

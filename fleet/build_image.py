@@ -67,7 +67,7 @@ class Engine:
     cli: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
 
-    def __call__(self, *args: str, check: bool = True, timeout: float | None = 300) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, check: bool = True, timeout: float | None = 300) -> subprocess.CompletedProcess[str]:
         """Run `<cli> args`, output captured; ImageBuildError with its output when `check` and it fails."""
         result = subprocess.run([*self.cli, *args], capture_output=True, text=True, timeout=timeout,
                                 env={**os.environ, **self.env})

@@ -63,7 +63,7 @@ def cmd_regions(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add this module's commands; other command modules (fleet/<command>.py) offer the same function."""
     plan = sub.add_parser("plan", parents=[common], help="what `pulumi up` would create, evaluated offline")
     plan.add_argument("--json", action="store_true", help="resources with inputs as the provider receives them")

@@ -182,7 +182,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("cost", parents=[common], help="monthly cost at list prices: always-on and traffic, per "
                                                       "region, model and geography, plus stack-wide charges")
     add_pricing_args(p)

@@ -97,7 +97,7 @@ class Side:
     platform: list[PlatformCost]  # stack-wide lines, priced as `fleet cost` prices them
 
     def cost(self, part: str) -> float:
-        return sum(getattr(c, part) for c in self.costs) + sum(getattr(p, part) for p in self.platform)
+        return float(sum(getattr(c, part) for c in self.costs) + sum(getattr(p, part) for p in self.platform))
 
 
 def judge(plan: Plan, project_dir: Path, catalog: str | Path | None, book: PriceBook, traffic: Traffic,
@@ -208,10 +208,10 @@ def render_markdown(d: Diff) -> str:
         out += ["#### Endpoints", "", _md_table(["change", "service", "what", "before → after"], rows), ""]
     out += [f"#### Monthly cost ({_assumptions(d)})", "", _md_table(["", "before", "after", "delta"], d.cost_rows()),
             ""]
-    rows = d.policy_rows()
-    changing = [[status, f"`{v.policy}`", v.level, f"`{v.resource}`", v.message] for status, v in rows
+    policies = d.policy_rows()
+    changing = [[status, f"`{v.policy}`", v.level, f"`{v.resource}`", v.message] for status, v in policies
                 if status != "still"]
-    still = [[f"`{v.policy}`", v.level, f"`{v.resource}`", v.message] for status, v in rows if status == "still"]
+    still = [[f"`{v.policy}`", v.level, f"`{v.resource}`", v.message] for status, v in policies if status == "still"]
     out += ["#### Policies", ""]
     if changing:
         out += [_md_table(["status", "policy", "level", "resource", "message"], changing), ""]
@@ -240,7 +240,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("diff", parents=[common], help="compare the working tree's plan with the plan at a git ref: "
                                                       "endpoints, policy results, monthly cost")
     p.add_argument("--against", required=True, metavar="REF", help="git commit, branch or tag (e.g. origin/main)")

@@ -128,7 +128,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             return 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("logs", parents=[common], help="request and application logs per endpoint (Cloud Logging)")
     p.add_argument("--endpoint", help="one endpoint, e.g. demo-iowa (or its Cloud Run service, demo-iowa-prod)")
     p.add_argument("--since", default="1h", help="how far back: 30m, 1h, 2d (default 1h)")

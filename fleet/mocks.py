@@ -26,6 +26,9 @@ class RecordedResource:
     inputs: dict[str, Any]
     custom: bool
     parent: str | None = None  # the parent's logical name (None for the stack's direct children)
+    # (type, logical name) of each resource this one waits for before it is created: `depends_on` and the
+    # resources whose outputs its inputs use.
+    depends_on: frozenset[tuple[str, str]] = frozenset()
 
 
 # What the cloud would number the project: a placeholder that reads as one, never a made-up number.
@@ -85,10 +88,12 @@ class FleetMocks(pulumi.runtime.Mocks):
         self.resources: list[RecordedResource] = []
         self.invokes: list[str] = []  # data-source calls' tokens: they use Google APIs too
         self.parents: dict[tuple[str, str], str | None] = {}
+        self.depends_on: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        key = (args.typ, args.name)
         self.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs), bool(args.custom),
-                                               self.parents.get((args.typ, args.name))))
+                                               self.parents.get(key), self.depends_on.get(key, frozenset())))
         return resource_id(args.name), {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -102,9 +107,16 @@ class FleetMocks(pulumi.runtime.Mocks):
         return {}, []
 
 
+def _urn_key(urn: str) -> tuple[str, str]:
+    """urn:pulumi:<stack>::<project>::<parent types $ joined>$<type>::<name> -> (type, name)."""
+    *_, types, name = urn.split("::")
+    return types.rsplit("$", 1)[-1], name
+
+
 @dataclass
 class RecordingMonitor(MockMonitor):
-    """A MockMonitor that also tells the mocks each resource's parent (MockResourceArgs lacks it)."""
+    """A MockMonitor that also tells the mocks each resource's parent and dependencies (MockResourceArgs lacks
+    them)."""
 
     mocks: FleetMocks = field(default_factory=FleetMocks)
 
@@ -117,4 +129,5 @@ class RecordingMonitor(MockMonitor):
             *_, types, name = request.parent.split("::")
             parent = None if types.rsplit("$", 1)[-1] == "pulumi:pulumi:Stack" else name
         self.mocks.parents[(request.type, request.name)] = parent
-        return super().RegisterResource(request)
+        self.mocks.depends_on[(request.type, request.name)] = frozenset(map(_urn_key, request.dependencies))
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]  # pulumi leaves it unannotated

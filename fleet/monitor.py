@@ -109,7 +109,7 @@ def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: 
 
 
 def _end(point: Any) -> float:
-    return point.interval.end_time.timestamp()
+    return float(point.interval.end_time.timestamp())
 
 
 def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Summary:
@@ -147,11 +147,14 @@ def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Su
                     merged[i] += n
                 latency_sum += d.mean * d.count
                 latency_count += d.count
-                p95_over_time.append((_end(p), percentile(bounds, counts, 0.95)))
+                p95 = percentile(bounds, counts, 0.95)
+                if p95 is not None:  # a distribution whose buckets count nothing
+                    p95_over_time.append((_end(p), p95))
         if latency_count:
             out.avgLatencyMs = round(latency_sum / latency_count, 1)
-            out.p50LatencyMs, out.p95LatencyMs, out.p99LatencyMs = (
-                round(percentile(bounds, merged, q), 1) for q in (0.5, 0.95, 0.99))
+            quantiles = [percentile(bounds, merged, q) for q in (0.5, 0.95, 0.99)]
+            out.p50LatencyMs, out.p95LatencyMs, out.p99LatencyMs = (None if v is None else round(v, 1)
+                                                                     for v in quantiles)
         out.series["latencyP95"] = sorted(p95_over_time)
 
         latest: dict[float, float] = {}
@@ -258,7 +261,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 1 if all(s.error for s in summaries) else 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("monitor", parents=[common], help="requests, errors, latency per endpoint (Cloud Monitoring)")
     p.add_argument("--range", choices=list(RANGES), default="1h", help="how far back (default 1h)")
     p.add_argument("--endpoint", help="one endpoint, e.g. demo-iowa (or its Cloud Run service, demo-iowa-prod)")

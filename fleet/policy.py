@@ -106,7 +106,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return EXIT_MANDATORY if mandatory else 0
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("policy", parents=[common], help="run the policy pack over the offline plan (exit 1 on a "
                                                         "mandatory violation)")
     p.add_argument("--json", action="store_true", help="violations as JSON")

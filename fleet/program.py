@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.stack import Stack, wait_for_rpcs
 
 from components.catalog import read_yaml
 from components.errors import FleetError
@@ -84,6 +84,7 @@ def _evaluate(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
         pulumi.runtime.set_all_config(config)
         pulumi.runtime.set_mocks(monitor.mocks, project="yolo-fleet", stack=stack, preview=False, monitor=monitor)
         root = pulumi.runtime.get_root_resource()
+        assert isinstance(root, Stack), "set_mocks declares the stack every resource belongs to"
         sys.path.insert(0, str(project_dir))
         try:
             runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
@@ -93,7 +94,7 @@ def _evaluate(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
             raise FleetError(str(error)) from None
         finally:
             sys.path.remove(str(project_dir))
-        outputs = {k: loop.run_until_complete(_resolve(v)) for k, v in root.outputs.items()}  # type: ignore[union-attr]
+        outputs = {k: loop.run_until_complete(_resolve(v)) for k, v in root.outputs.items()}
         resources = sorted(monitor.mocks.resources, key=lambda r: (r.type, r.name))  # registration order varies
         return Plan(stack, resources, outputs, sorted(set(monitor.mocks.invokes)))
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from components.catalog import GEOGRAPHIES, Catalog
 from fleet.apis import required_apis, unknown_warning
@@ -49,7 +50,7 @@ def monitoring_summary(plan: Plan) -> dict[str, str]:
             for name, c in counts.items()}
 
 
-def service_rows(services: list[RecordedResource], outputs: dict[str, dict],
+def service_rows(services: list[RecordedResource], outputs: dict[str, Any],
                  monitoring: dict[str, str]) -> list[list[object]]:
     urls = {name: e["url"] for name, e in outputs.get("endpoints", {}).items()}
     urls.update({f"shared@{rid}": url for rid, url in outputs.get("shared", {}).items()})

@@ -14,7 +14,7 @@ from policy.policies import POLICIES
 
 PolicyPack(
     name="yolo-fleet",
-    policies=POLICIES,
+    policies=[*POLICIES],  # a list of the base class, as PolicyPack declares it
     enforcement_level=EnforcementLevel.ADVISORY,
     initial_config=initial_config(load_pack_config()),
 )

@@ -291,7 +291,7 @@ def _resource_policy(name: str, description: str, types: frozenset[str], check: 
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
         if args.resource_type in types:
             for message in check(args, facts_for(args.urn), _options(schema, args)):
-                report(message)
+                report(message, None)  # about the resource validated
 
     return ResourceValidationPolicy(name=name, description=description, validate=validate,
                                     enforcement_level=level, config_schema=schema)

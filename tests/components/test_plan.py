@@ -127,6 +127,21 @@ def test_every_service_is_labelled_and_wired(prod_plan):
         assert s["deletionProtection"] is True
 
 
+def test_every_service_starts_only_after_all_its_account_is_granted(prod_plan):
+    """A revision that starts before its account may read the key digests (or its bucket, its tenants file) fails
+    to start; so each service waits for every grant to its account, and shared ones wait for their reads too."""
+    for service in prod_plan.custom(SERVICE):
+        member = f"serviceAccount:{service.inputs['template']['serviceAccount']}"
+        grants = {(r.type, r.name) for r in prod_plan.custom() if r.type.endswith("Member")
+                  and r.inputs.get("member") == member}
+        kinds = {t.rsplit(":", 1)[1] for t, _ in grants}
+        shared = service.inputs["template"]["labels"]["role"] == "shared"
+        assert kinds == ({"SecretIamMember", "IAMMember", "BucketIAMMember"} if shared
+                         else {"SecretIamMember", "IAMMember"}), service.name
+        assert len(grants) == (5 if shared else 3), service.name  # + a bucket and the tenants file
+        assert grants <= service.depends_on, (service.name, grants - service.depends_on)
+
+
 def test_images_are_pulled_from_the_nearest_registry(prod_plan):
     dedicated = services(prod_plan, "dedicated")
     host = {s["location"]: s["template"]["containers"][0]["image"].split("/")[0] for s in dedicated.values()}
