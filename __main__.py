@@ -19,7 +19,7 @@ from components.image import ServerImage, ServerImageArgs
 from components.layout import plan_fleet
 from components.model_files import check_model_files
 from components.monitoring import FleetDashboard, MonitoringInputs, notification_channels
-from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
+from components.routing import BalancerArgs, LoadBalancer, plan_balancer
 from components.service import ServiceInputs, declare_account
 from components.shared import SharedInference, SharedInferenceArgs
 from components.stack_config import load_stack_config
@@ -30,7 +30,7 @@ try:
     config = load_stack_config()
     catalog = load_catalog(HERE / config.catalog)
     layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
-    routes = plan_routes(config, layout.shared, f"Pulumi.{pulumi.get_stack()}.yaml")
+    balancer = plan_balancer(config, layout, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
     model_files = check_model_files(config.models, HERE, f"Pulumi.{pulumi.get_stack()}.yaml")
 except FleetError as error:
     raise pulumi.RunError(str(error)) from None  # a message, not a traceback
@@ -73,13 +73,17 @@ endpoints = [
     for plan in layout.endpoints if plan.model
 ]
 shared = routing = None
-if routes:  # the shared API: a service and bucket per shared region, behind one balancer
+routes = balancer.shared if balancer else None
+if routes:  # the shared API: a service and bucket per shared region, behind the balancer
     shared = SharedInference("shared", SharedInferenceArgs(
         [(plan, service_inputs(plan.region.geography, uptime_host=routes.hosts[plan.region.id]))
          for plan in layout.shared], config.tenants, routes, labels))
-    routing = SharedRouting("shared-lb", SharedRoutingArgs(
-        config.project, stack, routes,
-        {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
+if balancer:  # one global balancer: the shared API's hosts and, with `domain`, a host per model and endpoint
+    routing = LoadBalancer("lb", BalancerArgs(
+        config.project, stack, balancer, config.tls, config.rate_limit,
+        shared={plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared} if shared
+        else {},
+        endpoints={plan.name: (plan, e.service_name) for plan, e in zip(layout.endpoints, endpoints, strict=True)}))
 
 dashboard = FleetDashboard("dashboard", config.project, stack, layout.services)
 
@@ -87,9 +91,12 @@ pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model
                                          "service": plan.service_name}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
 pulumi.export("shared", shared.urls if shared else {})
-if routing:
-    pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
+if routing and shared:
+    pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.shared_hosts})
     pulumi.export("shared_buckets", shared.buckets)
+if routing and balancer.domain:  # the custom URLs: create each host's DNS A record at the address
+    pulumi.export("balancer", {"ip_address": routing.ip_address, "models": routing.model_urls,
+                               "endpoints": routing.endpoint_urls})
 pulumi.export("image_digest", image.digest)
 pulumi.export("models", {m.name: {"file": m.file, "task": m.task, "imgsz": list(m.imgsz) if m.imgsz else None,
                                   "classes": m.classes, "end2end": m.end2end} for m in model_files})
