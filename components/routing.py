@@ -27,7 +27,6 @@ from components.stack_config import RateLimitSpec, StackConfig, TlsSpec
 HOST_PREFIX = {"americas": "us", "europe": "eu", "asia-pacific": "ap", "middle-east": "me", "africa": "af"}
 TENANT_MATCHER = "tenants"
 DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123: 1-63, no '-' at either end
-MAX_HOST = 253
 MAX_CERT_DOMAINS = 100  # a Google-managed SSL certificate holds at most 100 names
 MAX_PROXY_CERTS = 15  # certificates one target HTTPS proxy may carry
 # Outlier detection on a model's backend service: a region answering 5 consecutive 5xx is ejected for 30 s
@@ -105,13 +104,11 @@ def plan_routes(config: StackConfig, shared: list[ServicePlan], source: str) -> 
 
 
 def _host(label: str, domain: str, where: str, source: str) -> str:
+    """`<label>.<domain>`; a domain of at most 200 characters and a label of at most 63 keep it within DNS's 253."""
     host = f"{label}.{domain}"
     if not DNS_LABEL.fullmatch(label):
         raise FleetError(f"{source}: {where}: host '{host}': '{label}' is not a DNS label (1-63 lowercase letters, "
-                         "digits and '-', not at either end); rename the model")
-    if len(host) > MAX_HOST:
-        raise FleetError(f"{source}: {where}: host '{host}' is {len(host)} characters, over DNS's {MAX_HOST}; use "
-                         "a shorter domain or model name")
+                         "digits and '-', not at either end); rename the model or the region's city")
     return host
 
 
@@ -133,6 +130,11 @@ def plan_balancer(config: StackConfig, layout: FleetLayout, source: str, stack: 
         return BalancerRoutes(shared, None) if shared else None
     if not layout.endpoints and not shared:
         return None
+    unreachable = next((p for p in layout.services if p.settings.ingress == "internal"), None)
+    if unreachable:
+        raise FleetError(f"{source}: {unreachable.name} in regions[{unreachable.region.id}]: ingress: 'internal' "
+                         "refuses the load balancer's traffic, so its host would never answer; use "
+                         "'internal-and-cloud-load-balancing' (balancer only) or 'all' (its run.app URL too)")
     models: dict[str, ModelHosts] = {}
     for plan in layout.endpoints:
         assert plan.model is not None
@@ -230,7 +232,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 logical, name=physical, project=project, description=description,
                 load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTPS",
                 backends=[compute.BackendServiceBackendArgs(group=g.id) for g in groups],
-                security_policy=armor.self_link,
+                security_policy=armor.id,
                 outlier_detection=compute.BackendServiceOutlierDetectionArgs(
                     consecutive_errors=EJECT_AFTER_ERRORS, enforcing_consecutive_errors=100,
                     interval=compute.BackendServiceOutlierDetectionIntervalArgs(seconds=EJECT_INTERVAL_S),
@@ -287,7 +289,7 @@ class LoadBalancer(pulumi.ComponentResource):
         address = compute.GlobalAddress(name, name=lb_name, project=project, address_type="EXTERNAL",
                                         ip_version="IPV4", opts=child)
         https_proxy = compute.TargetHttpsProxy(name, name=lb_name, project=project, url_map=url_map.id,
-                                               ssl_certificates=certificates, ssl_policy=tls.self_link, opts=child)
+                                               ssl_certificates=certificates, ssl_policy=tls.id, opts=child)
         compute.GlobalForwardingRule(
             name, name=names.compute_name(stack, "https"), project=project, target=https_proxy.id,
             ip_address=address.address, ip_protocol="TCP", port_range="443", load_balancing_scheme="EXTERNAL_MANAGED",

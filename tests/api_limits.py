@@ -531,7 +531,7 @@ def _security_policy(api: ApiMessage) -> Iterator[str]:
         yield f"rules: no default rule (priority {DEFAULT_RULE} matching '*')"
     for rule in api.message.rules:
         where = f"rules[{rule.priority}]"
-        if rule.action in ("throttle", "rate_based_ban") != rule.HasField("rate_limit_options"):
+        if (rule.action in ("throttle", "rate_based_ban")) != rule.HasField("rate_limit_options"):
             yield f"{where}: rateLimitOptions go with a throttle or rate_based_ban action, only"
         options = rule.rate_limit_options
         for threshold, what in ((options.rate_limit_threshold, "rateLimitThreshold"),
