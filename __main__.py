@@ -83,9 +83,11 @@ if balancer:  # one global balancer: the shared API's hosts and, with `domain`, 
         config.project, stack, balancer, config.tls, config.rate_limit,
         shared={plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared} if shared
         else {},
-        endpoints={plan.name: (plan, e.service_name) for plan, e in zip(layout.endpoints, endpoints, strict=True)}))
+        endpoints={plan.name: (plan, e.service_name) for plan, e in zip(layout.endpoints, endpoints, strict=True)},
+        monitoring=MonitoringInputs(config.project, stack, channels, config.slo)))
 
-dashboard = FleetDashboard("dashboard", config.project, stack, layout.services)
+dashboard = FleetDashboard("dashboard", config.project, stack, layout.services,
+                           url_map=names.compute_name(stack) if balancer else None)
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model,
                                          "service": plan.service_name}

@@ -21,6 +21,7 @@ from pulumi_gcp import compute
 from components import names
 from components.errors import FleetError
 from components.layout import FleetLayout, ServicePlan
+from components.monitoring import MonitoringInputs, declare_host_alert
 from components.stack_config import RateLimitSpec, StackConfig, TlsSpec
 
 # Host label of each geography's shared region: us.<domain>, eu.<domain>, ap.<domain>.
@@ -179,6 +180,7 @@ class BalancerArgs:
     rate_limit: RateLimitSpec
     shared: dict[str, tuple[ServicePlan, pulumi.Input[str]]]  # region id -> (plan, Cloud Run service name)
     endpoints: dict[str, tuple[ServicePlan, pulumi.Input[str]]]  # endpoint name -> (plan, service name)
+    monitoring: MonitoringInputs  # where the model hosts' error-ratio alerts go
 
 
 def security_policy_rules(limit: RateLimitSpec) -> list[compute.SecurityPolicyRuleArgs]:
@@ -261,7 +263,9 @@ class LoadBalancer(pulumi.ComponentResource):
                             for owner, region in sorted(shared.tenants.items())] or None))
         self.model_urls: dict[str, str] = {}
         self.endpoint_urls: dict[str, str] = {}
+        lb_name, http_name = names.compute_name(stack), names.compute_name(stack, "http")
         for m in routes.models:
+            plans = [args.endpoints[e][0] for e in m.endpoints]
             groups = negs([args.endpoints[e] for e in m.endpoints])
             for (endpoint, host), group in zip(m.endpoints.items(), groups, strict=True):
                 service = backend(endpoint, names.compute_name(stack, endpoint), [group],
@@ -271,11 +275,14 @@ class LoadBalancer(pulumi.ComponentResource):
                 self.endpoint_urls[endpoint] = f"https://{host}"
             service = backend(f"model-{m.model}", names.model_backend(stack, m.model), groups,
                               f"model {m.model}: the nearest healthy of its {len(groups)} region(s)", outlier=True)
+            # The strictest of its endpoints' thresholds: what a client of the host sees is what matters.
+            declare_host_alert(m.model, m.host, lb_name, names.model_backend(stack, m.model),
+                               min(p.settings.alert_error_ratio for p in plans),
+                               min(p.settings.alert_duration_seconds for p in plans), args.monitoring, self)
             host_rules.append(compute.URLMapHostRuleArgs(hosts=[m.host], path_matcher=f"m-{m.model}"))
             matchers.append(compute.URLMapPathMatcherArgs(name=f"m-{m.model}", default_service=service))
             self.model_urls[m.model] = f"https://{m.host}"
             default = default or service
-        lb_name, http_name = names.compute_name(stack), names.compute_name(stack, "http")
         url_map = compute.URLMap(
             name, name=lb_name, project=project,
             description="hosts: the shared API per region and its tenants; a host per model and per endpoint",

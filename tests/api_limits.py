@@ -239,6 +239,9 @@ CLOUD_RUN_METRICS = {
     "run.googleapis.com/container/cpu/utilizations": ("DELTA", "DISTRIBUTION"),
     "run.googleapis.com/container/memory/utilizations": ("DELTA", "DISTRIBUTION"),
     "run.googleapis.com/container/max_request_concurrencies": ("DELTA", "DISTRIBUTION"),
+    # The global external Application Load Balancer's (metrics_gcp_i_o, "loadbalancing", https_lb_rule).
+    "loadbalancing.googleapis.com/https/request_count": ("DELTA", "INT64"),
+    "loadbalancing.googleapis.com/https/total_latencies": ("DELTA", "DISTRIBUTION"),
 }
 NUMERIC = {"INT64", "DOUBLE", "MONEY"}
 DIST, BOOL, STRING = "DISTRIBUTION", "BOOL", "STRING"

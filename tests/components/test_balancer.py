@@ -184,6 +184,28 @@ def test_bad_balancer_settings_stop_the_plan(key, value, message):
         evaluate("dev", config_overrides={f"yolo-fleet:{key}": json.dumps(value)})
 
 
+def test_dashboard_charts_the_balancer_by_backend_region_and_each_model_host_alerts(dev_domain):
+    [dashboard] = dev_domain.custom("gcp:monitoring/dashboard:Dashboard")
+    charts = {t["widget"]["title"]: t["widget"]["xyChart"]["dataSets"][0]["timeSeriesQuery"]["timeSeriesFilter"]
+              for t in json.loads(dashboard.inputs["dashboardJson"])["mosaicLayout"]["tiles"]
+              if t["widget"]["title"].startswith("Balancer")}
+    assert set(charts) == {"Balancer requests/s by backend region", "Balancer 5xx/s by backend region",
+                           "Balancer p95 latency by backend region"}
+    for chart in charts.values():
+        assert 'resource.type = "https_lb_rule" AND resource.labels.url_map_name = "yolo-fleet-dev"' in chart["filter"]
+        assert chart["aggregation"]["groupByFields"] == ["resource.label.backend_scope"]
+    assert "response_code_class = 500" in charts["Balancer 5xx/s by backend region"]["filter"]
+    alerts = {r.inputs["userLabels"]["model"]: r.inputs for r in dev_domain.custom(
+        "gcp:monitoring/alertPolicy:AlertPolicy") if r.inputs["userLabels"].get("alert") == "host-error-ratio"}
+    assert set(alerts) == {"demo", "demo-raw"}
+    condition = alerts["demo"]["conditions"][0]["conditionThreshold"]
+    assert 'resource.labels.backend_target_name = "yolo-fleet-dev-model-demo"' in condition["filter"]
+    assert "response_code_class = 500" in condition["filter"]
+    assert "response_code_class" not in condition["denominatorFilter"]
+    assert condition["thresholdValue"] == 0.05
+    assert alerts["demo"]["displayName"].startswith(f"demo.{DOMAIN} (dev): 5xx ratio")
+
+
 def test_plain_http_redirects_to_https(dev_domain):
     redirect = [r.inputs for r in dev_domain.custom(URL_MAP) if not r.inputs.get("hostRules")]
     assert [r["defaultUrlRedirect"]["httpsRedirect"] for r in redirect] == [True]
