@@ -247,6 +247,12 @@ def test_one_domain_for_everything_puts_the_shared_hosts_under_it():
      r"host ap\.inference-dev\.example\.com would serve both the shared API's host for asia-east1 and model ap"),
     ({"yolo-fleet:domain": json.dumps(("a" * 60 + ".") * 4 + "example.com")},
      r"domain: String should have at most 200 characters"),
+    ({"yolo-fleet:models": json.dumps([{"name": "model", "regions": ["us-central1"]},
+                                       {"name": "iowa", "regions": ["europe-west1"]}])},
+     r"endpoint model-iowa's backend and model iowa's backend would both be backend service "
+     r"yolo-fleet-dev-model-iowa; rename the model"),
+    ({"yolo-fleet:models": json.dumps([{"name": f"m{i}", "regions": ["us-central1"]} for i in range(15)])},
+     r"domain: the balancer would need 16 managed certificates .* an HTTPS proxy takes at most 15"),
     ({"yolo-fleet:settings": json.dumps({"ingress": "internal"})},
      r"demo-iowa in regions\[us-central1\]: ingress: 'internal' refuses the load balancer's traffic"),
 ])
