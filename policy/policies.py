@@ -242,9 +242,9 @@ def check_monthly_budget(resources: list[Any], facts: StackFacts, options: Optio
                      + [(p.item, p.always_on) for p in platform if p.always_on], key=lambda t: -t[1])[:5]
         listed = ", ".join(f"{name} ${cost:,.2f}" for name, cost in top)
         yield (f"always-on cost ${total:,.2f}/month (min_instances kept warm, plus the load balancer's forwarding "
-               f"rules, stored images and secret versions) is above the {facts.stack} stack's budget of "
-               f"${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); largest: {listed}. "
-               "Lower min_instances or raise the budget in a reviewed change", "")
+               f"rules and Cloud Armor policy, stored images and secret versions) is above the {facts.stack} "
+               f"stack's budget of ${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); "
+               f"largest: {listed}. Lower min_instances or raise the budget in a reviewed change", "")
 
 
 GPU_QUOTA = "Total Nvidia L4 GPU allocation, per project per region"
