@@ -18,7 +18,7 @@ data the balancer processes and secret reads scale with the assumed traffic.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,8 +263,8 @@ def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
             count[typ] += 1
         elif typ == SECURITY_POLICY:
             policies += 1
-            listed = dig(props, "rules")
-            rules += len(listed) if isinstance(listed, list) else 1
+            listed = dig(props, "rules")  # a list, or the policy pack's proxy of one
+            rules += len(listed) if isinstance(listed, Sequence) and not isinstance(listed, str) else 1
         elif typ == SECRET_VERSION:
             secret = dig(props, "secret")
             versions += secrets.get(secret, 1) if isinstance(secret, str) else 1
