@@ -65,15 +65,15 @@ class BalancerRoutes:
     domain: str | None
     models: list[ModelHosts] = field(default_factory=list)
 
-    def certificate_groups(self) -> list[tuple[str, list[str]]]:
-        """(label, domains) per managed certificate: one group per model (its host and its endpoints'), one for
-        the shared hosts, each split into certificates of at most 100 names. A model's certificate changes only
-        when its own regions do."""
-        groups = [(m.model, [m.host, *m.endpoints.values()]) for m in self.models]
+    def certificate_groups(self) -> list[tuple[str | None, int, list[str]]]:
+        """(model, or None for the shared hosts; chunk; domains) per managed certificate: one group per model (its
+        host and its endpoints'), one for the shared hosts, each split into certificates of at most 100 names. A
+        model's certificate changes only when its own regions do."""
+        groups: list[tuple[str | None, list[str]]] = [(m.model, [m.host, *m.endpoints.values()]) for m in self.models]
         if self.shared:
-            groups.append(("shared", [self.shared.domain, *self.shared.hosts.values()]))
-        return [(label if i == 0 else f"{label}-{i}", hosts[i:i + MAX_CERT_DOMAINS])
-                for label, hosts in groups for i in range(0, len(hosts), MAX_CERT_DOMAINS)]
+            groups.append((None, [self.shared.domain, *self.shared.hosts.values()]))
+        return [(owner, i // MAX_CERT_DOMAINS, hosts[i:i + MAX_CERT_DOMAINS])
+                for owner, hosts in groups for i in range(0, len(hosts), MAX_CERT_DOMAINS)]
 
 
 def plan_routes(config: StackConfig, shared: list[ServicePlan], source: str) -> SharedRoutes | None:
@@ -287,10 +287,13 @@ class LoadBalancer(pulumi.ComponentResource):
             name, name=lb_name, project=project,
             description="hosts: the shared API per region and its tenants; a host per model and per endpoint",
             default_service=default, host_rules=host_rules, path_matchers=matchers, opts=child)
+        # The shared hosts' certificate keeps the logical name it had on the shared API's own balancer (the
+        # component's aliases carry it over): renamed, it would be replaced under the same physical name.
         certificates = [compute.ManagedSslCertificate(
-            f"{name}-cert-{label}", name=names.certificate_name(stack, domains), project=project, type="MANAGED",
+            (name if owner is None else f"{name}-cert-{owner}") + (f".{chunk}" if chunk else ""),
+            name=names.certificate_name(stack, domains), project=project, type="MANAGED",
             managed=compute.ManagedSslCertificateManagedArgs(domains=domains), opts=child).id
-            for label, domains in routes.certificate_groups()]
+            for owner, chunk, domains in routes.certificate_groups()]
         tls = compute.SSLPolicy(f"{name}-tls", name=names.compute_name(stack, "tls"), project=project,
                                 profile=args.tls.profile, min_tls_version=args.tls.min_tls_version, opts=child)
         address = compute.GlobalAddress(name, name=lb_name, project=project, address_type="EXTERNAL",

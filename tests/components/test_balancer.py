@@ -11,6 +11,7 @@ from collections import defaultdict
 import pytest
 
 from components.errors import FleetError
+from components.routing import BalancerRoutes, ModelHosts, SharedRoutes
 from fleet.cli import main
 from fleet.mocks import resource_id
 from fleet.program import Plan, evaluate
@@ -142,6 +143,16 @@ def test_every_host_has_a_rule_and_a_certificate_of_at_most_100_names(three_ever
     [proxy] = [r.inputs for r in plan.custom(HTTPS_PROXY)]
     assert sorted(proxy["sslCertificates"]) == sorted(resource_id(c.name) for c in certificates)
     assert len(certificates) == 4, "one per model (44 names each) and one for the shared hosts"
+
+
+def test_a_group_over_100_names_is_split_into_certificates_of_at_most_100():
+    """A catalog with more regions than today's 43: a model's names spill into further certificates."""
+    model = ModelHosts("big", f"big.{DOMAIN}", {f"big-{i}": f"big-{i}.{DOMAIN}" for i in range(150)})
+    shared = SharedRoutes(SHARED, {"us-central1": f"us.{SHARED}"}, {})
+    groups = BalancerRoutes(shared, DOMAIN, [model]).certificate_groups()
+    assert [(owner, chunk, len(domains)) for owner, chunk, domains in groups] == [
+        ("big", 0, 100), ("big", 1, 51), (None, 0, 2)]
+    assert [d for _, _, domains in groups[:2] for d in domains] == [model.host, *model.endpoints.values()]
 
 
 def test_tls_policy_on_every_https_proxy_and_armor_on_every_backend(three_everywhere, dev_domain, prod_plan):

@@ -96,7 +96,7 @@ def test_https_on_443_with_a_managed_certificate_and_http_redirects(prod_plan):
 
     https = next(r for r in prod_plan.custom("gcp:compute/targetHttpsProxy:TargetHttpsProxy")
                  if resource_id(r.name) == rules["443"]["target"])
-    assert https.inputs["sslCertificates"] == [resource_id("lb-cert-shared")]
+    assert https.inputs["sslCertificates"] == [resource_id("lb")]
     assert https.inputs["urlMap"] == resource_id("lb")  # the routing map, with hosts and tenants
     http = next(r for r in prod_plan.custom("gcp:compute/targetHttpProxy:TargetHttpProxy")
                 if resource_id(r.name) == rules["80"]["target"])
