@@ -18,7 +18,7 @@ from components.image import ServerImage, ServerImageArgs, check_prebuilt
 from components.layout import ServicePlan, plan_fleet
 from components.model_files import check_model_files
 from components.monitoring import FleetDashboard, FleetDashboardArgs, MonitoringInputs, notification_channels
-from components.routing import SharedRouting, SharedRoutingArgs, plan_routes
+from components.routing import BalancerArgs, LoadBalancer, plan_balancer
 from components.service import ServiceInputs, declare_account
 from components.shared import SharedInference, SharedInferenceArgs
 from components.stack_config import load_stack_config
@@ -29,7 +29,7 @@ try:
     config = load_stack_config()
     catalog = load_catalog(HERE / config.catalog)
     layout = plan_fleet(catalog, config, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
-    routes = plan_routes(config, layout.shared, f"Pulumi.{pulumi.get_stack()}.yaml")
+    balancer = plan_balancer(config, layout, f"Pulumi.{pulumi.get_stack()}.yaml", pulumi.get_stack())
     model_files = check_model_files(config.models, HERE, f"Pulumi.{pulumi.get_stack()}.yaml")
     gpu_services = [s.name for s in layout.services if s.settings.gpu]
     check_prebuilt(config.image, config.gpu_image, gpu_services, f"Pulumi.{pulumi.get_stack()}.yaml")
@@ -77,23 +77,32 @@ endpoints = [
     for plan in layout.endpoints if plan.model
 ]
 shared = routing = None
-if routes:  # the shared API: a service and bucket per shared region, behind one balancer
+routes = balancer.shared if balancer else None
+if routes:  # the shared API: a service and bucket per shared region, behind the balancer
     shared = SharedInference("shared", SharedInferenceArgs(
         [(plan, service_inputs(plan, uptime_host=routes.hosts[plan.region.id]))
          for plan in layout.shared], config.tenants, routes, labels))
-    routing = SharedRouting("shared-lb", SharedRoutingArgs(
-        config.project, stack, routes,
-        {plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared}))
+if balancer:  # one global balancer: the shared API's hosts and, with `domain`, a host per model and endpoint
+    routing = LoadBalancer("lb", BalancerArgs(
+        config.project, stack, balancer, config.tls, config.rate_limit,
+        shared={plan.region.id: (plan, shared.service_names[plan.region.id]) for plan in layout.shared} if shared
+        else {},
+        endpoints={plan.name: (plan, e.service_name) for plan, e in zip(layout.endpoints, endpoints, strict=True)},
+        monitoring=MonitoringInputs(config.project, stack, channels, config.slo)))
 
-dashboard = FleetDashboard("dashboard", FleetDashboardArgs(config.project, stack, layout.services))
+dashboard = FleetDashboard("dashboard", FleetDashboardArgs(
+    config.project, stack, layout.services, url_map=names.compute_name(stack) if balancer else None))
 
 pulumi.export("endpoints", {plan.name: {"url": e.url, "region": e.region, "model": e.model,
                                          "service": plan.service_name}
                             for plan, e in zip(layout.endpoints, endpoints, strict=True)})
 pulumi.export("shared", shared.urls if shared else {})
-if shared and routing:
-    pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.hosts})
+if routing and shared:
+    pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.shared_hosts})
     pulumi.export("shared_buckets", shared.buckets)
+if routing and balancer.domain:  # the custom URLs: create each host's DNS A record at the address
+    pulumi.export("balancer", {"ip_address": routing.ip_address, "models": routing.model_urls,
+                               "endpoints": routing.endpoint_urls})
 pulumi.export("image_digest", image.digest)
 if image.gpu_digest is not None:
     pulumi.export("gpu_image_digest", image.gpu_digest)

@@ -28,6 +28,17 @@ REQUESTS = "run.googleapis.com/request_count"
 LATENCIES = "run.googleapis.com/request_latencies"
 INSTANCES = "run.googleapis.com/container/instance_count"
 STARTUPS = "run.googleapis.com/container/startup_latencies"
+LB_REQUESTS = "loadbalancing.googleapis.com/https/request_count"
+LB_LATENCIES = "loadbalancing.googleapis.com/https/total_latencies"
+LB_5XX = "metric.labels.response_code_class = 500"  # an INT64 label on the balancer's metrics, unlike Cloud Run's
+
+
+def balancer_filter(url_map: str, metric: str, backend: str | None = None, extra: str = "") -> str:
+    """A filter for one of the balancer's metrics: all its traffic, or one backend service's."""
+    parts = ['resource.type = "https_lb_rule"', f'resource.labels.url_map_name = "{url_map}"',
+             *([f'resource.labels.backend_target_name = "{backend}"'] if backend else []),
+             f'metric.type = "{metric}"', *([extra] if extra else [])]
+    return " AND ".join(parts)
 
 
 def service_filter(name: str, region: str, metric: str, extra: str = "") -> str:
@@ -144,6 +155,29 @@ def declare_monitoring(plan: ServicePlan, service_uri: pulumi.Output[str], input
     if inputs.slo.enabled:
         resources.extend(_slos(plan, inputs, opts))
     return resources
+
+
+def declare_host_alert(model: str, host: str, url_map: str, backend: str, ratio: float, duration: int,
+                       inputs: MonitoringInputs, parent: pulumi.Resource) -> monitoring.AlertPolicy:
+    """The 5xx ratio a model's clients see on its host, whichever regions served them: a region that fails
+    over is ejected, so this alerts when failover no longer hides the errors."""
+    what = f"5xx ratio on https://{host} above {ratio:.1%} for {duration // 60} min"
+    return monitoring.AlertPolicy(
+        f"host-{model}-error-ratio", project=inputs.project, display_name=f"{host} ({inputs.stack}): {what}",
+        combiner="OR",
+        conditions=[monitoring.AlertPolicyConditionArgs(display_name=what, condition_threshold=_threshold(
+            balancer_filter(url_map, LB_REQUESTS, backend, LB_5XX), "ALIGN_RATE", "REDUCE_SUM", ratio, duration,
+            balancer_filter(url_map, LB_REQUESTS, backend)))],
+        documentation=monitoring.AlertPolicyDocumentationArgs(
+            mime_type="text/markdown", subject=f"[yolo-fleet {inputs.stack}] {host}: {what}",
+            content=f"**{host}** (model {model}, backend service {backend}): {what}\n\nCheck:\n"
+                    "- the dashboard's balancer charts: which backend region returns the 5xx\n"
+                    f"- `fleet monitor --stack {inputs.stack}` for the model's endpoints, worst first"),
+        notification_channels=inputs.channels, severity="ERROR",
+        alert_strategy=monitoring.AlertPolicyAlertStrategyArgs(auto_close="1800s"),
+        user_labels={"managed-by": "yolo-fleet", "stack": names.label_value(inputs.stack), "model": model,
+                     "alert": "host-error-ratio"},
+        opts=pulumi.ResourceOptions(parent=parent))
 
 
 def _labels(plan: ServicePlan, stack: str) -> dict[str, str]:
@@ -300,9 +334,19 @@ def _startups_chart(scopes: list[ChartScope]) -> dict[str, Any]:
             "xyChart": {"dataSets": data_sets, "yAxis": {"label": "startups", "scale": "LINEAR"}}}
 
 
-def dashboard_document(stack: str, services: Sequence[ServicePlan]) -> dict[str, Any]:
+def _balancer_chart(title: str, url_map: str, metric: str, aligner: str, reducer: str, extra: str = "",
+                    unit: str = "") -> dict[str, Any]:
+    """One of the balancer's metrics, one line per backend region (a serverless NEG's region is its scope)."""
+    data_set = {"plotType": "LINE", "targetAxis": "Y1", "timeSeriesQuery": {"timeSeriesFilter": {
+        "filter": balancer_filter(url_map, metric, extra=extra),
+        "aggregation": {"alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer,
+                        "groupByFields": ["resource.label.backend_scope"]}}}}
+    return {"title": title, "xyChart": {"dataSets": [data_set], "yAxis": {"label": unit, "scale": "LINEAR"}}}
+
+
+def dashboard_document(stack: str, services: Sequence[ServicePlan], url_map: str | None = None) -> dict[str, Any]:
     """The stack's dashboard: traffic, errors, latency, instances and cold starts of exactly the stack's
-    services, one line per region."""
+    services, one line per region; with a balancer (`url_map`), its requests, 5xx and latency by backend region."""
     scopes = chart_scopes(services)
     charts = [
         _filter_chart("Requests/s by region", scopes, REQUESTS, "ALIGN_RATE", "REDUCE_SUM", unit="req/s"),
@@ -314,6 +358,15 @@ def dashboard_document(stack: str, services: Sequence[ServicePlan]) -> dict[str,
                       'metric.labels.state = "active"', "instances"),
         _startups_chart(scopes),
     ]
+    if url_map:
+        charts += [
+            _balancer_chart("Balancer requests/s by backend region", url_map, LB_REQUESTS, "ALIGN_RATE", "REDUCE_SUM",
+                            unit="req/s"),
+            _balancer_chart("Balancer 5xx/s by backend region", url_map, LB_REQUESTS, "ALIGN_RATE", "REDUCE_SUM",
+                            LB_5XX, "err/s"),
+            _balancer_chart("Balancer p95 latency by backend region", url_map, LB_LATENCIES, "ALIGN_DELTA",
+                            "REDUCE_PERCENTILE_95", unit="ms"),
+        ]
     tiles = [{"xPos": (i % 2) * 6, "yPos": (i // 2) * 4, "width": 6, "height": 4, "widget": chart}
              for i, chart in enumerate(charts)]
     return {"displayName": f"yolo-fleet {stack}", "mosaicLayout": {"columns": 12, "tiles": tiles}}
@@ -324,6 +377,8 @@ class FleetDashboardArgs:
     project: str
     stack: str
     services: Sequence[ServicePlan]  # every service of the stack, dedicated and shared
+    url_map: str | None = None  # the global balancer's URL map (physical name), when the stack has one
+
 
 
 class FleetDashboard(pulumi.ComponentResource):
@@ -333,7 +388,7 @@ class FleetDashboard(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: FleetDashboardArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("yolo-fleet:index:FleetDashboard", name, None, opts)
-        document = dashboard_document(args.stack, args.services)
+        document = dashboard_document(args.stack, args.services, args.url_map)
         dashboard = monitoring.Dashboard(name, project=args.project, dashboard_json=json.dumps(document),
                                          opts=pulumi.ResourceOptions(parent=self))
         self.dashboard_id = dashboard.id

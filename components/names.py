@@ -105,6 +105,16 @@ def compute_name(stack: str, *parts: str) -> str:
     return COMPUTE.fit("-".join([PRODUCT, stack_token(stack), *parts]))
 
 
+def model_backend(stack: str, model: str) -> str:
+    """A model's backend service on the balancer (every region of the model): 'yolo-fleet-prod-model-demo'."""
+    return compute_name(stack, "model", model)
+
+
+def certificate_name(stack: str, domains: list[str]) -> str:
+    """Named after its domains: a changed list is a new certificate, created before the old one goes."""
+    return compute_name(stack, "cert", short_hash(",".join(domains)))
+
+
 def repository_id(stack: str) -> str:
     """The stack's Artifact Registry repositories (one per multi-region): 'yolo-fleet-prod'."""
     return REPOSITORY.fit(f"{PRODUCT}-{stack_token(stack)}")

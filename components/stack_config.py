@@ -100,6 +100,36 @@ class SloSpec(_Strict):
     rolling_period_days: int = Field(28, ge=1, le=30)
 
 
+# Cloud Armor's rate-based rules count over one of these intervals (and ban for one of these durations), seconds.
+ARMOR_INTERVALS = (10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600)
+
+
+class RateLimitSpec(_Strict):
+    """Cloud Armor's per-client limit on every backend of the balancer: each client IP may send `requests`
+    per `interval_seconds`; beyond that it gets 429 (throttle), or is refused for `ban_seconds` (ban)."""
+
+    requests: int = Field(600, ge=1, le=1_000_000, description="requests per client IP per interval")
+    interval_seconds: int = Field(60, description="the counting window; one of Cloud Armor's intervals")
+    action: Literal["throttle", "ban"] = Field("throttle", description="throttle: 429 beyond the limit; "
+                                               "ban: 429 for ban_seconds once over it")
+    ban_seconds: int = Field(600, description="how long a banned client is refused (action ban)")
+    preview: bool = Field(False, description="log what the rule would do without enforcing it (a first rollout)")
+
+    @field_validator("interval_seconds", "ban_seconds")
+    @classmethod
+    def _armor_interval(cls, v: int) -> int:
+        if v not in ARMOR_INTERVALS:
+            raise ValueError(f"{v} is not a Cloud Armor interval; use one of {', '.join(map(str, ARMOR_INTERVALS))}")
+        return v
+
+
+class TlsSpec(_Strict):
+    """The balancer's SSL policy: the oldest TLS version and the cipher profile its HTTPS proxy accepts."""
+
+    min_tls_version: Literal["TLS_1_2", "TLS_1_3"] = "TLS_1_2"
+    profile: Literal["MODERN", "RESTRICTED"] = "MODERN"
+
+
 class StackConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="gcp:project")
     catalog: str = "regions.yaml"
@@ -122,6 +152,11 @@ class StackConfig(_Strict):
     tenants: dict[str, TenantSpec] = Field(default_factory=dict, description="shared API tenants by owner name")
     shared_domain: str | None = Field(None, pattern=DOMAIN, max_length=200,
                                       description="the shared API's domain; us., eu., ap. hosts under it")
+    domain: str | None = Field(None, pattern=DOMAIN, max_length=200,
+                               description="one global balancer: <model>.<domain>, <endpoint>.<domain>; unset: none "
+                                           "for the dedicated endpoints")
+    tls: TlsSpec = TlsSpec()
+    rate_limit: RateLimitSpec = RateLimitSpec()
     # Read by the policy pack (policy/), not by the program: limits a pull request is checked against.
     max_instances_cap: int | None = Field(None, ge=1, le=MAX_INSTANCES_CAP,
                                           description="no service of the stack may set max_instances above this")
@@ -174,7 +209,8 @@ def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, TenantSpec, EndpointSettings,
-                                                      NotificationChannelSpec, SloSpec])) from None
+                                                      NotificationChannelSpec, SloSpec, RateLimitSpec,
+                                                      TlsSpec])) from None
 
 
 def stack_config_from_values(all_config: dict[str, Any], stack: str) -> StackConfig:

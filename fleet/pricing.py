@@ -18,7 +18,7 @@ data the balancer processes and secret reads scale with the assumed traffic.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ SERVERLESS_NEG = "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGr
 REPOSITORY = "gcp:artifactregistry/repository:Repository"
 SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+SECURITY_POLICY = "gcp:compute/securityPolicy:SecurityPolicy"
 CLOUD_RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 
 
@@ -86,6 +87,9 @@ class PlatformPrices(_Strict):
     forwarding_rule_additional_hour: Price  # each rule beyond 5
     lb_inbound_gib: Price  # data processed by the balancer: requests in
     lb_outbound_gib: Price  # and responses out
+    armor_policy_month: Price  # a Cloud Armor security policy
+    armor_rule_month: Price  # each of its rules
+    armor_million_requests: Price  # requests the policies evaluate
     registry_storage_gb_month: Price
     secret_version_location_month: Price  # an active secret version, per replica location
     secret_access_10k: Price  # 10,000 access operations
@@ -238,6 +242,8 @@ class PlatformShape:
     secret_version_locations: int = 0  # active secret versions x the locations each secret is replicated to
     secret_mounts: int = 0  # secret volumes across the Cloud Run services
     gpu_image: bool = False  # the plan builds the GPU variant too, stored in every repository beside the CPU one
+    security_policies: int = 0  # Cloud Armor policies; every request through the balancer is evaluated once
+    security_rules: int = 0
 
 
 def _replicas(props: Any) -> int:
@@ -257,20 +263,25 @@ def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
         if typ == SECRET and isinstance(secret_id, str):
             secrets[f"projects/{dig(props, 'project')}/secrets/{secret_id}"] = _replicas(props)
     count = {typ: 0 for typ in (FORWARDING_RULE, SERVERLESS_NEG, REPOSITORY)}
-    versions = mounts = 0
+    versions = mounts = policies = rules = 0
     gpu_image = False
     for typ, _, props in items:
         if typ in count:
             count[typ] += 1
         elif typ == IMAGE:
             gpu_image = gpu_image or dig(props, "buildArgs", "RUNTIME") == "gpu"
+        elif typ == SECURITY_POLICY:
+            policies += 1
+            listed = dig(props, "rules")  # a list, or the policy pack's proxy of one
+            rules += len(listed) if isinstance(listed, Sequence) and not isinstance(listed, str) else 1
         elif typ == SECRET_VERSION:
             secret = dig(props, "secret")
             versions += secrets.get(secret, 1) if isinstance(secret, str) else 1
         elif typ == CLOUD_RUN_SERVICE:
             volumes = dig(props, "template", "volumes")
             mounts += sum(1 for v in volumes if dig(v, "secret")) if isinstance(volumes, list) else 0
-    return PlatformShape(count[FORWARDING_RULE], count[SERVERLESS_NEG], count[REPOSITORY], versions, mounts, gpu_image)
+    return PlatformShape(count[FORWARDING_RULE], count[SERVERLESS_NEG], count[REPOSITORY], versions, mounts, gpu_image,
+                         policies, rules)
 
 
 @dataclass(frozen=True)
@@ -305,6 +316,14 @@ def price_platform(shape: PlatformShape, book: PriceBook, traffic: Traffic = Tra
             "load balancer data processed", f"{inbound:,.1f} GiB in, {outbound:,.1f} GiB out "
             f"({shape.balanced_services} service(s))",
             traffic=inbound * p.lb_inbound_gib.usd + outbound * p.lb_outbound_gib.usd))
+    if shape.security_policies:
+        evaluated = shape.balanced_services * requests
+        lines.append(PlatformCost(
+            "Cloud Armor", f"{shape.security_policies} policy, {shape.security_rules} rules, "
+            f"{evaluated / 1e6:,.1f}M requests evaluated",
+            always_on=(shape.security_policies * p.armor_policy_month.usd
+                       + shape.security_rules * p.armor_rule_month.usd),
+            traffic=evaluated / 1e6 * p.armor_million_requests.usd))
     if shape.repositories:
         size = IMAGE_SIZE_GB + (GPU_IMAGE_SIZE_GB if shape.gpu_image else 0)
         what = f"{IMAGE_SIZE_GB:g} GB image" + (f" + {GPU_IMAGE_SIZE_GB:g} GB GPU image" if shape.gpu_image else "")
@@ -330,6 +349,7 @@ def price_platform(shape: PlatformShape, book: PriceBook, traffic: Traffic = Tra
 
 # What a total includes and leaves out, said beside every total (`fleet cost`, `fleet diff`).
 COVERS = ("Cloud Run (always-on and traffic)", "load balancer forwarding rules and data processed",
+          "Cloud Armor policies, rules and requests",
           "Artifact Registry image storage", "Secret Manager versions and access operations")
 EXCLUDES = ("internet and cross-region egress", "Cloud Logging (incl. Data Access audit logs) and Cloud Monitoring "
             "beyond their free allotments", "Cloud Storage for tenant models", "older image versions kept by "

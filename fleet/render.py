@@ -15,6 +15,8 @@ URL_MAP = "gcp:compute/uRLMap:URLMap"
 BACKEND = "gcp:compute/backendService:BackendService"
 NEG = "gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup"
 BUCKET = "gcp:storage/bucket:Bucket"
+SSL_POLICY = "gcp:compute/sSLPolicy:SSLPolicy"
+SECURITY_POLICY = "gcp:compute/securityPolicy:SecurityPolicy"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -68,13 +70,18 @@ def service_rows(services: list[RecordedResource], outputs: dict[str, Any],
 
 
 def balancer_routes(plan: Plan) -> list[tuple[str, str, str, str]]:
-    """(host, path, region, Cloud Run service) for every rule of the shared API's URL map, as declared."""
+    """(host, path, region, Cloud Run service) for every rule of the balancer's URL map, as declared. A model's
+    host reaches the nearest healthy of its regions: its row names how many and their services."""
     negs = {resource_id(r.name): r.inputs for r in plan.custom(NEG)}
-    backend = {resource_id(r.name): negs[r.inputs["backends"][0]["group"]] for r in plan.custom(BACKEND)}
+    backends = {resource_id(r.name): [negs[b["group"]] for b in r.inputs["backends"]] for r in plan.custom(BACKEND)}
 
     def target(backend_id: str) -> tuple[str, str]:
-        neg = backend[backend_id]
-        return neg["region"], neg["cloudRun"]["service"]
+        groups = backends[backend_id]
+        if len(groups) == 1:
+            return groups[0]["region"], groups[0]["cloudRun"]["service"]
+        services = [g["cloudRun"]["service"] for g in groups]
+        return f"nearest healthy of {len(groups)}", f"{services[0]} ... {services[-1]}" if len(services) > 2 \
+            else ", ".join(services)
 
     rows = []
     for url_map in (m for m in plan.custom(URL_MAP) if m.inputs.get("hostRules")):
@@ -91,13 +98,19 @@ def render_routing(plan: Plan) -> list[str]:
     routes = balancer_routes(plan)
     if not routes:
         return []
-    address = plan.outputs.get("shared_balancer", {}).get("ip_address", "")
+    address = (plan.outputs.get("balancer") or plan.outputs.get("shared_balancer") or {}).get("ip_address", "")
     buckets = [[b.inputs["location"], b.inputs["name"], "read-only /models of that region's shared service"]
                for b in sorted(plan.custom(BUCKET), key=lambda b: b.inputs["location"])]
-    return [f"Shared inference routing (HTTPS load balancer at {address}; point each host's DNS A record there)",
-            table(["HOST", "PATH", "REGION", "SERVICE"], routes), "",
-            "Tenant model buckets (models never leave their region)",
-            table(["REGION", "BUCKET", "MOUNTED"], buckets), ""]
+    tls = ", ".join(f"{r.inputs['minTlsVersion']} minimum ({r.inputs['profile']})" for r in plan.custom(SSL_POLICY))
+    limits = [f"{rule['description']}{' (preview: logged, not enforced)' if rule.get('preview') else ''}"
+              for r in plan.custom(SECURITY_POLICY) for rule in r.inputs["rules"] if rule.get("rateLimitOptions")]
+    out = [f"Load balancer routing ({len({r[0] for r in routes})} hosts; HTTPS at {address}; point each host's DNS A "
+           "record there)", f"  TLS: {tls or 'no SSL policy'}; Cloud Armor: {'; '.join(limits) or 'no rate limit'}",
+           table(["HOST", "PATH", "REGION", "SERVICE"], routes), ""]
+    if buckets:
+        out += ["Tenant model buckets (models never leave their region)",
+                table(["REGION", "BUCKET", "MOUNTED"], buckets), ""]
+    return out
 
 
 def render_models(plan: Plan) -> list[str]:

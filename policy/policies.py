@@ -29,6 +29,7 @@ from components.settings import GPU_MIN_CPU, GPU_MIN_MEMORY_GIB
 from fleet.pricing import platform_shape, price_platform, price_services, service_shape
 from fleet.program import ALERT_POLICY, CLOUD_RUN
 from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
+from policy.balancer import check_balancer_ingress, check_public_entry
 from policy.facts import StackFacts, facts_for
 from policy.readiness import check_alert_notifications_except, check_alert_notifications_in, check_placeholders
 from policy.security import (
@@ -242,9 +243,9 @@ def check_monthly_budget(resources: list[Any], facts: StackFacts, options: Optio
                      + [(p.item, p.always_on) for p in platform if p.always_on], key=lambda t: -t[1])[:5]
         listed = ", ".join(f"{name} ${cost:,.2f}" for name, cost in top)
         yield (f"always-on cost ${total:,.2f}/month (min_instances kept warm, plus the load balancer's forwarding "
-               f"rules, stored images and secret versions) is above the {facts.stack} stack's budget of "
-               f"${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); largest: {listed}. "
-               "Lower min_instances or raise the budget in a reviewed change", "")
+               f"rules and Cloud Armor policy, stored images and secret versions) is above the {facts.stack} "
+               f"stack's budget of ${budget:,.2f} (yolo-fleet:monthly_budget_usd in Pulumi.{facts.stack}.yaml); "
+               f"largest: {listed}. Lower min_instances or raise the budget in a reviewed change", "")
 
 
 GPU_QUOTA = "Total Nvidia L4 GPU allocation, per project per region"
@@ -357,6 +358,12 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_policy("artifact-registry-access",
                   "Artifact Registry repositories: no public access, read-only for identities that pull",
                   check_repository_access, MANDATORY),
+    _stack_policy("public-entry-tls-and-armor",
+                  "A public host only with TLS 1.2+ on its HTTPS proxy and a Cloud Armor policy on its backend",
+                  check_public_entry, MANDATORY),
+    _stack_policy("balancer-ingress",
+                  "Cloud Run services behind the balancer let it in (ingress all or internal-and-cloud-load-balancing)",
+                  check_balancer_ingress, MANDATORY),
     _stack_policy("no-placeholders",
                   "Nothing from the examples is deployed: placeholder project, key digests, example.com domains, "
                   "example tenants", check_placeholders, MANDATORY,

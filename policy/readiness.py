@@ -123,8 +123,9 @@ def check_placeholders(resources: list[Any], facts: StackFacts, options: Options
         listed = ", ".join(sorted(hosts[base], key=lambda h: (len(h), h)))
         yield (f"{listed}: under {base}, a name reserved for documentation and tests (RFC 2606) that nobody can "
                f"own, so its DNS never reaches this stack and certificates for it never become active "
-               f"({_names(found)}); set yolo-fleet:shared_domain in {stack_file} to a domain you control "
-               "(`pulumi config set yolo-fleet:shared_domain inference.<your-domain>`), and any address under it",
+               f"({_names(found)}); set yolo-fleet:shared_domain (and yolo-fleet:domain, if set) in {stack_file} to a "
+               "domain you control (`pulumi config set yolo-fleet:shared_domain inference.<your-domain>`), and any "
+               "address under it",
                found[0].urn)
     for digest, found in digests.items():
         what = f"digest {_short(digest)} ({placeholder_digest(digest)}) in {_names(found)}"

@@ -239,6 +239,9 @@ CLOUD_RUN_METRICS = {
     "run.googleapis.com/container/cpu/utilizations": ("DELTA", "DISTRIBUTION"),
     "run.googleapis.com/container/memory/utilizations": ("DELTA", "DISTRIBUTION"),
     "run.googleapis.com/container/max_request_concurrencies": ("DELTA", "DISTRIBUTION"),
+    # The global external Application Load Balancer's (metrics_gcp_i_o, "loadbalancing", https_lb_rule).
+    "loadbalancing.googleapis.com/https/request_count": ("DELTA", "INT64"),
+    "loadbalancing.googleapis.com/https/total_latencies": ("DELTA", "DISTRIBUTION"),
 }
 NUMERIC = {"INT64", "DOUBLE", "MONEY"}
 DIST, BOOL, STRING = "DISTRIBUTION", "BOOL", "STRING"
@@ -516,6 +519,32 @@ def _backend_service(api: ApiMessage) -> Iterator[str]:
         yield f"logConfig.sampleRate: {log.sample_rate}, must be 0-1"
 
 
+ARMOR_INTERVALS = {10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600}  # intervalSec, banDurationSec
+DEFAULT_RULE = 2147483647
+
+
+def _security_policy(api: ApiMessage) -> Iterator[str]:
+    """Cloud Armor: priorities unique, a default rule (the lowest priority, matching '*'), rate limits valid."""
+    yield from _compute_name(api)
+    priorities = [r.priority for r in api.message.rules]
+    if len(set(priorities)) != len(priorities):
+        yield f"rules: priorities repeat: {priorities}"
+    default = [r for r in api.message.rules if r.priority == DEFAULT_RULE]
+    if not default or list(default[0].match.config.src_ip_ranges) != ["*"]:
+        yield f"rules: no default rule (priority {DEFAULT_RULE} matching '*')"
+    for rule in api.message.rules:
+        where = f"rules[{rule.priority}]"
+        if (rule.action in ("throttle", "rate_based_ban")) != rule.HasField("rate_limit_options"):
+            yield f"{where}: rateLimitOptions go with a throttle or rate_based_ban action, only"
+        options = rule.rate_limit_options
+        for threshold, what in ((options.rate_limit_threshold, "rateLimitThreshold"),
+                                (options.ban_threshold, "banThreshold")):
+            if threshold.count and threshold.interval_sec not in ARMOR_INTERVALS:
+                yield f"{where}.{what}.intervalSec: {threshold.interval_sec} is not a Cloud Armor interval"
+        if rule.action == "rate_based_ban" and options.ban_duration_sec not in ARMOR_INTERVALS:
+            yield f"{where}.banDurationSec: {options.ban_duration_sec} is not a Cloud Armor duration"
+
+
 # --- Secret Manager, IAM, Artifact Registry, Storage ---------------------------------------------------------------
 SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 MAX_SECRET_PAYLOAD = 64 * 1024  # "secret payload ... at most 64 KiB"
@@ -624,6 +653,8 @@ CHECKS: dict[str, Check] = {
     "gcp:compute/globalForwardingRule:GlobalForwardingRule": _forwarding_rule,
     "gcp:compute/globalAddress:GlobalAddress": _compute_name,
     "gcp:compute/managedSslCertificate:ManagedSslCertificate": _ssl_certificate,
+    "gcp:compute/sSLPolicy:SSLPolicy": _compute_name,
+    "gcp:compute/securityPolicy:SecurityPolicy": _security_policy,
     "gcp:secretmanager/secret:Secret": _secret,
     "gcp:secretmanager/secretVersion:SecretVersion": _secret_version,
     "gcp:secretmanager/secretIamMember:SecretIamMember": _binding,

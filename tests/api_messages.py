@@ -254,6 +254,27 @@ _BACKEND_SERVICE = Translator(compute_v1.BackendService.pb(), {
     "logConfig": {"enable": KEEP, "sampleRate": KEEP},
     "backends": {"group": KEEP, "balancingMode": KEEP, "capacityScaler": KEEP, "description": KEEP},
     "securityPolicy": KEEP, "enableCdn": "enableCDN",  # BackendService.yaml: api_name enableCDN
+    "outlierDetection": {"consecutiveErrors": KEEP, "enforcingConsecutiveErrors": KEEP, "maxEjectionPercent": KEEP,
+                         "interval": KEEP, "baseEjectionTime": KEEP, "consecutiveGatewayFailure": KEEP,
+                         "enforcingConsecutiveGatewayFailure": KEEP, "enforcingSuccessRate": KEEP,
+                         "successRateMinimumHosts": KEEP, "successRateRequestVolume": KEEP,
+                         "successRateStdevFactor": KEEP},
+})
+_SSL_POLICY = Translator(compute_v1.SslPolicy.pb(), {
+    "project": PARAM, "name": KEEP, "description": KEEP, "profile": KEEP, "minTlsVersion": KEEP,
+    "customFeatures": KEEP, "postQuantumKeyExchange": KEEP,
+})
+# google_compute_security_policy is hand-written in the provider (resource_compute_security_policy.go); its
+# expand functions keep the API's names (rate_limit_threshold.interval_sec -> rateLimitThreshold.intervalSec).
+_RATE_THRESHOLD: Spec = {"count": KEEP, "intervalSec": KEEP}
+_SECURITY_POLICY = Translator(compute_v1.SecurityPolicy.pb(), {
+    "project": PARAM, "name": KEEP, "description": KEEP, "type": KEEP, "labels": KEEP,
+    "deletionPolicy": PROVIDER,
+    "rules": {"action": KEEP, "priority": KEEP, "description": KEEP, "preview": KEEP,
+              "match": {"versionedExpr": KEEP, "config": {"srcIpRanges": KEEP}, "expr": KEEP},
+              "rateLimitOptions": {"conformAction": KEEP, "exceedAction": KEEP, "enforceOnKey": KEEP,
+                                   "enforceOnKeyName": KEEP, "banDurationSec": KEEP,
+                                   "rateLimitThreshold": _RATE_THRESHOLD, "banThreshold": _RATE_THRESHOLD}},
 })
 _NEG = Translator(compute_v1.NetworkEndpointGroup.pb(), {
     "project": PARAM, "region": PARAM,
@@ -356,6 +377,8 @@ TRANSLATORS: dict[str, Translator] = {
     "gcp:compute/globalForwardingRule:GlobalForwardingRule": _FORWARDING_RULE,
     "gcp:compute/globalAddress:GlobalAddress": _ADDRESS,
     "gcp:compute/managedSslCertificate:ManagedSslCertificate": _SSL_CERTIFICATE,
+    "gcp:compute/sSLPolicy:SSLPolicy": _SSL_POLICY,
+    "gcp:compute/securityPolicy:SecurityPolicy": _SECURITY_POLICY,
     "gcp:secretmanager/secret:Secret": _SECRET,
     "gcp:secretmanager/secretVersion:SecretVersion": _SECRET_VERSION,
     "gcp:secretmanager/secretIamMember:SecretIamMember": _binding(("project", "secretId")),

@@ -1,6 +1,6 @@
 """Stacks for tests that need more than Pulumi.prod.yaml and Pulumi.dev.yaml: awkward stack names, and a
 config under which the program declares every resource type it can (shared tenants behind the balancer, a
-GPU model, SLOs, notification channels, warm instances with uptime checks).
+host per model and per endpoint on it, a GPU model, SLOs, notification channels, warm instances with uptime checks).
 
 `plan_stack` plans the real program for any stack name without a Pulumi.<stack>.yaml on disk.
 """
@@ -37,6 +37,7 @@ def full_config(models: list[dict[str, Any]] | None = None, **extra: Any) -> dic
         ],
         "yolo-fleet:api_key_sha256": [DIGEST],
         "yolo-fleet:shared_domain": "inference.yolo-fleet-test.dev",
+        "yolo-fleet:domain": "models.yolo-fleet-test.dev",  # a host per model and per endpoint (issue 14)
         "yolo-fleet:tenants": {"acme": {"data_region": "us-central1", "key_sha256": [DIGEST]},
                                "globex": {"data_region": "europe-west1", "key_sha256": [DIGEST]}},
         "yolo-fleet:slo": {"enabled": True},

@@ -107,7 +107,9 @@ def test_fleet_cost_json_totals_per_region_model_and_geography(capsys):
     # the grand total adds the stack-wide lines: one forwarding-rule charge (2 rules) for 730 h = $18.25 ...
     platform = {line["item"]: line for line in report["platform"]}
     assert platform["load balancer forwarding rules"]["always_on"] == 18.25
-    assert report["total"]["always_on"] == pytest.approx(report["cloud_run"]["always_on"] + 18.25 + 0.12 + 0.12)
+    # ... Cloud Armor's policy and its 2 rules ($5 + 2 x $1) ...
+    assert platform["Cloud Armor"]["always_on"] == 7.0
+    assert report["total"]["always_on"] == pytest.approx(report["cloud_run"]["always_on"] + 18.25 + 0.12 + 0.12 + 7.0)
     assert report["total"]["total"] == pytest.approx(report["cloud_run"]["total"]
                                                      + sum(line["total"] for line in report["platform"]), abs=0.02)
     assert "Secret Manager versions and access operations" in report["covers"]
@@ -119,7 +121,8 @@ def test_fleet_cost_traffic_follows_the_assumed_rate(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["cloud_run"] == {"always_on": 0, "traffic": 0, "total": 0}
     assert report["total"]["traffic"] == 0, "no requests: nothing processed by the balancer, no secret reads"
-    assert report["total"]["always_on"] == pytest.approx(18.25 + 0.12 + 0.12), "the balancer's rules still bill"
+    assert report["total"]["always_on"] == pytest.approx(18.25 + 0.12 + 0.12 + 7.0), "the balancer's rules (and " \
+        "Cloud Armor's) still bill"
     assert main(["cost", "--stack", "dev", "--requests-per-second", "2", "--latency-ms", "50"]) == 0
     out = capsys.readouterr().out
     assert "at 2 requests/s per service, 50 ms, 100 KiB in and 2 KiB out each" in out
@@ -158,7 +161,8 @@ DISTINCT = {
         2: dict(zip(TierPrices.model_fields, (0.047, 0.053, 0.059, 0.061, 67.0, 0.071, 0.073, 0.079, 0.083),
                     strict=True)),
     },
-    "platform": dict(zip(PlatformPrices.model_fields, (0.89, 0.97, 1.01, 1.03, 1.07, 1.09, 1.13), strict=True)),
+    "platform": dict(zip(PlatformPrices.model_fields, (0.89, 0.97, 1.01, 1.03, 1.17, 1.19, 1.23, 1.07, 1.09, 1.13),
+                         strict=True)),
 }
 
 
@@ -175,7 +179,7 @@ def distinct_book(tmp_path) -> PriceBook:
 
 def test_distinct_prices_are_all_different():
     values = [v for t in DISTINCT["tiers"].values() for v in t.values()] + list(DISTINCT["platform"].values())
-    assert len(values) == len(set(values)) == 9 * 2 + 7
+    assert len(values) == len(set(values)) == 9 * 2 + 10
 
 
 SMALL = {  # demo in Iowa (tier 1) and Berlin (tier 2), request-based; the 3 shared services instance-based
@@ -215,13 +219,16 @@ def test_a_small_plan_costs_exactly_the_hand_computed_total(tmp_path):
     # 5 services mount the keys, 3 the tenants file, each looked at once per 2 s of the 3600 s with requests:
     # 8 x 1800 = 14,400 / 10,000 x 1.13; looking on every request would be 8 x 3600 = 28,800 reads
     assert platform["Secret Manager access operations"].traffic == pytest.approx(1.6272)
+    # Cloud Armor: one policy (1.17) with 2 rules (2 x 1.19); the 3 balanced services' 10,800 requests x 1.23 / M
+    assert platform["Cloud Armor"].always_on == pytest.approx(3.55)
+    assert platform["Cloud Armor"].traffic == pytest.approx(0.013284)
     per_request = replace(traffic, secrets_recheck_seconds=0)
     every_request = {line.item: line for line in platform_costs(plan, book, per_request)}
     assert every_request["Secret Manager access operations"].traffic == pytest.approx(3.2544)
     total = grand_total(costs, list(platform.values()))
-    assert total["always_on"] == pytest.approx(198.0 + 651.6 + 3 * 378.0 + 0.89 + 1.284 + 2.18)  # 1987.954
-    assert total["traffic"] == pytest.approx(13.4244 + 55.3212 + 16.083984375 + 1.6272)  # 86.456784375
-    assert total["total"] == pytest.approx(2074.410784375)
+    assert total["always_on"] == pytest.approx(198.0 + 651.6 + 3 * 378.0 + 0.89 + 1.284 + 2.18 + 3.55)  # 1991.504
+    assert total["traffic"] == pytest.approx(13.4244 + 55.3212 + 16.083984375 + 1.6272 + 0.013284)  # 86.470068375
+    assert total["total"] == pytest.approx(2077.974068375)
 
 
 def test_forwarding_rules_beyond_five_and_replicated_secrets():
@@ -249,6 +256,17 @@ def test_a_stack_without_a_balancer_pays_for_none(write_catalog):
     plan = evaluate("dev", catalog=write_catalog(no_shared), config_overrides={"yolo-fleet:models": json.dumps(models)})
     items = {line.item for line in platform_costs(plan, BOOK, Traffic())}
     assert items == {"Artifact Registry storage", "Secret Manager versions", "Secret Manager access operations"}
+
+
+def test_with_domain_every_endpoint_is_balanced_and_armored():
+    """`domain` puts every dedicated endpoint behind the balancer: its data processing and Cloud Armor requests."""
+    plain = platform_shape((r.type, r.name, r.inputs) for r in evaluate("dev").custom())
+    domain = platform_shape((r.type, r.name, r.inputs) for r in evaluate(
+        "dev", config_overrides={"yolo-fleet:domain": "models.example.com"}).custom())
+    assert (plain.balanced_services, domain.balanced_services) == (3, 3 + 4), "3 shared + 4 dev endpoints"
+    assert (domain.forwarding_rules, domain.security_policies, domain.security_rules) == (2, 1, 2)
+    lines = {line.item: line for line in price_platform(domain, BOOK)}
+    assert lines["Cloud Armor"].traffic == pytest.approx(7 * 2_628_000 / 1e6 * 0.75)
 
 
 def test_negative_sizes_exit_2(capsys):

@@ -74,9 +74,10 @@ def test_diff_shows_endpoints_policies_and_cost_between_two_catalogs(repo):
     assert any(line.split()[:3] == ["changed", "demo-oregon", "min"] and line.endswith("0 -> 1") for line in lines)
     assert any(line.split()[:3] == ["changed", "demo-oregon", "max"] and line.endswith("10 -> 40") for line in lines)
     # one more warm tier-1 instance of 2 vCPU / 4 GiB: +$39.42 a month always-on; both sides include the
-    # balancer's forwarding rules ($18.25), images ($0.12) and secret versions ($0.12), as `fleet cost` does
+    # balancer's forwarding rules ($18.25), Cloud Armor ($7), images ($0.12) and secret versions ($0.12), as
+    # `fleet cost` does
     always_on = next(line.split() for line in lines if line.startswith("always-on"))
-    assert always_on == ["always-on", "$294.43", "$333.85", "+$39.42"]
+    assert always_on == ["always-on", "$301.43", "$340.85", "+$39.42"]
     new = next(line for line in lines if line.startswith("new"))
     assert "max-instances-cap" in new and "demo-oregon" in new and "max_instances 40" in new
 
@@ -88,7 +89,7 @@ def test_diff_markdown_is_a_pull_request_comment(repo):
     assert md.startswith("### `fleet diff`: stack `prod` against `base (")
     assert "| changed | `demo-oregon` | max | 10 → 40 |" in md
     assert "| removed | `demo-dammam` |" in md
-    assert "| always-on | $294.43 | $333.85 | +$39.42 |" in md
+    assert "| always-on | $301.43 | $340.85 | +$39.42 |" in md
     assert "| new | `max-instances-cap` | mandatory | `demo-oregon` |" in md
 
 

@@ -44,6 +44,13 @@ SMALLEST = {
                                               "alert_duration_seconds": 60}),
 }
 
+# A host per model and endpoint on the balancer (outlier detection), a ban rule in preview, TLS 1.3 only.
+DOMAIN_BAN = {
+    "yolo-fleet:domain": "models.example.com",
+    "yolo-fleet:rate_limit": json.dumps({"action": "ban", "ban_seconds": 300, "preview": True}),
+    "yolo-fleet:tls": json.dumps({"min_tls_version": "TLS_1_3", "profile": "RESTRICTED"}),
+}
+
 PlanFactory = Callable[[pytest.FixtureRequest], Plan]
 # The plans checked, one line each. The stock stacks and the awkward stack names (tests/stacks.py) reuse the
 # session's plans (conftest.py), so the suite plans them once.
@@ -53,6 +60,7 @@ PLANS: list[tuple[str, PlanFactory]] = [
     ("dev-everything-on", lambda _: evaluate("dev", config_overrides=EVERYTHING_ON)),
     ("dev-largest", lambda _: evaluate("dev", config_overrides=LARGEST)),
     ("dev-smallest", lambda _: evaluate("dev", config_overrides=SMALLEST)),
+    ("dev-domain-ban", lambda _: evaluate("dev", config_overrides=DOMAIN_BAN)),
     *[(f"awkward-stack:{stack}", lambda request, stack=stack: request.getfixturevalue("awkward_plans")[stack])
       for stack in AWKWARD_STACKS],
 ]
@@ -236,6 +244,13 @@ def test_dashboard_mutations_fail(plans: Plans) -> None:
     ("gcp:compute/uRLMap:URLMap", lambda i: i.update(name="Yolo_Fleet"), "is not a compute name"),
     ("gcp:compute/managedSslCertificate:ManagedSslCertificate",
      lambda i: i["managed"].update(domains=["*.example.com"]), "is not a fully qualified domain name"),
+    ("gcp:compute/sSLPolicy:SSLPolicy", lambda i: i.update(minTlsVersion="TLS_1_5"), "'TLS_1_5' is not one of"),
+    ("gcp:compute/securityPolicy:SecurityPolicy",
+     lambda i: i["rules"][0]["rateLimitOptions"]["rateLimitThreshold"].update(intervalSec=45.0),
+     "intervalSec: 45 is not a Cloud Armor interval"),
+    ("gcp:compute/securityPolicy:SecurityPolicy", lambda i: i["rules"].pop(), "no default rule"),
+    ("gcp:compute/securityPolicy:SecurityPolicy", lambda i: i["rules"][0].update(action="allow"),
+     "rateLimitOptions go with a throttle or rate_based_ban action"),
     ("gcp:serviceaccount/account:Account", lambda i: i.update(accountId="demo-sao-paulo-and-much-longer-x"),
      "must be 6-30"),
     ("gcp:projects/iAMMember:IAMMember", lambda i: i.update(member="demo@my-project.iam.gserviceaccount.com"),

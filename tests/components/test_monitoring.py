@@ -129,7 +129,9 @@ def test_one_dashboard_per_stack(prod_plan):
     widgets = dashboard(prod_plan)
     assert [w["title"] for w in widgets] == [
         "Requests/s by region", "5xx errors/s by region", "p50 latency by region", "p95 latency by region",
-        "Active instances by region", "Cold starts by region (container startups per minute)"]
+        "Active instances by region", "Cold starts by region (container startups per minute)",
+        "Balancer requests/s by backend region", "Balancer 5xx/s by backend region",
+        "Balancer p95 latency by backend region"]
     for w in widgets:
         for query in queries(w):
             assert "user_labels" not in query, "Cloud Run's built-in metrics carry no user labels"

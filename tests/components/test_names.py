@@ -38,7 +38,8 @@ COMPUTE = ("gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup",
            "gcp:compute/backendService:BackendService", "gcp:compute/uRLMap:URLMap",
            "gcp:compute/globalAddress:GlobalAddress", "gcp:compute/targetHttpsProxy:TargetHttpsProxy",
            "gcp:compute/targetHttpProxy:TargetHttpProxy", "gcp:compute/globalForwardingRule:GlobalForwardingRule",
-           "gcp:compute/managedSslCertificate:ManagedSslCertificate")
+           "gcp:compute/managedSslCertificate:ManagedSslCertificate", "gcp:compute/sSLPolicy:SSLPolicy",
+           "gcp:compute/securityPolicy:SecurityPolicy")
 # resource type -> input -> the rule its value must meet: every physical name the program sets.
 NAME_RULES: dict[str, dict[str, Callable[[str], bool]]] = {
     "gcp:cloudrunv2/service:Service": {"name": matches(r"[a-z]([-a-z0-9]{0,47}[a-z0-9])?")},  # under 50
@@ -140,8 +141,10 @@ def test_references_use_the_physical_names(awkward_plans):
     filtered = {m for r in plan.custom("gcp:monitoring/alertPolicy:AlertPolicy")
                 for m in SERVICE_FILTER.findall(str(r.inputs["conditions"]))}
     assert filtered == services, "every service's alerts filter on its Cloud Run service name"
-    labelled = {r.inputs["userLabels"]["service"] for r in plan.custom("gcp:monitoring/alertPolicy:AlertPolicy")}
-    assert labelled == services
+    alerts = [r.inputs["userLabels"] for r in plan.custom("gcp:monitoring/alertPolicy:AlertPolicy")]
+    assert {labels["service"] for labels in alerts if "service" in labels} == services
+    hosts = [labels for labels in alerts if "service" not in labels]  # the balancer's, one per model host
+    assert {labels["alert"] for labels in hosts} == {"host-error-ratio"} and len(hosts) == 3
     custom = {r.inputs["serviceId"] for r in plan.custom("gcp:monitoring/customService:CustomService")}
     assert {r.inputs["service"] for r in plan.custom("gcp:monitoring/slo:Slo")} == custom
     assert {e["service"] for e in plan.outputs["endpoints"].values()} <= services

@@ -56,6 +56,8 @@ def test_prod_creates_exactly_these_resources(prod_plan):
         "gcp:compute/targetHttpsProxy:TargetHttpsProxy": 1,
         "gcp:compute/targetHttpProxy:TargetHttpProxy": 1,
         "gcp:compute/globalForwardingRule:GlobalForwardingRule": 2,
+        "gcp:compute/sSLPolicy:SSLPolicy": 1,  # TLS 1.2+ on the HTTPS proxy
+        "gcp:compute/securityPolicy:SecurityPolicy": 1,  # Cloud Armor: a rate limit per client on every backend
         "gcp:monitoring/alertPolicy:AlertPolicy": 138,  # error ratio, p95 latency, pinned at max: per service
         "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig": 4,  # only where min_instances > 0
         "gcp:monitoring/customService:CustomService": 46,  # SLOs are enabled in prod

@@ -96,8 +96,8 @@ def test_https_on_443_with_a_managed_certificate_and_http_redirects(prod_plan):
 
     https = next(r for r in prod_plan.custom("gcp:compute/targetHttpsProxy:TargetHttpsProxy")
                  if resource_id(r.name) == rules["443"]["target"])
-    assert https.inputs["sslCertificates"] == [resource_id("shared-lb")]
-    assert https.inputs["urlMap"] == resource_id("shared-lb")  # the routing map, with hosts and tenants
+    assert https.inputs["sslCertificates"] == [resource_id("lb")]
+    assert https.inputs["urlMap"] == resource_id("lb")  # the routing map, with hosts and tenants
     http = next(r for r in prod_plan.custom("gcp:compute/targetHttpProxy:TargetHttpProxy")
                 if resource_id(r.name) == rules["80"]["target"])
     redirect = next(r.inputs for r in prod_plan.custom(URL_MAP) if resource_id(r.name) == http.inputs["urlMap"])
@@ -110,7 +110,7 @@ def test_https_on_443_with_a_managed_certificate_and_http_redirects(prod_plan):
 def test_plan_lists_hosts_tenant_rules_and_buckets(capsys):
     assert main(["plan", "--stack", "prod"]) == 0
     out = capsys.readouterr().out
-    section = out.split("Shared inference routing", 1)[1].split("Resources by type", 1)[0]
+    section = out.split("Load balancer routing", 1)[1].split("Resources by type", 1)[0]
     assert re.search(rf"^eu\.{re.escape(DOMAIN)}\s+\* \(default\)\s+europe-west1\s+shared-st-ghislain-prod$", section,
                      re.M)
     assert re.search(rf"^{re.escape(DOMAIN)}\s+/api/models/initech/\*\s+asia-east1\s+shared-changhua-county-prod$",

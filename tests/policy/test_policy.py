@@ -211,7 +211,7 @@ def test_every_service_needs_its_three_alert_policies(prod_plan):
 
 
 def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(prod_plan, capsys):
-    assert by_policy(judged(prod_plan), "monthly-budget") == {}  # $294.43 of $400
+    assert by_policy(judged(prod_plan), "monthly-budget") == {}  # $301.43 of $400
     warm = evaluate("prod", config_overrides={"yolo-fleet:settings": json.dumps({"min_instances": 1})})
     [message] = by_policy(judged(warm), "monthly-budget").values()
     # The same cost model as `fleet cost`: the policy quotes the total `fleet cost --json` reports.
@@ -219,7 +219,8 @@ def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(prod_pl
     assert "is above the prod stack's budget of $400.00" in message and "min_instances" in message
     total = json.loads(capsys.readouterr().out)["total"]["always_on"]
     # warm instances $275.94 + one forwarding-rule charge $18.25 + 3 x 0.4 GB of images $0.12 + 2 secret versions $0.12
-    assert total == pytest.approx(275.94 + 18.25 + 0.12 + 0.12)
+    # + Cloud Armor's policy and its 2 rules $7
+    assert total == pytest.approx(275.94 + 18.25 + 0.12 + 0.12 + 7.0)
 
 
 def test_budget_message_uses_the_shared_cost_model(prod_plan):
@@ -229,7 +230,8 @@ def test_budget_message_uses_the_shared_cost_model(prod_plan):
     expected = grand_total(costs, platform_costs(warm, load_prices(), Traffic()))["always_on"]
     [message] = by_policy(judged(warm), "monthly-budget").values()
     assert f"always-on cost ${expected:,.2f}/month" in message
-    assert expected == pytest.approx(sum(c.always_on for c in costs) + 18.25 + 0.12 + 0.12), "stack-wide charges count"
+    assert expected == pytest.approx(sum(c.always_on for c in costs) + 18.25 + 0.12 + 0.12 + 7.0), \
+        "stack-wide charges count"
 
 
 def test_unknown_values_during_preview_are_not_violations(prod_plan):
