@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -188,8 +189,6 @@ def test_monitor_sums_counts_per_period_within_the_range(monkeypatch, capsys):
     """What `fleet monitor` asks for decides what it shows: counts (ALIGN_DELTA) summed over the --range, the
     largest instance count per period, distributions merged per period, every series of every page; points
     before the range are not counted. The fake answers as Cloud Monitoring does (tests/fakes/metric_service.py)."""
-    import time
-
     now = int(time.time())
     ago = {"30m": now - 1800, "3h": now - 3 * 3600, "8h": now - 8 * 3600}
     fake = FakeMetricService({
