@@ -24,6 +24,7 @@ SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICA
 SINCE = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 DEFAULT_LIMIT = 200
+MAX_PAGE_SIZE = 1000  # ListLogEntries refuses a larger page_size; the pager asks for the next pages
 FOLLOW_INTERVAL_SECONDS = 5.0
 
 
@@ -83,7 +84,7 @@ def fetch(client: Any, project: str, filter_: str, limit: int, endpoints: Mappin
     from google.cloud.logging_v2.types import ListLogEntriesRequest
 
     request = ListLogEntriesRequest(resource_names=[f"projects/{project}"], filter=filter_,
-                                    order_by="timestamp desc", page_size=limit)
+                                    order_by="timestamp desc", page_size=min(limit, MAX_PAGE_SIZE))
     rows = []
     for entry in client.list_log_entries(request=request):
         rows.append(entry_row(entry, endpoints))

@@ -25,6 +25,7 @@ from fleet.pricing import (
     load_prices,
     platform_shape,
     price_platform,
+    price_services,
     service_shape,
     traffic_monthly,
 )
@@ -272,3 +273,46 @@ def test_with_domain_every_endpoint_is_balanced_and_armored():
 def test_negative_sizes_exit_2(capsys):
     assert main(["cost", "--request-kib", "-1"]) == 2
     assert "--request-kib must be >= 0" in capsys.readouterr().err
+
+
+def gpu_shape(region: str, **changes: object) -> ServiceShape:
+    """4 vCPU, 16 GiB, one L4, instance-based, one warm instance, up to 2."""
+    values = {"name": f"gpu-{region}", "region": region, "model": "gpu", "cpu": 4.0, "memory_gib": 16.0, "gpus": 1,
+              "min_instances": 1, "max_instances": 2, "request_based": False, "gpu_zonal_redundancy": False}
+    return ServiceShape(**{**values, **changes})
+
+
+def test_gpu_and_instance_prices_each_count_once_at_their_tiers_rate(tmp_path):
+    """With every price distinct, each line of the bill shows which price it used: the L4 price or the zonal-
+    redundant one, tier 1 (Iowa) or tier 2 (Mumbai), instance-based traffic only beyond what the warm instance
+    serves, and a cap at max_instances. A one-hour month."""
+    book, catalog = distinct_book(tmp_path), load_catalog(PROJECT_DIR / "regions.yaml")
+    shapes = [gpu_shape("us-central1"), gpu_shape("us-east4", gpu_zonal_redundancy=True), gpu_shape("asia-south1"),
+              gpu_shape("europe-west4", min_instances=0)]
+    costs = {c.shape.name: c for c in price_services(shapes, catalog, book, Traffic(requests_per_second=2,
+                                                                                     latency_ms=700))}
+    # tier 1: 4 x 0.031 + 16 x 0.037 + 0.041 (L4) = 0.757 a second
+    assert costs["gpu-us-central1"].always_on == pytest.approx(0.757 * 3600)
+    # busy 2 x 3600 x 0.7 = 5040 s, of which the warm instance's 3600 s are paid for: 1440 s more
+    assert costs["gpu-us-central1"].traffic == pytest.approx(1440 * 0.757)
+    # zonal redundancy: the L4 at 0.043 instead
+    assert costs["gpu-us-east4"].always_on == pytest.approx(0.759 * 3600)
+    # tier 2: 4 x 0.071 + 16 x 0.073 + 0.079 = 1.531
+    assert costs["gpu-asia-south1"].always_on == pytest.approx(1.531 * 3600)
+    assert costs["gpu-asia-south1"].traffic == pytest.approx(1440 * 1.531)
+    # nothing warm: no always-on cost, all 5040 busy seconds at the instance rate
+    assert (costs["gpu-europe-west4"].always_on, costs["gpu-europe-west4"].capped) == (0.0, False)
+    assert costs["gpu-europe-west4"].traffic == pytest.approx(5040 * 0.757)
+    # 20 requests/s of 700 ms need 14 instances; max_instances 2 caps the busy time at 7200 s
+    [capped] = price_services([gpu_shape("europe-west4", min_instances=0)], catalog, book,
+                              Traffic(requests_per_second=20, latency_ms=700))
+    assert capped.capped and capped.traffic == pytest.approx(7200 * 0.757)
+    [full] = price_services([gpu_shape("europe-west4", min_instances=0)], catalog, book,
+                            Traffic(requests_per_second=2, latency_ms=1000))
+    assert not full.capped and full.traffic == pytest.approx(7200 * 0.757), "exactly max_instances busy: not capped"
+
+
+def test_forwarding_rules_beyond_five_at_their_own_price(tmp_path):
+    rules = [(FORWARDING_RULE, f"rule-{i}", {}) for i in range(7)]
+    [line] = price_platform(platform_shape(rules), distinct_book(tmp_path))
+    assert line.always_on == pytest.approx(0.89 + 2 * 0.97)  # the first five together, then each one more

@@ -154,3 +154,37 @@ def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, 
     err = capsys.readouterr().err
     assert f"GOOGLE_APPLICATION_CREDENTIALS={tmp_path / 'missing.json'}: no such file" in err
     assert "Traceback" not in err
+
+
+def minutes_ago(*minutes: int) -> FakeLogging:
+    """One INFO line of demo-iowa per age, its message the age ("m12" is 12 minutes old)."""
+    return FakeLogging([ingest(server_line(logging.INFO, f"m{m}"), "demo-iowa-dev", "us-central1",
+                               NOW - timedelta(minutes=m)) for m in minutes], page_limit=2)
+
+
+def messages(out: str) -> list[str]:
+    return [json.loads(line)["message"] for line in out.splitlines()]
+
+
+def test_the_newest_entries_first_across_pages_and_within_the_window(monkeypatch, capsys):
+    """The API returns oldest first unless asked, a page at a time: `fleet logs` must ask newest first and follow
+    the pages, so --limit keeps the newest entries of the --since window, in order."""
+    fake = minutes_ago(3, 50, 1, 20, 7, 59, 61, 90, 600)
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--limit", "5")
+    assert code == 0 and messages(out) == ["m1", "m3", "m7", "m20", "m50"]
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--since", "1h")
+    assert code == 0 and messages(out) == ["m1", "m3", "m7", "m20", "m50", "m59"], "61 min and older: outside"
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--since", "2h")
+    assert code == 0 and messages(out) == ["m1", "m3", "m7", "m20", "m50", "m59", "m61", "m90"]
+    assert len(fake.requests) > 3, "more than one page per query"
+    assert {r.order_by for r in fake.requests} == {"timestamp desc"}
+
+
+def test_a_limit_above_the_apis_page_size_is_read_in_pages(monkeypatch, capsys):
+    """ListLogEntries refuses a page_size over 1000; --limit 1200 still prints the newest 1200 entries."""
+    fake = FakeLogging([ingest(server_line(logging.INFO, f"s{s}"), "demo-iowa-dev", "us-central1",
+                               NOW - timedelta(seconds=s)) for s in range(1, 1300)])
+    code, out, err = run_logs(monkeypatch, capsys, fake, "--json", "--limit", "1200")
+    assert (code, err) == (0, "")
+    assert messages(out) == [f"s{s}" for s in range(1, 1201)]
+    assert all(0 < r.page_size <= 1000 for r in fake.requests)

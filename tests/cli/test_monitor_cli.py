@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -65,7 +66,8 @@ def fake_fleet(failing: dict[str, grpc.StatusCode] | None = None) -> FakeMetricS
         ("demo-iowa-dev", REQUESTS): [count_series("2xx", [100, 200]), count_series("5xx", [5, 15])],
         ("demo-iowa-dev", LATENCY): [distribution_series([[0, 30, 20, 10, 0], [0, 20, 10, 10, 0]], mean=300,
                                                      scale=100)],
-        ("demo-iowa-dev", INSTANCES): [gauge_series([1, 3, 2]), gauge_series([4, 4, 5], state="idle")],
+        # instances: ALIGN_MAX over 2-minute periods (--range 1h): the last period holds the 1 and the 2
+        ("demo-iowa-dev", INSTANCES): [gauge_series([3, 1, 2]), gauge_series([4, 4, 5], state="idle")],
         ("demo-iowa-dev", STARTUP): [distribution_series([[0, 1, 1, 0, 0], [0, 0, 1, 0, 0]], mean=2500, scale=1000)],
         # shared-iowa: healthy traffic, fast.
         ("shared-iowa-dev", REQUESTS): [count_series("2xx", [40, 60])],
@@ -193,3 +195,35 @@ def test_progress_counts_endpoints_on_a_terminal_only(monkeypatch, capsys):
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     _, _, err = run_monitor(monkeypatch, capsys, fake_fleet())
     assert "\r1/7 endpoints" in err and err.endswith("\r7/7 endpoints\n")
+
+
+def test_monitor_sums_counts_per_period_within_the_range(monkeypatch, capsys):
+    """What `fleet monitor` asks for decides what it shows: counts (ALIGN_DELTA) summed over the --range, the
+    largest instance count per period, distributions merged per period, every series of every page; points
+    before the range are not counted. The fake answers as Cloud Monitoring does (tests/fakes/metric_service.py)."""
+    now = int(time.time())
+    ago = {"30m": now - 1800, "3h": now - 3 * 3600, "8h": now - 8 * 3600}
+    fake = FakeMetricService({
+        ("demo-iowa-dev", REQUESTS): [count_series("2xx", [7], start) for start in ago.values()]
+        + [count_series("5xx", [2], ago["30m"]), count_series("4xx", [1], ago["3h"])],
+        ("demo-iowa-dev", INSTANCES): [gauge_series([4], start=ago["3h"]), gauge_series([1], start=ago["30m"])],
+        ("demo-iowa-dev", STARTUP): [distribution_series([[0, 2, 0, 0, 0]], 2000, start=start)
+                                     for start in ago.values()],
+    })
+    for range_, (requests, errors, cold) in {"1h": (9, 2, 2), "6h": (17, 2, 4), "24h": (24, 2, 6)}.items():
+        fake.requests.clear()
+        code, out, _ = run_monitor(monkeypatch, capsys, fake, "--endpoint", "demo-iowa", "--range", range_, "--json")
+        [row] = json.loads(out)
+        assert code == 0 and (row["totalRequests"], row["errorCount"], row["coldStarts"]) == (requests, errors, cold)
+        assert row["instanceCount"] == 1, "the latest period's, not the range's largest"
+        seconds = {"1h": 3600, "6h": 6 * 3600, "24h": 86400}[range_]
+        aligners = {}
+        for r in fake.requests:
+            assert r.interval.end_time.timestamp() - r.interval.start_time.timestamp() == seconds
+            assert abs(r.interval.end_time.timestamp() - now) < 120, "the range ends now"
+            period = r.aggregation.alignment_period.total_seconds()
+            assert period % 60 == 0 and 24 <= seconds / period <= 30, "whole minutes, 24 to 30 points a range"
+            assert r.aggregation.cross_series_reducer == 0 and not r.aggregation.group_by_fields
+            aligners[r.filter.split('"')[1]] = r.aggregation.per_series_aligner.name
+        assert aligners == {REQUESTS: "ALIGN_DELTA", LATENCY: "ALIGN_DELTA", INSTANCES: "ALIGN_MAX",
+                            STARTUP: "ALIGN_DELTA"}

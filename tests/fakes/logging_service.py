@@ -16,6 +16,8 @@ from tests.fakes import serve_unary
 SERVICES = re.compile(r"service_name=\(([^)]*)\)")
 SEVERITY = re.compile(r"severity>=(\w+)")
 SINCE = re.compile(r'timestamp>="([^"]+)"')
+ORDERS = ("", "timestamp asc", "timestamp desc")
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
 
 
 def ingest(line: str, service: str, location: str, timestamp: datetime) -> LogEntry:
@@ -37,23 +39,33 @@ def ingest(line: str, service: str, location: str, timestamp: datetime) -> LogEn
 
 
 class FakeLogging:
-    """Filters stored entries on service names, minimum severity and start time; newest first."""
+    """Filters stored entries on service names, minimum severity and start time, and answers as ListLogEntries
+    does (google.logging.v2.ListLogEntriesRequest): `order_by` "timestamp asc" (the default: oldest first) or
+    "timestamp desc"; at most `page_size` entries a page (default 50, more than 1000 is refused) with a
+    `next_page_token` while more match. `page_limit` makes the fake's pages smaller still, as the API may."""
 
-    def __init__(self, entries: list[LogEntry], fail: bool = False) -> None:
-        self.entries, self.fail, self.requests = entries, fail, []
+    def __init__(self, entries: list[LogEntry], fail: bool = False, page_limit: int = MAX_PAGE_SIZE) -> None:
+        self.entries, self.fail, self.page_limit, self.requests = entries, fail, page_limit, []
 
     def list_log_entries(self, request: ListLogEntriesRequest, context: grpc.ServicerContext):
         self.requests.append(request)
         if self.fail:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "project my-gcp-project-dev: permission denied")
+        if request.order_by not in ORDERS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"order_by {request.order_by!r} is not one of {ORDERS}")
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size {request.page_size} exceeds 1000")
         services = {s.strip().strip('"') for s in SERVICES.search(request.filter).group(1).split(" OR ")}
         minimum = SEVERITY.search(request.filter)
         since = datetime.fromisoformat(SINCE.search(request.filter).group(1).replace("Z", "+00:00"))
         matches = [e for e in self.entries if e.resource.labels["service_name"] in services
                    and e.timestamp >= since
                    and (not minimum or e.severity >= log_severity_pb2.LogSeverity.Value(minimum.group(1)))]
-        matches.sort(key=lambda e: e.timestamp, reverse=True)
-        return ListLogEntriesResponse(entries=matches[:request.page_size or None])
+        matches.sort(key=lambda e: e.timestamp, reverse=request.order_by == "timestamp desc")
+        start = int(request.page_token or 0)
+        end = start + min(request.page_size or DEFAULT_PAGE_SIZE, self.page_limit)
+        return ListLogEntriesResponse(entries=matches[start:end],
+                                      next_page_token=str(end) if end < len(matches) else "")
 
 
 def serve(fake: FakeLogging) -> AbstractContextManager[str]:

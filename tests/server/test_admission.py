@@ -260,3 +260,90 @@ def test_a_capacity_setting_that_is_not_a_number_is_a_usage_error(
         parse_args(args())
     err = capsys.readouterr().err
     assert done.value.code == 2 and f"{flag} ({name}): invalid value '5s'" in err
+
+
+@pytest.mark.parametrize(("limit", "queue"), [(1, 0), (1, 3), (3, 2), (4, 5)])
+def test_exactly_limit_run_exactly_queue_wait_and_the_next_is_refused(limit: int, queue: int) -> None:
+    """With a wait limit no estimate reaches, only the two bounds decide: `limit` predicts hold a turn at once (never
+    one more), `queue` wait, the next is refused and changes nothing; a finished predict hands its turn to the
+    oldest waiter, and the room it frees admits exactly one more."""
+    async def scenario() -> None:
+        registry, clock = CollectorRegistry(), Clock()
+        admission = Admission(limit, queue, 1e9, registry, prior_service_s=0.25, clock=clock)
+        inside: list[int] = []  # predicts holding a turn now, by arrival number
+        started: list[int] = []
+        releases: dict[int, asyncio.Event] = {}
+        tasks = []
+
+        async def arrive(n: int) -> None:
+            admission.refuse_if_full()
+            releases[n] = asyncio.Event()
+
+            async def hold() -> None:
+                async with admission.slot():
+                    inside.append(n)
+                    started.append(n)
+                    await releases[n].wait()
+                    inside.remove(n)
+
+            tasks.append(asyncio.create_task(hold()))
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+        def state() -> tuple[float, float, int]:
+            return sample(registry, "predict_running"), sample(registry, "predict_waiting"), len(inside)
+
+        for n in range(limit + queue):
+            await arrive(n)
+        assert state() == (limit, queue, limit)
+        assert started == list(range(limit)), "the first `limit` run at once, the others wait"
+        with pytest.raises(AtCapacity):
+            await arrive(limit + queue)
+        assert state() == (limit, queue, limit) and sample(registry, "predict_shed_total") == 1
+        releases[0].set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert started == list(range(limit + min(queue, 1))), "the oldest waiter took the freed turn"
+        assert state() == (limit, max(queue - 1, 0), limit) if queue else state() == (limit - 1, 0, limit - 1)
+        await arrive(limit + queue + 1)  # the freed room admits one
+        assert state() == (limit, queue, limit)
+        with pytest.raises(AtCapacity):
+            await arrive(limit + queue + 2)
+        assert sample(registry, "predict_shed_total") == 2
+        for event in releases.values():
+            event.set()
+        await asyncio.gather(*tasks)
+        assert state() == (0, 0, 0) and sorted(started) == sorted(releases)
+
+    asyncio.run(scenario())
+
+
+def test_the_turn_is_checked_again_after_the_body_arrived() -> None:
+    """Two predicts pass the check before their bodies are read while one turn is taken and one waiting place is
+    free; only the first to finish uploading may wait, the other is refused when it asks for the turn."""
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        admission = Admission(1, 1, 1e9, registry, prior_service_s=0.25, clock=Clock())
+        running = asyncio.Event()
+
+        async def hold(event: asyncio.Event) -> None:
+            async with admission.slot():
+                await event.wait()
+
+        first = asyncio.create_task(hold(running))
+        await asyncio.sleep(0)
+        admission.refuse_if_full()  # both bodies still uploading: room for one waiter, both pass
+        admission.refuse_if_full()
+        waiter = asyncio.create_task(hold(running))
+        await asyncio.sleep(0)
+        async def second() -> None:
+            async with admission.slot():
+                pass
+
+        with pytest.raises(AtCapacity):
+            await asyncio.wait_for(second(), 1)  # refused at once, not left waiting past the bound
+        assert sample(registry, "predict_shed_total") == 1
+        running.set()
+        await asyncio.gather(first, waiter)
+
+    asyncio.run(scenario())
