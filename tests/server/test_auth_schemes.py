@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from inference_service.app import Settings, create_app
 from inference_service.auth import hash_key
-from inference_service.shared import SharedSettings, create_shared_app
+from inference_service.shared import create_shared_app
 from tests.helpers_server import demo_model, sample_images, write_key_file
 
 TENANT_KEY = "acme-valid-key"
@@ -50,8 +50,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     shutil.copy(demo_model("e2e"), base / "models/acme/shapes/demo.onnx")
     tenants = base / "tenants.yaml"
     tenants.write_text(f"tenants:\n  acme:\n    data_region: us-central1\n    key_sha256: [{hash_key(TENANT_KEY)}]\n")
-    settings = Settings(model_path=base / "models", allow_anonymous=True)  # as __main__ builds shared mode
-    with TestClient(create_shared_app(settings, SharedSettings(base / "models", tenants, "us-central1"))) as client:
+    settings = Settings(mode="shared", model_path=base / "models", models_dir=base / "models", allow_anonymous=True,
+                        tenants_file=tenants, region="us-central1", shared_regions=("us-central1",))  # as __main__ does
+    with TestClient(create_shared_app(settings)) as client:
         yield client
 
 

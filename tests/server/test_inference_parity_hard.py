@@ -4,8 +4,6 @@ up to the server's largest, on the demo model against ultralytics' YOLO on the s
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 import pytest
 import torch
@@ -13,11 +11,11 @@ from ultralytics import YOLO
 from ultralytics.utils.nms import non_max_suppression
 
 from inference_service import core
-from inference_service.app import Settings
 from inference_service.model import Model
+from inference_service.settings import ServerSettings
 from tests.helpers_server import demo_model, sample_images
 
-MAX_IMGSZ = next(f.default for f in fields(Settings) if f.name == "max_imgsz")
+MAX_IMGSZ = ServerSettings.model_fields["max_imgsz"].default
 
 
 def crowd(seed: int, clusters: int, per_cluster: int, nc: int) -> np.ndarray:

@@ -7,16 +7,14 @@ the C kernel and the numpy port."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 import pytest
 from ultralytics.data.augment import LetterBox
 
 from inference_service import core
-from inference_service.app import Settings
+from inference_service.settings import ServerSettings
 
-MAX_IMGSZ = next(f.default for f in fields(Settings) if f.name == "max_imgsz")  # the server's largest imgsz
+MAX_IMGSZ = ServerSettings.model_fields["max_imgsz"].default  # the server's largest imgsz
 SHAPES = [(1, 1), (1, 2000), (2000, 1), (7, 1999), (333, 1), (480, 640), (640, 480), (1080, 1920), (1919, 1081),
           (3000, 17), (31, 33), (641, 639), (100, 101), (2160, 3840)]
 RNG = np.random.default_rng(19)
