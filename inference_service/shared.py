@@ -22,17 +22,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from inference_service import core
-from inference_service.app import Settings, create_app, error, model_facts
+from inference_service.app import Settings, build_app
 from inference_service.auth import AuthError
+from inference_service.errors import InputError
 from inference_service.model import Model
 from inference_service.params import OPENAPI_FORM
+from inference_service.predict_service import PredictService
+from inference_service.providers import model_facts
 from inference_service.registry import ModelError, ModelRegistry
+from inference_service.routes.error_handlers import error
+from inference_service.telemetry import Metrics
 from inference_service.tenancy import SHARED_REGIONS, Tenant, TenantsFile
 
 ROUTE = "/api/models/{owner}/{project}/{model}/predict"
@@ -77,10 +81,8 @@ class SharedModels:
     """The ``ModelProvider`` of shared mode: always ready (models load per request); the dedicated paths serve
     no model here."""
 
-    registry: ModelRegistry  # set once the app (and its metrics registry) exists
-
-    def __init__(self, region: str) -> None:
-        self.region = region
+    def __init__(self, region: str, registry: ModelRegistry) -> None:
+        self.region, self.registry = region, registry
 
     def start(self) -> None:
         pass
@@ -100,69 +102,89 @@ class SharedModels:
                 "authRequired": True}
 
 
+class TenantAccess:
+    """The checks of the module docstring, in order, before a tenant's model serves a request."""
+
+    def __init__(self, tenants: TenantsFile, registry: ModelRegistry, shared: SharedSettings) -> None:
+        self.tenants, self.registry, self.shared = tenants, registry, shared
+        self.limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
+
+    def tenant_of(self, request: Request) -> Tenant:
+        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        tenant = self.tenants.current().owner_of_key(key.strip())
+        if tenant is None:
+            raise AuthError("invalid API key")
+        return tenant
+
+    async def model(self, request: Request, owner: str, project: str, model: str) -> Model | JSONResponse:
+        """The loaded model, or the JSON error to answer with."""
+        tenant = self.tenant_of(request)
+        self.registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it
+        if owner != tenant.owner:
+            return error(403, f"this API key does not give access to {owner}'s models", "owner")
+        if tenant.data_region != self.shared.region:
+            return self._elsewhere(request, tenant, project, model)
+        if wait := self.limiter.wait_seconds(owner):
+            return error(429, f"rate limit of {self.shared.rate_limit_rps:g} requests/s for {owner} exceeded; "
+                         "retry later", headers={"Retry-After": str(math.ceil(wait))})
+        loaded = await run_in_threadpool(self.registry.get, owner, project, model)
+        if reason := loaded.unsupported():
+            raise InputError(reason, None, 422)
+        return loaded
+
+    def _elsewhere(self, request: Request, tenant: Tenant, project: str, model: str) -> JSONResponse:
+        """A tenant whose data lives in another region: 307 to that region's peer, 503 if there is none."""
+        owner, region = tenant.owner, tenant.data_region
+        peer = self.shared.peers.get(region)
+        if peer is None:
+            return error(503, f"{owner}'s models are served in {region}, and this service ({self.shared.region}) "
+                         "has no peer URL for that region", headers={"Retry-After": "60"})
+        query = f"?{request.url.query}" if request.url.query else ""
+        route = request.url.path.rsplit("/", 1)[1]
+        location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/{route}{query}"
+        return error(307, f"{owner}'s models are served in {region}: resend to {location}",
+                     headers={"Location": location})
+
+
+def tenant_router(access: TenantAccess, service: PredictService) -> APIRouter:
+    """Predict and model facts at a tenant's model path, after ``access``'s checks."""
+    router = APIRouter()
+
+    @router.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
+    async def predict(request: Request, owner: str, project: str, model: str) -> JSONResponse:
+        loaded = await access.model(request, owner, project, model)
+        if isinstance(loaded, JSONResponse):
+            return loaded
+        result = await service.handle(request, loaded)
+        access.registry.last_inference_ms = loaded.last_inference_ms
+        return result
+
+    @router.get(INFO_ROUTE, summary="A tenant's model: task, default imgsz, end-to-end (the Test page's iou control)",
+                response_model=None)
+    async def model_info(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
+        loaded = await access.model(request, owner, project, model)
+        return loaded if isinstance(loaded, JSONResponse) else model_facts(loaded.info)
+
+    return router
+
+
 def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
-    """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route."""
+    """The dedicated app (health, metrics, error format, Test page) plus the per-tenant routes."""
     if shared.region not in SHARED_REGIONS:
         raise ValueError(f"region {shared.region!r} is not a shared region; use one of {', '.join(SHARED_REGIONS)}")
     tenants = TenantsFile(shared.tenants_file, settings.secrets_recheck_seconds)
-    provider = SharedModels(shared.region)
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
     settings = replace(settings, inference_workers=settings.inference_workers or 1)
-    app = create_app(settings, provider)
-    registry = provider.registry = ModelRegistry(shared.models_dir, shared.cache_bytes, app.state.metrics,
-                                                 settings.threads_per_inference)
-    limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
+    metrics = Metrics()
+    registry = ModelRegistry(shared.models_dir, shared.cache_bytes, metrics, settings.threads_per_inference)
+    predict = PredictService(settings, metrics)
+    app = build_app(settings, metrics, SharedModels(shared.region, registry), predict)
 
     @app.exception_handler(ModelError)
     async def _model_error(_: Request, exc: ModelError) -> JSONResponse:
         return error(exc.status, exc.message, exc.field)
 
-    def tenant_of(request: Request) -> Tenant:
-        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-        tenant = tenants.current().owner_of_key(key.strip())
-        if tenant is None:
-            raise AuthError("invalid API key")
-        return tenant
-
-    async def tenant_model(request: Request, owner: str, project: str, model: str) -> Model | JSONResponse:
-        """The checks of the module docstring, in order: the loaded model, or the JSON error to answer with."""
-        tenant = tenant_of(request)
-        registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it
-        if owner != tenant.owner:
-            return error(403, f"this API key does not give access to {owner}'s models", "owner")
-        if tenant.data_region != shared.region:
-            peer = shared.peers.get(tenant.data_region)
-            if peer is None:
-                return error(503, f"{owner}'s models are served in {tenant.data_region}, and this service "
-                             f"({shared.region}) has no peer URL for that region", headers={"Retry-After": "60"})
-            query = f"?{request.url.query}" if request.url.query else ""
-            route = request.url.path.rsplit("/", 1)[1]
-            location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/{route}{query}"
-            return error(307, f"{owner}'s models are served in {tenant.data_region}: resend to {location}",
-                         headers={"Location": location})
-        if wait := limiter.wait_seconds(owner):
-            return error(429, f"rate limit of {shared.rate_limit_rps:g} requests/s for {owner} exceeded; retry "
-                         "later", headers={"Retry-After": str(math.ceil(wait))})
-        loaded = await run_in_threadpool(registry.get, owner, project, model)
-        if reason := loaded.unsupported():
-            raise core.InputError(reason, None, 422)
-        return loaded
-
-    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
-    async def predict(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
-        loaded = await tenant_model(request, owner, project, model)
-        if isinstance(loaded, JSONResponse):
-            return loaded
-        result = await app.state.predict_request(request, loaded)
-        registry.last_inference_ms = loaded.last_inference_ms
-        return result
-
-    @app.get(INFO_ROUTE, summary="A tenant's model: task, default imgsz, end-to-end (the Test page's iou control)",
-             response_model=None)
-    async def model_info(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
-        loaded = await tenant_model(request, owner, project, model)
-        return loaded if isinstance(loaded, JSONResponse) else model_facts(loaded.info)
-
+    app.include_router(tenant_router(TenantAccess(tenants, registry, shared), predict))
     return app
