@@ -2,7 +2,7 @@
 
 ``create_app`` builds a dedicated endpoint's; shared mode (shared.py) adds its routes to ``build_app``'s. The
 parts, one module each: predict_service.py (admission, worker threads, the CPU work), providers.py (where the
-model comes from), routes/ (the error format and the routers for predict, health and metrics, the Test page).
+model comes from), routes/ (the error format and the routes of predict, health and metrics, the Test page).
 """
 
 
@@ -22,9 +22,9 @@ from inference_service.predict_service import PredictService
 from inference_service.providers import ModelProvider, SingleModel
 from inference_service.recheck import RECHECK_SECONDS
 from inference_service.routes.error_handlers import install_error_handlers
-from inference_service.routes.health import health_router
-from inference_service.routes.page import STATIC_DIR, page_router
-from inference_service.routes.predict import predict_router
+from inference_service.routes.health import add_health_routes
+from inference_service.routes.page import STATIC_DIR, add_page_routes
+from inference_service.routes.predict import add_predict_routes
 from inference_service.telemetry import Metrics, RequestMiddleware
 
 
@@ -87,8 +87,8 @@ def build_app(settings: Settings, metrics: Metrics, provider: ModelProvider, pre
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
     app.state.provider = provider
     install_error_handlers(app, settings.max_body_bytes)
-    app.include_router(health_router(provider, metrics))
-    app.include_router(predict_router(predict, keys, provider))
-    app.include_router(page_router(provider, keys, settings.samples_dir or settings.model_path.parent / "samples"))
+    add_health_routes(app.router, provider, metrics)
+    add_predict_routes(app.router, predict, keys, provider)
+    add_page_routes(app.router, provider, keys, settings.samples_dir or settings.model_path.parent / "samples")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

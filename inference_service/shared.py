@@ -148,10 +148,8 @@ class TenantAccess:
                      headers={"Location": location})
 
 
-def tenant_router(access: TenantAccess, service: PredictService) -> APIRouter:
+def add_tenant_routes(router: APIRouter, access: TenantAccess, service: PredictService) -> None:
     """Predict and model facts at a tenant's model path, after ``access``'s checks."""
-    router = APIRouter()
-
     @router.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
     async def predict(request: Request, owner: str, project: str, model: str) -> JSONResponse:
         loaded = await access.model(request, owner, project, model)
@@ -166,8 +164,6 @@ def tenant_router(access: TenantAccess, service: PredictService) -> APIRouter:
     async def model_info(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
         loaded = await access.model(request, owner, project, model)
         return loaded if isinstance(loaded, JSONResponse) else model_facts(loaded.info)
-
-    return router
 
 
 def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
@@ -186,5 +182,5 @@ def create_shared_app(settings: Settings, shared: SharedSettings) -> FastAPI:
     async def _model_error(_: Request, exc: ModelError) -> JSONResponse:
         return error(exc.status, exc.message, exc.field)
 
-    app.include_router(tenant_router(TenantAccess(tenants, registry, shared), predict))
+    add_tenant_routes(app.router, TenantAccess(tenants, registry, shared), predict)
     return app

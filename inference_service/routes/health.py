@@ -9,9 +9,8 @@ from inference_service.providers import ModelProvider
 from inference_service.telemetry import Metrics
 
 
-def health_router(provider: ModelProvider, metrics: Metrics) -> APIRouter:
+def add_health_routes(router: APIRouter, provider: ModelProvider, metrics: Metrics) -> None:
     """``GET /health`` (and its deployment path): 200 once ``provider``'s model is ready, else 503; ``/metrics``."""
-    router = APIRouter()
 
     def health() -> JSONResponse:
         state, err = provider.status()
@@ -26,5 +25,3 @@ def health_router(provider: ModelProvider, metrics: Metrics) -> APIRouter:
     @router.get("/metrics", summary="Prometheus metrics")
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return router

@@ -11,13 +11,12 @@ from inference_service import __version__
 from inference_service.auth import KeyStore
 from inference_service.providers import ModelProvider
 
-STATIC_DIR = Path(__file__).parent.parent / "static"  # mounted at /static by the app: routers cannot mount
+STATIC_DIR = Path(__file__).parent.parent / "static"  # mounted at /static by the app
 SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
-def page_router(provider: ModelProvider, keys: KeyStore, samples_dir: Path) -> APIRouter:
+def add_page_routes(router: APIRouter, provider: ModelProvider, keys: KeyStore, samples_dir: Path) -> None:
     """The page's routes; ``samples_dir`` holds the images it offers."""
-    router = APIRouter()
 
     @router.get("/", include_in_schema=False)
     def test_page() -> FileResponse:
@@ -33,8 +32,6 @@ def page_router(provider: ModelProvider, keys: KeyStore, samples_dir: Path) -> A
         if name not in _samples(samples_dir):
             raise HTTPException(404, f"no sample named {name!r}")
         return FileResponse(samples_dir / name)
-
-    return router
 
 
 def _samples(samples_dir: Path) -> list[str]:

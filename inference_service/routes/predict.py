@@ -13,10 +13,8 @@ from inference_service.predict_service import PredictService
 from inference_service.providers import ModelProvider
 
 
-def predict_router(service: PredictService, keys: KeyStore, provider: ModelProvider) -> APIRouter:
+def add_predict_routes(router: APIRouter, service: PredictService, keys: KeyStore, provider: ModelProvider) -> None:
     """Predicts with a key ``keys`` accepts, on ``provider``'s model, run by ``service``."""
-    router = APIRouter()
-
     # Predict's dependencies are async: they take microseconds, and a sync one costs a thread-pool hop, so 32
     # concurrent predicts would start 32 threads, each spreading decode buffers over another malloc arena.
     async def require_key(request: Request) -> None:
@@ -37,4 +35,3 @@ def predict_router(service: PredictService, keys: KeyStore, provider: ModelProvi
     router.post("/predict", summary="Run the model on one image", openapi_extra=OPENAPI_FORM)(predict)
     router.post("/api/deployments/{owner}/{deployment}/predict", summary="Run the model, deployment path",
                 openapi_extra=OPENAPI_FORM | DEPLOYMENT_PATH)(predict)
-    return router
