@@ -41,7 +41,10 @@ class SingleModel:
         self.settings, self.metrics = settings, metrics
         self.model: Model | None = None
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._load, name="model-loader", daemon=True)
+        # Not a daemon: the interpreter waits for it at exit. A daemon thread torn down inside onnxruntime's session
+        # constructor (a stop while the model or its lane session loads) aborts the process: "terminate called
+        # without an active exception", exit 134.
+        self._thread = threading.Thread(target=self._load, name="model-loader")
 
     def start(self) -> None:
         self._thread.start()
