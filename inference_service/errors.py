@@ -1,5 +1,5 @@
-"""The errors a predict answers with that are nobody's fault on the server: exceptions with no HTTP in them, so
-the inference code can raise them; routes/error_handlers.py turns them into JSON answers."""
+"""Errors raised below the HTTP layer (the inference code, the model providers), with no HTTP in them;
+routes/error_handlers.py answers them as JSON."""
 
 
 class InputError(ValueError):

@@ -17,7 +17,6 @@ SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 def add_page_routes(router: APIRouter, provider: ModelProvider, keys: KeyStore, samples_dir: Path) -> None:
     """The page's routes; ``samples_dir`` holds the images it offers."""
-
     @router.get("/", include_in_schema=False)
     def test_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
