@@ -10,11 +10,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tests.helpers_server import demo_model
 from prometheus_client import CollectorRegistry
 
 from inference_service.__main__ import parse_args
 from inference_service.admission import EWMA_WEIGHT, Admission, AtCapacity
+from tests.helpers_server import demo_model
 
 
 class Clock:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers_server import ARTIFACTS, MODELS, demo_model, run_server, write_key_file
 
 from inference_service.auth import hash_key
+from tests.helpers_server import ARTIFACTS, MODELS, demo_model, run_server, write_key_file
 
 pytestmark = pytest.mark.browser
 

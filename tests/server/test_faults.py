@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tests.helpers_server import BOUNDARY, demo_model, multipart, run_server, sample_images
 from test_shared_server import KEYS, predict, write_tenants
 
 from fleet.program import CLOUD_RUN, Plan
 from inference_service.app import Settings, create_app
+from tests.helpers_server import BOUNDARY, demo_model, multipart, run_server, sample_images
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from inference_service.app import Settings, create_app
+from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart
 
 MAX_IMGSZ = 320  # keeps the valid imgsz cheap to infer
 STRIDE = 32  # the demo model's; its input is dynamic, so any multiple from MIN_IMGSZ to MAX_IMGSZ is valid

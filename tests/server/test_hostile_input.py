@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart, run_server, write_key_file
 from test_shared_server import KEYS, layout, shared_args  # noqa: F401 (layout is a fixture)
 from test_shared_server import test_path_tricks_are_4xx_and_read_nothing_outside as check_path_trick
+
+from tests.helpers_server import MULTIPART, ROOT, demo_model, multipart, run_server, write_key_file
 
 CORPUS = ROOT / "tests" / "corpus"
 MANIFEST = yaml.safe_load((CORPUS / "manifest.yaml").read_text())

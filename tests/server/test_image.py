@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from tests.helpers_server import MODELS, start_container, write_key_file
 
 from components.endpoint import model_path_in_image
 from fleet.build_image import STAND_IN_NOTE, BuildResult, Engine, ImageBuildError, build, find_engine
+from tests.helpers_server import MODELS, start_container, write_key_file
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers_server import ROOT, demo_model, run_server, sample_images, write_key_file
 from ultralytics_platform import APIError, Platform
+
+from tests.helpers_server import ROOT, demo_model, run_server, sample_images, write_key_file
 
 
 def test_official_client_predicts_over_loopback(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.helpers_server import PYTHON, ROOT, demo_model, wait_healthy
 
 READY = "READY {url}"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers_server import PYTHON, ROOT, demo_model, run_server
 from ultralytics_platform import Platform
 
 from inference_service.auth import hash_key
 from inference_service.registry import MEMORY_FACTOR
+from tests.helpers_server import PYTHON, ROOT, demo_model, run_server
 
 EU = "https://eu.inference.example.com"
 KEYS = {"acme": "acme-key-1", "globex": "globex-key-1", "initech": "initech-key-1"}
