@@ -92,12 +92,13 @@ def contender(kind: str, onnx: str, yaml: str, image: str) -> Callable[[], objec
         return lambda: yolo.predict(image, imgsz=IMGSZ, device=0, verbose=False)
     import onnxruntime as ort
 
-    from inference_service import core
+    from inference_service.decode import decode_image
     from inference_service.device import PROVIDERS
+    from inference_service.letterbox import preprocess
     from inference_service.model import run_bound
 
     ort.preload_dlls()
-    tensor, _ = core.preprocess(core.decode_image(Path(image).read_bytes(), 50_000_000), (IMGSZ, IMGSZ), 32, True)
+    tensor, _ = preprocess(decode_image(Path(image).read_bytes(), 50_000_000), (IMGSZ, IMGSZ), 32, True)
     session = ort.InferenceSession(onnx, providers=list(PROVIDERS["cuda"]))
     name, outputs = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
     if kind == "ort-cuda-iobinding":

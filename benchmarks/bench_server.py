@@ -90,18 +90,19 @@ def worker_main(kind: str, onnx: str, image: str) -> None:
     else:
         import onnxruntime as ort
 
-        from inference_service import core
+        from inference_service.decode import decode_image
+        from inference_service.letterbox import preprocess
         from inference_service.model import cpu_count, session_options
 
         data = Path(image).read_bytes()
-        tensor, _ = core.preprocess(core.decode_image(data, 50_000_000), (640, 640), 32, True)
+        tensor, _ = preprocess(decode_image(data, 50_000_000), (640, 640), 32, True)
         opts = None if kind == "raw" else session_options(cpu_count())
         session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: tensor}
 
         def call() -> object:
             if kind == "decoding":  # the least any server does per request: decode, then infer
-                core.decode_image(data, 50_000_000)
+                decode_image(data, 50_000_000)
             return session.run(None, feed)
     call()
     print("ready", file=answers, flush=True)
@@ -173,7 +174,7 @@ def main() -> None:
     from helpers_server import MULTIPART, multipart, run_server, ultralytics_assets
     from ultralytics import YOLO
 
-    from inference_service import core
+    from inference_service.letterbox import NATIVE
     from inference_service.model import cpu_count
 
     work = Path(tempfile.mkdtemp())
@@ -216,7 +217,7 @@ def main() -> None:
     rate = {name: statistics.median(values) for name, values in rates.items()}
     share = {name: statistics.median(x / r for x, r in zip(rates[name], rates["raw"], strict=True))
              for name in ("decoding", "server", "single")}
-    report(args, p50, stage50, rate, share, start_ms, threads, core.NATIVE is not None)
+    report(args, p50, stage50, rate, share, start_ms, threads, NATIVE is not None)
 
 
 def start_to_first_predict(onnx: Path, body: bytes) -> float:

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from inference_service import core
+from inference_service import letterbox
 from inference_service.device import CUDA_PROVIDER, PROVIDERS, DeviceError
 from inference_service.lanes import InferenceGate
+from inference_service.letterbox import PAD_VALUE, Letterbox
 from inference_service.metadata import DEFAULT_TASK, SUPPORTED_TASKS, literal
+from inference_service.postprocess import Detections, postprocess_e2e, postprocess_raw, to_detections
 
 
 def cpu_count() -> int:
@@ -135,7 +137,7 @@ class Model:
     def _warm_up(self, session: ort.InferenceSession) -> float:
         """First ``run`` allocates arenas and picks kernels: pay that before the first user does."""
         h, w = self.info.imgsz
-        feed = {self.input_name: np.full((1, 3, h, w), core.PAD_VALUE / 255, dtype=np.float32)}
+        feed = {self.input_name: np.full((1, 3, h, w), PAD_VALUE / 255, dtype=np.float32)}
         self._run(session, feed[self.input_name])  # on CUDA this also runs cuDNN's convolution algorithm search
         start = time.perf_counter()
         self._run(session, feed[self.input_name])
@@ -165,14 +167,15 @@ class Model:
         return None
 
     def preprocess(self, image: np.ndarray, imgsz: tuple[int, int],
-                   alone: bool = True) -> tuple[np.ndarray, core.Letterbox]:
+                   alone: bool = True) -> tuple[np.ndarray, Letterbox]:
         """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise.
 
         ``alone``: nothing else is using the CPUs, so the resize is split across all of them; under load each
         request resizes in its own thread, since splitting would only add hand-offs to CPUs that are busy anyway.
         """
-        return core.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic, min_cells=self.info.max_det or 0,
-                               executor=letterbox_pool(), bands=self.letterbox_bands if alone else 1)
+        return letterbox.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic,
+                                    min_cells=self.info.max_det or 0, executor=letterbox_pool(),
+                                    bands=self.letterbox_bands if alone else 1)
 
     def infer(self, tensor: np.ndarray, lane: bool = False) -> list[np.ndarray]:
         """The onnxruntime call, nothing else; ``lane``: on the one-thread session, if there is one."""
@@ -189,10 +192,10 @@ class Model:
             return session.run(self.output_names, {self.input_name: tensor})
         return run_bound(session, self.input_name, self.output_names, tensor)
 
-    def postprocess(self, outputs: list[np.ndarray], lb: core.Letterbox, conf: float, iou: float) -> core.Detections:
+    def postprocess(self, outputs: list[np.ndarray], lb: Letterbox, conf: float, iou: float) -> Detections:
         """Rows above ``conf`` (NMS at ``iou`` for raw exports) mapped back to original pixels."""
         if self.info.end2end:
-            rows = core.postprocess_e2e(outputs[0], conf)
+            rows = postprocess_e2e(outputs[0], conf)
         else:
-            rows = core.postprocess_raw(outputs[0], conf, iou, nc=len(self.info.names))
-        return core.to_detections(rows, lb, self.info.kpt_shape if self.info.task == "pose" else None)
+            rows = postprocess_raw(outputs[0], conf, iou, nc=len(self.info.names))
+        return to_detections(rows, lb, self.info.kpt_shape if self.info.task == "pose" else None)

@@ -2,7 +2,7 @@
 
 ``python inference_service/native.py`` compiles it into ``_letterbox.so`` next to this file with the system C
 compiler; the Dockerfile does that in a build stage, ``make test`` and ``make serve`` for a checkout. Without
-the library the server falls back to the numpy port in core.py (same tensor, ~8 ms slower per camera image)
+the library the server falls back to the numpy port in resize.py (same tensor, ~8 ms slower per camera image)
 and says so in its start-up log. Stdlib only at import: the image's build stage has a compiler but no numpy.
 """
 

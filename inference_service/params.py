@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from inference_service.core import InputError, grid_cells
+from inference_service.errors import InputError
+from inference_service.letterbox import grid_cells
 from inference_service.model import ModelInfo
 
 FIELDS = ("file", "source", "conf", "iou", "imgsz", "normalize", "decimals", "vid_stride", "bits")

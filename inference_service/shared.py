@@ -20,19 +20,23 @@ import threading
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from inference_service import core
-from inference_service.app import create_app, error, model_facts
+from inference_service.app import build_app
 from inference_service.auth import AuthError
 from inference_service.device import concrete
+from inference_service.errors import InputError
 from inference_service.model import Model
 from inference_service.params import OPENAPI_FORM
+from inference_service.predict_service import PredictService
+from inference_service.providers import model_facts
 from inference_service.registry import ModelError, ModelRegistry
+from inference_service.routes.error_handlers import error
 from inference_service.settings import ServerSettings
+from inference_service.telemetry import Metrics
 from inference_service.tenancy import Tenant, TenantsFile
 
 ROUTE = "/api/models/{owner}/{project}/{model}/predict"
@@ -64,10 +68,8 @@ class SharedModels:
     """The ``ModelProvider`` of shared mode: always ready (models load per request); the dedicated paths serve
     no model here."""
 
-    registry: ModelRegistry  # set once the app (and its metrics registry) exists
-
-    def __init__(self, region: str) -> None:
-        self.region = region
+    def __init__(self, region: str, registry: ModelRegistry) -> None:
+        self.region, self.registry = region, registry
 
     def start(self) -> None:
         pass
@@ -87,70 +89,87 @@ class SharedModels:
                 "authRequired": True}
 
 
+class TenantAccess:
+    """The checks of the module docstring, in order, before a tenant's model serves a request."""
+
+    def __init__(self, tenants: TenantsFile, registry: ModelRegistry, shared: ServerSettings) -> None:
+        self.tenants, self.registry, self.shared = tenants, registry, shared
+        self.limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
+
+    def tenant_of(self, request: Request) -> Tenant:
+        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
+        tenant = self.tenants.current().owner_of_key(key.strip())
+        if tenant is None:
+            raise AuthError("invalid API key")
+        return tenant
+
+    async def model(self, request: Request, owner: str, project: str, model: str) -> Model | JSONResponse:
+        """The loaded model, or the JSON error to answer with."""
+        tenant = self.tenant_of(request)
+        self.registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it
+        if owner != tenant.owner:
+            return error(403, f"this API key does not give access to {owner}'s models", "owner")
+        if tenant.data_region != self.shared.region:
+            return self._elsewhere(request, tenant, project, model)
+        if wait := self.limiter.wait_seconds(owner):
+            return error(429, f"rate limit of {self.shared.rate_limit_rps:g} requests/s for {owner} exceeded; "
+                         "retry later", headers={"Retry-After": str(math.ceil(wait))})
+        loaded = await run_in_threadpool(self.registry.get, owner, project, model)
+        if reason := loaded.unsupported():
+            raise InputError(reason, None, 422)
+        return loaded
+
+    def _elsewhere(self, request: Request, tenant: Tenant, project: str, model: str) -> JSONResponse:
+        """A tenant whose data lives in another region: 307 to that region's peer, 503 if there is none."""
+        owner, region = tenant.owner, tenant.data_region
+        peer = self.shared.peers.get(region)
+        if peer is None:
+            return error(503, f"{owner}'s models are served in {region}, and this service ({self.shared.region}) "
+                         "has no peer URL for that region", headers={"Retry-After": "60"})
+        query = f"?{request.url.query}" if request.url.query else ""
+        route = request.url.path.rsplit("/", 1)[1]
+        location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/{route}{query}"
+        return error(307, f"{owner}'s models are served in {region}: resend to {location}",
+                     headers={"Location": location})
+
+
+def add_tenant_routes(router: APIRouter, access: TenantAccess, service: PredictService) -> None:
+    """Predict and model facts at a tenant's model path, after ``access``'s checks."""
+    @router.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
+    async def predict(request: Request, owner: str, project: str, model: str) -> JSONResponse:
+        loaded = await access.model(request, owner, project, model)
+        if isinstance(loaded, JSONResponse):
+            return loaded
+        result = await service.handle(request, loaded)
+        access.registry.last_inference_ms = loaded.last_inference_ms
+        return result
+
+    @router.get(INFO_ROUTE, summary="A tenant's model: task, default imgsz, end-to-end (the Test page's iou control)",
+                response_model=None)
+    async def model_info(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
+        loaded = await access.model(request, owner, project, model)
+        return loaded if isinstance(loaded, JSONResponse) else model_facts(loaded.info)
+
+
 def create_shared_app(shared: ServerSettings) -> FastAPI:
-    """The dedicated app (health, metrics, error format, predict pipeline) plus the per-tenant route. ``shared``
-    is in shared mode, so it names a region among the shared ones (settings.py checks it)."""
+    """The dedicated app (health, metrics, error format, Test page) plus the per-tenant routes. ``shared`` is in
+    shared mode, so it names a region among the shared ones (settings.py checks it)."""
     assert shared.mode == "shared" and shared.region and shared.models_dir and shared.tenants_file
     tenants = TenantsFile(shared.tenants_file, shared.shared_regions, shared.secrets_recheck_seconds)
-    provider = SharedModels(shared.region)
     # one session per tenant model (no lane sessions: the cache budget counts one): fixed workers, default 1
     settings = shared.model_copy(update={"inference_workers": shared.inference_workers or 1,
                                          "device": concrete(shared.device)})
-    app = create_app(settings, provider)
-    registry = provider.registry = ModelRegistry(shared.models_dir, shared.model_cache_bytes, app.state.metrics,
-                                                 settings.threads_per_inference, settings.device)
-    limiter = RateLimiter(shared.rate_limit_rps, shared.rate_limit_burst)
+    metrics = Metrics()
+    registry = ModelRegistry(shared.models_dir, shared.model_cache_bytes, metrics, settings.threads_per_inference,
+                             settings.device)
+    predict = PredictService(settings, metrics)
+    app = build_app(settings, metrics, SharedModels(shared.region, registry), predict)
 
     @app.exception_handler(ModelError)
     async def _model_error(_: Request, exc: ModelError) -> JSONResponse:
         return error(exc.status, exc.message, exc.field)
 
-    def tenant_of(request: Request) -> Tenant:
-        scheme, _, key = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-        tenant = tenants.current().owner_of_key(key.strip())
-        if tenant is None:
-            raise AuthError("invalid API key")
-        return tenant
-
-    async def tenant_model(request: Request, owner: str, project: str, model: str) -> Model | JSONResponse:
-        """The checks of the module docstring, in order: the loaded model, or the JSON error to answer with."""
-        tenant = tenant_of(request)
-        registry.path_for(owner, project, model)  # 400 on a bad segment, before anything else looks at it
-        if owner != tenant.owner:
-            return error(403, f"this API key does not give access to {owner}'s models", "owner")
-        if tenant.data_region != shared.region:
-            peer = shared.peers.get(tenant.data_region)
-            if peer is None:
-                return error(503, f"{owner}'s models are served in {tenant.data_region}, and this service "
-                             f"({shared.region}) has no peer URL for that region", headers={"Retry-After": "60"})
-            query = f"?{request.url.query}" if request.url.query else ""
-            route = request.url.path.rsplit("/", 1)[1]
-            location = f"{peer.rstrip('/')}/api/models/{owner}/{project}/{model}/{route}{query}"
-            return error(307, f"{owner}'s models are served in {tenant.data_region}: resend to {location}",
-                         headers={"Location": location})
-        if wait := limiter.wait_seconds(owner):
-            return error(429, f"rate limit of {shared.rate_limit_rps:g} requests/s for {owner} exceeded; retry "
-                         "later", headers={"Retry-After": str(math.ceil(wait))})
-        loaded = await run_in_threadpool(registry.get, owner, project, model)
-        if reason := loaded.unsupported():
-            raise core.InputError(reason, None, 422)
-        return loaded
-
-    @app.post(ROUTE, summary="Run a tenant's model on one image", response_model=None, openapi_extra=OPENAPI_FORM)
-    async def predict(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
-        loaded = await tenant_model(request, owner, project, model)
-        if isinstance(loaded, JSONResponse):
-            return loaded
-        result = await app.state.predict_request(request, loaded)
-        registry.last_inference_ms = loaded.last_inference_ms
-        return result
-
-    @app.get(INFO_ROUTE, summary="A tenant's model: task, default imgsz, end-to-end (the Test page's iou control)",
-             response_model=None)
-    async def model_info(request: Request, owner: str, project: str, model: str) -> dict[str, Any] | JSONResponse:
-        loaded = await tenant_model(request, owner, project, model)
-        return loaded if isinstance(loaded, JSONResponse) else model_facts(loaded.info)
-
+    add_tenant_routes(app.router, TenantAccess(tenants, registry, shared), predict)
     return app

@@ -15,9 +15,14 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 from ultralytics.data.augment import LetterBox
 
-from inference_service import core
+from inference_service.decode import decode_image
+from inference_service.errors import InputError
+from inference_service.letterbox import Letterbox, preprocess
 from inference_service.model import ModelInfo
 from inference_service.params import parse_params
+from inference_service.postprocess import Detections, nms, postprocess_e2e, postprocess_raw, to_detections
+from inference_service.resize import resize_bilinear
+from inference_service.wire import summarize
 from tests.helpers_server import encode, ultralytics_assets
 
 NOISE = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8))
@@ -34,7 +39,7 @@ def test_shrinking_is_bit_exact_with_opencv(h: int, w: int, fy: float, fx: float
     image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     nh, nw = max(32, round(h * fy)), max(32, round(w * fx))
     ref = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_array_equal(core.resize_bilinear(image, nw, nh), ref)
+    np.testing.assert_array_equal(resize_bilinear(image, nw, nh), ref)
 
 
 @settings(max_examples=40, deadline=None)
@@ -43,7 +48,7 @@ def test_shrinking_is_bit_exact_with_opencv(h: int, w: int, fy: float, fx: float
 def test_any_resize_is_within_one_level_of_opencv(h: int, w: int, nh: int, nw: int, seed: int) -> None:
     image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     ref = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    assert np.abs(core.resize_bilinear(image, nw, nh) - ref.astype(np.int32)).max() <= 1
+    assert np.abs(resize_bilinear(image, nw, nh) - ref.astype(np.int32)).max() <= 1
 
 
 @settings(max_examples=100, deadline=None)
@@ -52,7 +57,7 @@ def test_any_resize_is_within_one_level_of_opencv(h: int, w: int, nh: int, nw: i
 def test_letterbox_matches_ultralytics(h: int, w: int, size: int, auto: bool) -> None:
     image = np.zeros((h, w, 3), dtype=np.uint8)
     ref = LetterBox((size, size), auto=auto, stride=32)(image=image)
-    tensor, lb = core.preprocess(image, (size, size), 32, auto)
+    tensor, lb = preprocess(image, (size, size), 32, auto)
     assert tensor.shape == (1, 3, *ref.shape[:2])
     assert lb.input_shape == ref.shape[:2] and lb.orig_shape == (h, w)
 
@@ -60,8 +65,8 @@ def test_letterbox_matches_ultralytics(h: int, w: int, size: int, auto: bool) ->
 def test_preprocess_tensor_equals_ultralytics() -> None:
     bgr = cv2.imread(str(ultralytics_assets() / "bus.jpg"))
     ref = LetterBox((640, 640), auto=True, stride=32)(image=bgr)[..., ::-1].transpose(2, 0, 1)[None] / np.float32(255)
-    rgb = core.decode_image((ultralytics_assets() / "bus.jpg").read_bytes(), 50_000_000)
-    tensor, _ = core.preprocess(rgb, (640, 640), 32, auto=True)
+    rgb = decode_image((ultralytics_assets() / "bus.jpg").read_bytes(), 50_000_000)
+    tensor, _ = preprocess(rgb, (640, 640), 32, auto=True)
     assert tensor.dtype == np.float32 and tensor.shape == (1, 3, 640, 480)
     np.testing.assert_array_equal(tensor, ref)
 
@@ -73,7 +78,7 @@ def test_nms_matches_torchvision(n: int, seed: int, iou: float) -> None:
     xy = rng.uniform(0, 200, (n, 2)).astype(np.float32)
     boxes = np.concatenate([xy, xy + rng.uniform(1, 80, (n, 2)).astype(np.float32)], 1)
     scores = rng.permutation(n).astype(np.float32) / n + 0.001  # distinct: ties order arbitrarily in torchvision
-    ours = core.nms(boxes, scores, iou)
+    ours = nms(boxes, scores, iou)
     ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
     np.testing.assert_array_equal(ours, ref)
 
@@ -85,22 +90,22 @@ def test_postprocess_raw_is_class_aware_and_maps_boxes_back() -> None:
     raw[0, :4, 1] = [102, 100, 50, 50]
     raw[0, :4, 2] = [101, 101, 50, 50]
     raw[0, 4, 0], raw[0, 5, 1], raw[0, 4, 2] = 0.9, 0.8, 0.6
-    rows = core.postprocess_raw(raw, conf=0.25, iou=0.7, nc=2)
+    rows = postprocess_raw(raw, conf=0.25, iou=0.7, nc=2)
     assert rows[:, 5].tolist() == [0, 1] and rows[:, 4].tolist() == pytest.approx([0.9, 0.8])
-    lb = core.Letterbox(orig_shape=(400, 200), input_shape=(640, 320))  # gain 1.6, no padding
-    det = core.to_detections(rows, lb)
+    lb = Letterbox(orig_shape=(400, 200), input_shape=(640, 320))  # gain 1.6, no padding
+    det = to_detections(rows, lb)
     assert det.boxes[0].tolist() == pytest.approx([75 / 1.6, 75 / 1.6, 125 / 1.6, 125 / 1.6])
 
 
 def test_postprocess_e2e_filters_by_conf_strictly() -> None:
     out = np.array([[[0, 0, 10, 10, 0.5, 1], [0, 0, 5, 5, 0.25, 0], [1, 1, 2, 2, 0.1, 0]]], dtype=np.float32)
-    assert core.postprocess_e2e(out, 0.25)[:, 4].tolist() == [0.5]
+    assert postprocess_e2e(out, 0.25)[:, 4].tolist() == [0.5]
 
 
 def test_summarize_normalizes_and_rounds() -> None:
-    det = core.Detections(boxes=np.array([[10, 20, 110, 220]], np.float32), scores=np.array([0.876543], np.float32),
+    det = Detections(boxes=np.array([[10, 20, 110, 220]], np.float32), scores=np.array([0.876543], np.float32),
                           classes=np.array([0]))
-    [item] = core.summarize(det, {0: "person"}, (400, 200), normalize=True, decimals=2)
+    [item] = summarize(det, {0: "person"}, (400, 200), normalize=True, decimals=2)
     assert item == {"name": "person", "class": 0, "confidence": 0.88,
                     "box": {"x1": 0.05, "y1": 0.05, "x2": 0.55, "y2": 0.55}}
 
@@ -108,14 +113,14 @@ def test_summarize_normalizes_and_rounds() -> None:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
 def test_decode_formats(fmt: str) -> None:
     image = Image.new("RGB", (40, 30), (200, 10, 10))
-    arr = core.decode_image(encode(image, fmt), 1_000_000)
+    arr = decode_image(encode(image, fmt), 1_000_000)
     assert arr.shape == (30, 40, 3) and arr.dtype == np.uint8
     assert abs(int(arr[15, 20, 0]) - 200) < 8
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA"])
 def test_decode_other_modes_become_rgb(mode: str) -> None:
-    arr = core.decode_image(encode(Image.new(mode, (8, 6)), "PNG"), 1_000_000)
+    arr = decode_image(encode(Image.new(mode, (8, 6)), "PNG"), 1_000_000)
     assert arr.shape == (6, 8, 3)
 
 
@@ -124,7 +129,7 @@ def test_decode_honours_exif_orientation() -> None:
     image.paste((255, 0, 0), (0, 0, 10, 20))  # red strip on the left
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    arr = core.decode_image(encode(image, "JPEG", exif=exif, quality=95), 1_000_000)
+    arr = decode_image(encode(image, "JPEG", exif=exif, quality=95), 1_000_000)
     assert arr.shape == (60, 20, 3)  # displayed upright: taller than wide
     assert arr[2, 10, 0] > 200 and arr[2, 10, 2] < 60  # the left strip is now on top
     assert arr[-2, 10, 2] > 200
@@ -142,7 +147,7 @@ def test_jpeg_pixels_equal_pil_and_opencv(variant: str) -> None:
     options = dict(JPEG_VARIANTS[variant])
     image = NOISE.resize((333, 250)).convert(options.pop("mode", "RGB"))
     data = encode(image, "JPEG", quality=90, **options)
-    arr = core.decode_image(data, 1_000_000)
+    arr = decode_image(data, 1_000_000)
     np.testing.assert_array_equal(arr, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
     if variant != "cmyk":  # OpenCV converts CMYK its own way; ultralytics users rarely send CMYK
         np.testing.assert_array_equal(arr, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1])
@@ -152,7 +157,7 @@ def test_jpeg_pixels_equal_pil_and_opencv(variant: str) -> None:
 def test_sample_photos_decode_as_opencv_does(name: str) -> None:
     data = (ultralytics_assets() / name).read_bytes()
     expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-    np.testing.assert_array_equal(core.decode_image(data, 50_000_000), expected)
+    np.testing.assert_array_equal(decode_image(data, 50_000_000), expected)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
@@ -162,7 +167,7 @@ def test_every_exif_orientation_as_pil_exif_transpose(fmt: str, orientation: int
     exif[0x0112] = orientation
     data = encode(NOISE.resize((64, 40)), fmt, exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
-    arr = core.decode_image(data, 1_000_000)
+    arr = decode_image(data, 1_000_000)
     assert arr.flags.c_contiguous
     np.testing.assert_array_equal(arr, expected)
 
@@ -183,16 +188,16 @@ def test_every_exif_orientation_as_pil_exif_transpose(fmt: str, orientation: int
          "gif"],
 )
 def test_decode_refuses_bad_files(data: bytes, message: str) -> None:
-    with pytest.raises(core.InputError, match=message) as err:
-        core.decode_image(data, 1_000_000)
+    with pytest.raises(InputError, match=message) as err:
+        decode_image(data, 1_000_000)
     assert err.value.field == "file" and 400 <= err.value.status < 500
 
 
 def test_decode_refuses_pixel_bombs_from_the_header() -> None:
     big = encode(Image.new("1", (12000, 12000)), "PNG")  # 144 MP of 1-bit pixels, a few kB compressed
     assert len(big) < 100_000
-    with pytest.raises(core.InputError, match="MP"):
-        core.decode_image(big, 50_000_000)
+    with pytest.raises(InputError, match="MP"):
+        decode_image(big, 50_000_000)
 
 
 @pytest.mark.parametrize(
@@ -205,7 +210,7 @@ def test_decode_refuses_pixel_bombs_from_the_header() -> None:
     ],
 )
 def test_params_refuse_bad_values_naming_the_field(form: dict[str, str], field: str) -> None:
-    with pytest.raises(core.InputError) as err:
+    with pytest.raises(InputError) as err:
         parse_params(form, INFO, max_imgsz=2048)
     assert err.value.field == field and field in err.value.message
 
@@ -219,7 +224,7 @@ def test_params_defaults_and_values() -> None:
 def test_params_fixed_shape_models_only_take_their_size() -> None:
     fixed = ModelInfo(**{**INFO.__dict__, "dynamic": False})
     assert parse_params({"imgsz": "640"}, fixed, 2048).imgsz == (640, 640)
-    with pytest.raises(core.InputError, match="fixed 640x640"):
+    with pytest.raises(InputError, match="fixed 640x640"):
         parse_params({"imgsz": "320"}, fixed, 2048)
 
 
@@ -238,8 +243,8 @@ def test_letterbox_in_parallel_bands_is_the_same_tensor(shape: tuple[int, int]) 
     from concurrent.futures import ThreadPoolExecutor
 
     image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    one, lb_one = core.preprocess(image, (640, 640), 32, True)
+    one, lb_one = preprocess(image, (640, 640), 32, True)
     with ThreadPoolExecutor(3) as pool:
         for bands in (2, 3, 7):
-            many, lb_many = core.preprocess(image, (640, 640), 32, True, executor=pool, bands=bands)
+            many, lb_many = preprocess(image, (640, 640), 32, True, executor=pool, bands=bands)
             assert lb_many == lb_one and np.array_equal(many, one), bands

@@ -10,9 +10,11 @@ import torch
 from ultralytics import YOLO
 from ultralytics.utils.nms import non_max_suppression
 
-from inference_service import core
+from inference_service.decode import decode_image
 from inference_service.model import Model
+from inference_service.postprocess import postprocess_raw
 from inference_service.settings import ServerSettings
+from inference_service.wire import summarize
 from tests.helpers_server import demo_model, sample_images
 
 MAX_IMGSZ = ServerSettings.model_fields["max_imgsz"].default
@@ -36,7 +38,7 @@ def crowd(seed: int, clusters: int, per_cluster: int, nc: int) -> np.ndarray:
                                                    (4, 0.01, 0.5)])
 def test_overlapping_boxes_of_several_classes_as_ultralytics_keeps_them(seed: int, conf: float, iou: float) -> None:
     raw = crowd(seed, clusters=60, per_cluster=12, nc=5)
-    ours = core.postprocess_raw(raw, conf, iou, nc=5, max_det=1000)  # every box kept: no cut hides a difference
+    ours = postprocess_raw(raw, conf, iou, nc=5, max_det=1000)  # every box kept: no cut hides a difference
     [theirs] = non_max_suppression(torch.from_numpy(raw), conf, iou, nc=5, max_det=1000)
     assert len(ours) < 1000
     theirs = theirs.numpy()
@@ -53,11 +55,11 @@ def test_same_answers_as_ultralytics_above_640(kind: str, imgsz: int) -> None:
     several classes over one another at conf 0.1, a crowd for NMS at the server's largest size."""
     model, yolo = Model(demo_model(kind)), YOLO(str(demo_model(kind)), task="detect")
     image = next(p for p in sample_images() if p.name == "bus.jpg")
-    rgb = core.decode_image(image.read_bytes(), 50_000_000)
+    rgb = decode_image(image.read_bytes(), 50_000_000)
     tensor, lb = model.preprocess(rgb, (imgsz, imgsz))
     assert max(lb.input_shape) == imgsz
     det = model.postprocess(model.infer(tensor), lb, 0.1, 0.7)
-    ours = sorted(core.summarize(det, model.info.names, lb.orig_shape, False, 5), key=lambda d: -d["confidence"])
+    ours = sorted(summarize(det, model.info.names, lb.orig_shape, False, 5), key=lambda d: -d["confidence"])
     ref = yolo.predict(str(image), conf=0.1, iou=0.7, imgsz=imgsz, verbose=False)[0]
     theirs = sorted(ref.summary(normalize=False, decimals=5), key=lambda d: -d["confidence"])
     assert len(ours) == len(theirs) > (100 if kind == "raw" else 0)

@@ -18,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ultralytics.data.augment import LetterBox
 
-from inference_service import core, native
+from inference_service import native
+from inference_service.decode import decode_image
+from inference_service.letterbox import NATIVE, UNIT_SCALE, preprocess
 from tests.helpers_server import ultralytics_assets
 
 
@@ -38,8 +40,8 @@ def test_kernel_tensor_is_the_numpy_tensor(kernel: ctypes.CDLL, h: int, w: int, 
     image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     if transposed:
         image = image.transpose(1, 0, 2)
-    ref, lb_ref = core.preprocess(image, (size, size), 32, auto, kernel=None)
-    out, lb = core.preprocess(image, (size, size), 32, auto, kernel=kernel)
+    ref, lb_ref = preprocess(image, (size, size), 32, auto, kernel=None)
+    out, lb = preprocess(image, (size, size), 32, auto, kernel=kernel)
     assert lb == lb_ref
     np.testing.assert_array_equal(out, ref)
 
@@ -48,10 +50,10 @@ def test_kernel_tensor_is_the_numpy_tensor(kernel: ctypes.CDLL, h: int, w: int, 
 def test_kernel_in_parallel_bands_is_the_same_tensor(kernel: ctypes.CDLL, shape: tuple[int, int]) -> None:
     """Each band reads the source rows it needs in its own buffers: any split, run concurrently, gives one tensor."""
     image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    one, _ = core.preprocess(image, (640, 640), 32, True, kernel=kernel)
+    one, _ = preprocess(image, (640, 640), 32, True, kernel=kernel)
     with ThreadPoolExecutor(3) as pool:
         for bands in (2, 3, 7):
-            many, _ = core.preprocess(image, (640, 640), 32, True, executor=pool, bands=bands, kernel=kernel)
+            many, _ = preprocess(image, (640, 640), 32, True, executor=pool, bands=bands, kernel=kernel)
             assert np.array_equal(many, one), bands
 
 
@@ -59,19 +61,19 @@ def test_kernel_tensor_equals_ultralytics_on_bus(kernel: ctypes.CDLL) -> None:
     """What ultralytics feeds the model for bus.jpg (cv2 decode, LetterBox, BGR->RGB, /255), bit for bit."""
     bgr = cv2.imread(str(ultralytics_assets() / "bus.jpg"))
     ref = LetterBox((640, 640), auto=True, stride=32)(image=bgr)[..., ::-1].transpose(2, 0, 1)[None] / np.float32(255)
-    rgb = core.decode_image((ultralytics_assets() / "bus.jpg").read_bytes(), 50_000_000)
-    tensor, _ = core.preprocess(rgb, (640, 640), 32, auto=True, kernel=kernel)
+    rgb = decode_image((ultralytics_assets() / "bus.jpg").read_bytes(), 50_000_000)
+    tensor, _ = preprocess(rgb, (640, 640), 32, auto=True, kernel=kernel)
     np.testing.assert_array_equal(tensor, ref)
 
 
 def test_unit_scale_is_float32_division_by_255() -> None:
     """The kernel's table is what torch's and numpy's float32 ``/ 255`` give for each byte value."""
-    np.testing.assert_array_equal(core.UNIT_SCALE, np.arange(256, dtype=np.float32) / np.float32(255))
+    np.testing.assert_array_equal(UNIT_SCALE, np.arange(256, dtype=np.float32) / np.float32(255))
 
 
 def test_the_checkout_has_the_kernel_built() -> None:
     """``make test``/``make serve`` build it, so servers started by the tests and benchmarks use it."""
-    assert core.NATIVE is not None, f"{native.LIBRARY} is missing: run `make` or `python inference_service/native.py`"
+    assert NATIVE is not None, f"{native.LIBRARY} is missing: run `make` or `python inference_service/native.py`"
 
 
 def test_a_missing_library_means_the_numpy_port(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ultralytics.data.augment import LetterBox
 
-from inference_service import core
+from inference_service import letterbox
 from inference_service.settings import ServerSettings
 
 MAX_IMGSZ = ServerSettings.model_fields["max_imgsz"].default  # the server's largest imgsz
@@ -34,14 +34,14 @@ def reference(rgb: np.ndarray, size: int, auto: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("native", [True, False], ids=["c-kernel", "numpy"])
 def test_letterbox_tensor_equals_ultralytics(native: bool) -> None:
-    if native and core.NATIVE is None:
+    if native and letterbox.NATIVE is None:
         pytest.fail("the C kernel is not built: run `python3 inference_service/native.py`")
-    kernel = core.NATIVE if native else None
+    kernel = letterbox.NATIVE if native else None
     rng = np.random.default_rng(7)
     for shape, size, auto in CASES:
         rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
         ref = reference(rgb, size, auto)
-        tensor, lb = core.preprocess(rgb, (size, size), 32, auto, kernel=kernel)
+        tensor, lb = letterbox.preprocess(rgb, (size, size), 32, auto, kernel=kernel)
         where = f"{shape} imgsz {size} auto {auto}"
         assert tensor.shape == ref.shape and lb.input_shape == ref.shape[2:], where
         pad = np.isclose(ref, 114 / 255)

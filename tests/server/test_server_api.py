@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import time
 import typing
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from ultralytics_platform import types as platform_types
 from inference_service.__main__ import parse_args
 from inference_service.app import Settings, create_app
 from inference_service.telemetry import JsonFormatter, trace_fields
-from tests.helpers_server import demo_model, encode, sample_images, write_key_file
+from tests.helpers_server import PYTHON, ROOT, demo_model, encode, sample_images, write_key_file
 
 MAX_BODY = 2 * 1024 * 1024
 
@@ -162,6 +164,21 @@ def test_health_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
         assert r.status_code == 503 and body["healthy"] is False and body["status"] == "failed" and body["error"]
         p = c.post("/predict", files={"file": b"x"})
         assert p.status_code == 503 and "failed to load" in p.json()["error"]
+
+
+@pytest.mark.parametrize("wait_ready", [False, True], ids=["model-loading", "lane-loading"])
+def test_a_process_stopped_while_the_model_loads_exits_cleanly(wait_ready: bool) -> None:
+    """Stopped while the model, or after it the one-thread lane session, loads: the process still exits 0, not 134
+    (onnxruntime aborts the process when a daemon thread is torn down inside a session's constructor)."""
+    script = ("import time\nfrom pathlib import Path\nfrom fastapi.testclient import TestClient\n"
+              "from inference_service.app import Settings, create_app\n"
+              f"app = create_app(Settings(model_path=Path({str(demo_model('e2e'))!r}), allow_anonymous=True))\n"
+              "with TestClient(app) as c:\n"
+              f"    while {wait_ready} and c.get('/health').status_code != 200:\n"
+              "        time.sleep(0.02)\n")
+    r = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

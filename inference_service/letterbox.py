@@ -1,0 +1,107 @@
+"""Letterboxing like ultralytics ``LetterBox``: resize the image into the model's input, pad with grey, scale to
+0..1. The resize runs in the C kernel (letterbox.c, built by native.py) when it is built, else in resize.py's numpy
+port: the same floats either way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import math
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference_service import native
+from inference_service.resize import ResizePlan, resize_plan, resize_rows
+
+PAD_VALUE = 114  # the grey ultralytics pads with
+UNIT_SCALE = (np.arange(256, dtype=np.int32) / np.float32(255)).astype(np.float32)  # v / 255 exactly as numpy does it
+NATIVE = native.load()  # the C letterbox kernel, or None (then the numpy port runs)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where the original image sits inside the model input, enough to map boxes back."""
+
+    orig_shape: tuple[int, int]  # (h, w) of the decoded image
+    input_shape: tuple[int, int]  # (h, w) of the tensor fed to the model
+
+
+def letterbox_shape(orig_shape: tuple[int, int], imgsz: tuple[int, int], stride: int, auto: bool) -> tuple[int, ...]:
+    """Resized size and paddings of ultralytics ``LetterBox``: (new_w, new_h, top, bottom, left, right).
+
+    ``auto`` pads only to the next stride multiple (what ultralytics does for dynamic-shape ONNX),
+    otherwise to ``imgsz`` exactly. Python's ``round`` (banker's) is used on purpose, as upstream.
+    """
+    h, w = orig_shape
+    r = min(imgsz[0] / h, imgsz[1] / w)
+    new_w, new_h = max(round(w * r), 1), max(round(h * r), 1)
+    dw, dh = imgsz[1] - new_w, imgsz[0] - new_h
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
+    return new_w, new_h, round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+
+
+def _letterbox_band(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int, dst: np.ndarray,
+                    kernel: ctypes.CDLL | None) -> None:
+    """Resize output rows ``y0:y1`` and write them scaled to 0..1 into ``dst`` (c, new_h, new_w) float32 planes,
+    with the C kernel if given, else numpy: the same floats either way."""
+    if kernel is None:
+        rows = resize_rows(flat, plan, y0, y1).reshape(y1 - y0, -1, dst.shape[0])
+        np.divide(rows.transpose(2, 0, 1), np.float32(255), out=dst[:, y0:y1])
+        return
+    band, item = dst[:, y0:y1], dst.itemsize
+    status = kernel.letterbox_rows(
+        flat.ctypes.data, flat.strides[0], plan.ys0.ctypes.data, plan.ys1.ctypes.data, plan.b0.ctypes.data,
+        plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data, plan.a1.ctypes.data,
+        dst.shape[2], y0, y1, band.ctypes.data, dst.strides[0] // item, dst.strides[1] // item,
+        UNIT_SCALE.ctypes.data)
+    if status:
+        raise MemoryError("letterbox kernel could not allocate its row buffers")
+
+
+def grid_cells(h: int, w: int, stride: int) -> int:
+    """Anchors a YOLO head has for an ``h`` x ``w`` input: one per cell of each level, strides 8 up to ``stride``."""
+    return sum(math.ceil(h / s) * math.ceil(w / s) for s in (8 << i for i in range(stride.bit_length() - 3)))
+
+
+def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool, min_cells: int = 0,
+               executor: Executor | None = None, bands: int = 1,
+               kernel: ctypes.CDLL | None = NATIVE) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114.
+
+    ``min_cells``: an end-to-end export's top-k fails on an input with fewer anchors (a panorama's minimal
+    rectangle, say), so such an image is padded to the full ``imgsz`` instead; ultralytics fails there.
+    ``executor`` and ``bands``: resize and scale that many horizontal bands concurrently (numpy and the C
+    kernel release the GIL), which cuts a lone request's letterbox time on a multi-core instance; the tensor is
+    the same. ``kernel``: the compiled letterbox (default: the one built next to native.py), None for numpy.
+    """
+    new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, auto)
+    if auto and grid_cells(new_h + top + bottom, new_w + left + right, stride) < min_cells:
+        new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, False)
+    out_h, out_w = new_h + top + bottom, new_w + left + right
+    tensor = np.empty((1, 3, out_h, out_w), dtype=np.float32)
+    if top or bottom or left or right:
+        tensor.fill(PAD_VALUE / 255)
+    dst = tensor[0, :, top : top + new_h, left : left + new_w]
+    lb = Letterbox(orig_shape=(image.shape[0], image.shape[1]), input_shape=(out_h, out_w))
+    h, w, c = image.shape
+    if (h, w) == (new_h, new_w):
+        np.divide(image.transpose(2, 0, 1), np.float32(255), out=dst)
+        return tensor, lb
+    plan, flat = resize_plan(h, w, new_h, new_w, c), np.ascontiguousarray(image).reshape(h, w * c)
+    if c != 3 or image.dtype != np.uint8:  # the kernel is written for what decode_image returns
+        kernel = None
+
+    def band(y0: int, y1: int) -> None:
+        _letterbox_band(flat, plan, y0, y1, dst, kernel)
+
+    edges = [round(i * new_h / bands) for i in range(bands + 1)] if executor and new_h >= 2 * bands else [0, new_h]
+    others = [executor.submit(band, y0, y1) for y0, y1 in itertools.pairwise(edges[1:])] if executor else []
+    band(0, edges[1])  # the calling thread takes the first band: one thread wake-up fewer
+    for future in others:
+        future.result()
+    return tensor, lb

@@ -1,0 +1,162 @@
+"""The predict pipeline behind every predict route, dedicated or shared: admission, the body within the request
+timeout, the form's fields, then the CPU work in one hop to a worker thread, answered in the wire format.
+
+Capacity (admission.py): beyond ``max_concurrency`` predicts running, a predict waits for a turn while its
+expected wait is within ``max_wait_seconds`` (and fewer than ``max_queue`` wait), and is otherwise refused at once
+with 503 and Retry-After. Every predict answers within ``request_timeout``: 408 if its body has not arrived by then
+(the client's slowness), 504 if its result is not ready (the server's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from inference_service.admission import Admission, AtCapacity
+from inference_service.decode import decode_image
+from inference_service.errors import InputError
+from inference_service.lanes import InferenceGate
+from inference_service.model import Model, cpu_count
+from inference_service.params import FIELDS, PredictParams, parse_params
+from inference_service.telemetry import Metrics
+from inference_service.wire import predict_body, summarize
+
+if TYPE_CHECKING:
+    from inference_service.settings import ServerSettings as Settings
+
+
+class CpuWork:
+    """The CPU-bound part of one predict, run whole in one worker thread: decode, letterbox, inference (at most
+    the gate's turn, so other requests decode meanwhile), postprocess. One hop off the event loop instead of one
+    per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms."""
+
+    def __init__(self, gate: InferenceGate, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+        self.gate = gate
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    def run(self, model: Model, data: bytes, params: PredictParams,
+            deadline: float) -> tuple[tuple[int, int], list[dict], dict[str, float]]:
+        """(image height and width, summarized results, stage timings in ms). Skips inference if ``deadline`` (a
+        ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
+        with self._lock:
+            self._busy += 1
+            alone = self._busy == 1
+        try:
+            t0 = time.perf_counter()
+            image = decode_image(data, self.max_pixels)
+            tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz, alone=alone)
+            t1 = time.perf_counter()
+            with self.gate.turn(alone=self._busy == 1) as lane:
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                t2 = time.perf_counter()
+                outputs = model.infer(tensor, lane=lane)
+                t3 = time.perf_counter()
+            det = model.postprocess(outputs, lb, params.conf, params.iou)
+            results = summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
+            t4 = time.perf_counter()
+        finally:
+            with self._lock:
+                self._busy -= 1
+        timings = {"preprocess": (t1 - t0) * 1000, "inference": (t3 - t2) * 1000, "postprocess": (t4 - t3) * 1000}
+        return (int(image.shape[0]), int(image.shape[1])), results, timings
+
+
+class PredictService:
+    """Runs one predict of a given model from its HTTP request: ``handle``. Holds what all predicts share: the
+    worker threads, the inference gate (inside ``CpuWork``) and admission."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        gate = settings.gate()
+        # Each predict's CPU work runs in one hop to these threads (a hop is a thread wake-up each way): as many as
+        # CPUs, so one request decodes while another infers, and at least one more than the concurrent inferences.
+        # Long-lived threads, so freed buffers are reused from the same few malloc arenas and RSS settles instead of
+        # creeping up per new thread.
+        self.workers = ThreadPoolExecutor(
+            max_workers=min(settings.max_concurrency, max(cpu_count(), gate.tokens + 1)), thread_name_prefix="predict")
+        self.cpu_work = CpuWork(gate, settings.max_pixels)
+        self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.max_wait_seconds,
+                                   metrics.registry)
+        self.metrics = metrics
+        self.request_timeout = settings.request_timeout
+        self.max_imgsz = settings.max_imgsz
+
+    def close(self) -> None:
+        """Drop predicts not yet started; those running finish in their threads."""
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, request: Request, model: Model) -> JSONResponse:
+        """Read the multipart form and run ``model`` on it: the body of every predict route, shared mode's too."""
+        started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        upload, fields = split_form(await self._read_form(request, deadline))
+        params = parse_params(fields, model.info, self.max_imgsz)
+        if upload is None:
+            raise InputError("missing image: send it as the multipart 'file' part", "file")
+        data = await upload.read()
+        try:
+            async with asyncio.timeout_at(deadline), self.admission.slot():
+                return await self._run(model, data, params, started, deadline)
+        except AtCapacity as e:
+            raise at_capacity(e) from None
+        except TimeoutError:  # an inference already running finishes in its thread; one not yet started is dropped
+            raise HTTPException(504, f"no result within the {self.request_timeout:g} s request timeout: the "
+                                "server is busier than it can answer in time; retry later") from None
+
+    async def _read_form(self, request: Request, deadline: float) -> FormData:
+        try:
+            self.admission.refuse_if_full()  # before parsing the body too: shedding must stay cheap when it matters
+            async with asyncio.timeout_at(deadline):
+                return await request.form(max_files=2, max_fields=len(FIELDS))
+        except AtCapacity as e:
+            raise at_capacity(e) from None
+        except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
+            raise HTTPException(408, f"the request body did not arrive within the {self.request_timeout:g} s "
+                                "request timeout", headers={"Connection": "close"}) from None
+
+    async def _run(self, model: Model, data: bytes, params: PredictParams, started: float,
+                   deadline: float) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        shape, results, timings = await loop.run_in_executor(self.workers, self.cpu_work.run, model, data, params,
+                                                             deadline)
+        model.last_inference_ms = timings["inference"]
+        for stage, ms in timings.items():
+            self.metrics.stage.labels(stage).observe(ms / 1000)
+        return JSONResponse(predict_body(model.info, shape, results, timings, started))
+
+
+def split_form(form: FormData) -> tuple[UploadFile | None, dict[str, str]]:
+    """The image part (if sent) and the text fields, refusing what the wire format does not allow: a field twice,
+    a file part other than ``file``, a URL ``source``, ``file`` as text."""
+    fields: dict[str, str] = {}
+    upload = None
+    for key, value in form.multi_items():
+        if key in fields or (key == "file" and upload is not None):
+            raise InputError(f"{key!r} is given more than once; send each field once", key)
+        if isinstance(value, UploadFile):
+            if key != "file":
+                raise InputError(f"unexpected file part {key!r}; send the image as 'file'", key)
+            upload = value
+        else:
+            fields[key] = value
+    if "source" in fields:
+        raise InputError("URL sources are not supported by this server; upload the image bytes as the 'file' part",
+                         "source")
+    if "file" in fields:
+        raise InputError("'file' must be a file part (multipart/form-data upload), not a text field", "file")
+    return upload, fields
+
+
+def at_capacity(refusal: AtCapacity) -> HTTPException:
+    """The 503 a refused predict answers, with when to retry."""
+    return HTTPException(503, str(refusal), headers={"Retry-After": str(refusal.retry_after_s)})
