@@ -6,7 +6,7 @@ here so a Cloud Run knob is wired once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pulumi
@@ -16,6 +16,7 @@ from pulumi_gcp import cloudrunv2 as run
 from components import names
 from components.layout import ServicePlan
 from components.monitoring import MonitoringInputs, declare_monitoring
+from components.revisions import RevisionInputs, revision_name, traffic
 from inference_service.settings import service_env
 
 CONTAINER_PORT = 8080
@@ -80,6 +81,7 @@ class ServiceInputs:
     # The account the service runs as (its model's, or its shared region's): the program always sets it.
     account: RuntimeAccount | None = None
     monitoring: MonitoringInputs | None = None  # alerts, uptime check, SLOs (the program always sets it)
+    revision: RevisionInputs | None = None  # dedicated endpoints: revisions named by content, a rollout's split
 
 
 def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Resource) -> run.Service:
@@ -94,10 +96,22 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
     limits = {"cpu": str(s.cpu), "memory": s.memory}
     if s.gpu:
         limits["nvidia.com/gpu"] = "1"
-    envs = service_env(model_name=plan.model.name if plan.model else None, api_key_file=f"{KEYS_MOUNT}/{KEYS_FILE}",
-                       ort_threads=s.cpu, max_concurrency=s.concurrency, request_timeout=s.timeout_seconds,
-                       device="cuda" if s.gpu else "cpu",  # no GPU fails the start: never a CPU run billed for an L4
-                       **inputs.server)
+
+    def env_of(server: Mapping[str, object]) -> dict[str, str]:
+        return service_env(model_name=plan.model.name if plan.model else None,
+                           api_key_file=f"{KEYS_MOUNT}/{KEYS_FILE}", ort_threads=s.cpu, max_concurrency=s.concurrency,
+                           request_timeout=s.timeout_seconds,
+                           device="cuda" if s.gpu else "cpu",  # no GPU fails the start: never a CPU billed for an L4
+                           **{**inputs.server, **server})
+
+    rev = inputs.revision
+    envs = env_of(rev.current.server if rev else {})
+    revision = traffics = None
+    if rev:
+        known = {"settings": s.model_dump(mode="json"), "labels": labels}
+        revision = revision_name(plan.service_name, rev.current, envs, known)
+        previous = rev.previous and revision_name(plan.service_name, rev.previous, env_of(rev.previous.server), known)
+        traffics = traffic(revision, previous, rev.percent)
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,
         ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
@@ -114,6 +128,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
                        *inputs.volume_mounts],
     )
     template = run.ServiceTemplateArgs(
+        revision=revision,
         containers=[container],
         service_account=inputs.account.email,
         scaling=run.ServiceTemplateScalingArgs(min_instance_count=s.min_instances,
@@ -142,6 +157,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, parent: pulumi.Res
         deletion_protection=inputs.deletion_protection,
         labels=labels,
         template=template,
+        traffics=traffics,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=inputs.account.ready),
     )
     if inputs.monitoring:
