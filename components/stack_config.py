@@ -44,6 +44,8 @@ class RolloutSpec(_Strict):
     percent: int = Field(0, ge=0, le=100, description="the share of the wave's requests `to` serves")
     regions: list[str] = Field(default_factory=list, description="region ids of the current wave, all among the "
                                                                  "model's regions; empty stages the file only")
+    bake_minutes: float = Field(10, ge=0, description="how long each wave runs before its metrics are judged "
+                                                       "(`fleet rollout --bake`; the rollout-bake policy's minimum)")
 
     @field_validator("regions")
     @classmethod
