@@ -41,13 +41,14 @@ def check_traffic_split(r: Any, facts: StackFacts, options: Options) -> Iterator
 
 
 def check_rollout_start(resources: list[Any], facts: StackFacts, options: Options) -> Iterator[tuple[str, str]]:
-    """A wave below 100% is a canary: one region. (Later waves, each at 100%, may cover many.)"""
+    """A wave between 0 and 100% is a canary: one region. Later waves, each at 100%, may cover many, and a rolled
+    back one (0%: every touched region on its old revision) too."""
     for model in facts.config.models:
         r = model.rollout
-        if r and r.percent < 100 and len(r.regions) > 1:
+        if r and 0 < r.percent < 100 and len(r.regions) > 1:
             yield (f"Pulumi.{facts.stack}.yaml: models[{model.name}].rollout: {r.percent}% of traffic in "
                    f"{len(r.regions)} regions ({', '.join(r.regions)}); a rollout starts in one canary region "
-                   "(`fleet rollout` does), and only a wave at 100% may cover more", "")
+                   "(`fleet rollout` does), and only a wave at 100% (or a rolled-back one, at 0%) may cover more", "")
 
 
 def check_rollout_bake(resources: list[Any], facts: StackFacts, options: Options) -> Iterator[tuple[str, str]]:

@@ -13,6 +13,7 @@ from tests.fakes import serve_unary
 
 Series = list[monitoring_v3.TimeSeries]
 FILTER = re.compile(r'metric\.type="([^"]+)".*service_name="([^"]+)".*location="([^"]+)"')
+REVISION = re.compile(r'revision_name="([^"]+)"')
 
 
 def count_series(code_class: str, values: list[int], start: int = 1_700_000_000,
@@ -44,7 +45,8 @@ def distribution_series(counts: list[list[int]], mean: float, scale: float = 1.0
 
 
 class FakeMetricService:
-    """data[(service, metric)] -> series; failing[service] is the gRPC error it answers; requests are recorded."""
+    """data[(service, metric)] -> series, or data[(revision, metric)] for a query of one revision (`fleet rollout`);
+    failing[service] is the gRPC error it answers; requests are recorded."""
 
     def __init__(self, data: dict[tuple[str, str], Series],
                  failing: dict[str, grpc.StatusCode] | None = None) -> None:
@@ -56,7 +58,9 @@ class FakeMetricService:
         if service in self.failing:
             code = self.failing[service]
             context.abort(code, f"{code.name.lower().replace('_', ' ')} for {service}")
-        return monitoring_v3.ListTimeSeriesResponse(time_series=self.data.get((service, metric), []))
+        revision = REVISION.search(request.filter)
+        key = (revision.group(1) if revision else service, metric)
+        return monitoring_v3.ListTimeSeriesResponse(time_series=self.data.get(key, []))
 
 
 def serve(fake: FakeMetricService) -> AbstractContextManager[str]:
