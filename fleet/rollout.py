@@ -104,6 +104,10 @@ class Verdict:
     breaches: list[str] = field(default_factory=list)
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} ms"
+
+
 def judge(client: Any, project: str, service: ServicePlan, old: str, new: str, bake_s: float) -> Verdict:
     """A breach is a new revision worse than its old one and beyond the catalog's alert threshold (error ratio,
     p95 latency); unreadable metrics are a breach too. The old revision is read over the bake, or, when it
@@ -157,7 +161,8 @@ class Runner:
     sleep: Callable[[float], None] = time.sleep
     out: Callable[[str], None] = print
 
-    def _log(self, event: str, **data: Any) -> None:
+    def log(self, event: str, **data: Any) -> None:
+        """One JSON line of the rollout's log: what `--resume` and a post-mortem read."""
         path = self.rollout.log_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as log:
@@ -211,21 +216,21 @@ class Runner:
             step = steps[i]
             self.out(f"[{i + 1}/{len(steps)}] {step.name}: applying")
             plan, facts = self._apply(step, old_file)
-            self._log("applied", step=i, name=step.name, regions=list(step.regions), percent=step.percent)
+            self.log("applied", step=i, name=step.name, regions=list(step.regions), percent=step.percent)
             if not step.judge:
                 continue
             self.out(f"[{i + 1}/{len(steps)}] {step.name}: baking {self.rollout.bake_s:g}s")
             self.sleep(self.rollout.bake_s)
             verdicts = self._judge(step, plan, facts)
             ok = not any(v.breaches for v in verdicts)
-            self._log("judged", step=i, ok=ok, verdicts=[asdict(v) for v in verdicts])
+            self.log("judged", step=i, ok=ok, verdicts=[asdict(v) for v in verdicts])
             for v in verdicts:
-                self.out(f"  {v.region}: new {v.new} errors {v.new_error_ratio:.2%} p95 {v.new_p95_ms} ms "
+                self.out(f"  {v.region}: new {v.new} errors {v.new_error_ratio:.2%} p95 {_ms(v.new_p95_ms)} "
                          f"({v.new_requests} requests) vs old {v.old} errors {v.old_error_ratio:.2%} p95 "
-                         f"{v.old_p95_ms} ms: {'; '.join(v.breaches) or 'ok'}")
+                         f"{_ms(v.old_p95_ms)}: {'; '.join(v.breaches) or 'ok'}")
             if not ok:
                 return self._roll_back(step, old_file, verdicts)
-        self._log("done")
+        self.log("done")
         self.out(f"rollout of {self.rollout.to} done: models[{self.rollout.model}].file is it in every region")
         return 0
 
@@ -234,7 +239,7 @@ class Runner:
         back = Step("rollback", step.regions, 0)
         self.out(f"breach: rolling back {', '.join(step.regions)} to the old revision")
         self._apply(back, old_file)
-        self._log("rolled-back", regions=list(step.regions),
+        self.log("rolled-back", regions=list(step.regions),
                   breaches={v.region: v.breaches for v in verdicts if v.breaches})
         self.out(f"rolled back: {', '.join(step.regions)} serve {old_file} again; the new revision stays at 0% "
                  f"behind its canary URL for inspection. Report: {self.rollout.log_path}")
@@ -292,7 +297,7 @@ def start(rollout: Rollout, runner_for: Callable[[Rollout], Runner], resume: boo
     if rollout.log_path.exists():
         rollout.log_path.unlink()  # a finished rollout's log: this is a new one
     runner = runner_for(rollout)
-    runner._log("start", stack=rollout.stack, model=model.name, to=rollout.to, bake_s=rollout.bake_s,
+    runner.log("start", stack=rollout.stack, model=model.name, to=rollout.to, bake_s=rollout.bake_s,
                 steps=[asdict(s) for s in steps], **{"from": model.file})
     return runner.run(steps, model.file)
 
