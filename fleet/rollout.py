@@ -275,7 +275,8 @@ def start(rollout: Rollout, runner_for: Callable[[Rollout], Runner], resume: boo
         passed = [r["step"] for r in records if r["event"] == "judged" and r["ok"]]
         passed += [r["step"] for r in records if r["event"] == "applied" and not steps[r["step"]].judge]
         first = max(passed, default=-1) + 1
-        print(f"resuming at step {first + 1}/{len(steps)} ({steps[first].name})")
+        if first < len(steps):
+            print(f"resuming at step {first + 1}/{len(steps)} ({steps[first].name})")
         return runner_for(rollout).run(steps, old_file, first)
     if begun and not ended:
         raise FleetError(f"a rollout of {begun['to']} is under way ({rollout.log_path}): --resume it, or delete the "
