@@ -198,3 +198,29 @@ def test_bad_options_are_one_line_and_exit_2(argv: list[str], message: str, caps
     base = ["rollout", "--stack", "dev", "--model", "demo", "--to", NEW, "--dry-run"]
     assert main(base + argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_automation_deployer_runs_up_with_the_policy_pack_and_reports_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from pulumi import automation
+
+    from fleet.deployer import AutomationDeployer, DeployError
+
+    calls: list[tuple[str, str, list[str]]] = []
+    outcome = {"result": "succeeded"}
+
+    def select_stack(stack_name: str, work_dir: str) -> Any:
+        def up(on_output: Any, policy_packs: list[str]) -> Any:
+            calls.append((stack_name, work_dir, policy_packs))
+            return SimpleNamespace(summary=SimpleNamespace(result=outcome["result"]))
+        return SimpleNamespace(up=up)
+
+    monkeypatch.setattr(automation, "select_stack", select_stack)
+    deployer = AutomationDeployer(PROJECT_DIR, PROJECT_DIR / "policy")
+    deployer.apply("dev")
+    assert calls == [("dev", str(PROJECT_DIR), [str(PROJECT_DIR / "policy")])]
+    outcome["result"] = "failed"
+    with pytest.raises(DeployError, match="pulumi up for stack dev ended failed"):
+        deployer.apply("dev")
