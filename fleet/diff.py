@@ -161,9 +161,16 @@ class Diff:
 
 def _summary(d: Diff) -> str:
     mandatory = sum(v.level == "mandatory" for v in d.after.violations)
+    waves = _in_waves(d.before), _in_waves(d.after)
+    rollout = f"; {waves[0]} -> {waves[1]} service(s) in a model rollout wave" if any(waves) else ""
     return (f"{len(d.added)} endpoint(s) added, {len(d.removed)} removed, {len({c[0] for c in d.changed})} changed "
             f"({len(d.before.endpoints)} -> {len(d.after.endpoints)} Cloud Run services); policy violations "
-            f"{len(d.before.violations)} -> {len(d.after.violations)} ({mandatory} mandatory after)")
+            f"{len(d.before.violations)} -> {len(d.after.violations)} ({mandatory} mandatory after){rollout}")
+
+
+def _in_waves(side: Side) -> int:
+    """Services that split traffic between an old revision and a canary (README "Rolling out a new model")."""
+    return sum("(canary)" in e.get("traffic", "") for e in side.endpoints.values())
 
 
 def _endpoint_rows(d: Diff) -> list[list[str]]:

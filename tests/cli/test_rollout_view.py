@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from components.catalog import load_catalog
-from fleet.diff import endpoint_fields
+from fleet.diff import Diff, Side, endpoint_fields, render_text
+from fleet.pricing import Traffic
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from fleet.render import render_plan
 
@@ -45,3 +46,8 @@ def test_diff_names_the_traffic_change_of_a_wave_only() -> None:
     old, new = before["demo-st-ghislain"]["revision"], after["demo-st-ghislain"]["revision"]
     assert before["demo-st-ghislain"]["traffic"] == f"100% {old}"
     assert after["demo-st-ghislain"]["traffic"] == f"90% {old} / 10% {new} (canary)"
+
+    text = render_text(Diff("dev", "main", Side(before, [], [], []), Side(after, [], [], []), Traffic()))
+    assert "1 changed (5 -> 5 Cloud Run services)" in text
+    assert "; 0 -> 1 service(s) in a model rollout wave" in text
+    assert f"changed  demo-st-ghislain  traffic   100% {old} -> 90% {old} / 10% {new} (canary)" in text
