@@ -5,6 +5,7 @@ mistake, before any resource exists), then declares the image, the API key diges
 endpoint, and the shared services with their model buckets and the load balancer in front of them.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import pulumi
@@ -18,6 +19,7 @@ from components.image import ServerImage, ServerImageArgs, check_prebuilt
 from components.layout import ServicePlan, plan_fleet
 from components.model_files import check_model_files
 from components.monitoring import FleetDashboard, FleetDashboardArgs, MonitoringInputs, notification_channels
+from components.revisions import endpoint_revisions, image_content
 from components.routing import BalancerArgs, LoadBalancer, plan_balancer
 from components.service import ServiceInputs, declare_account
 from components.shared import SharedInference, SharedInferenceArgs
@@ -37,6 +39,10 @@ except FleetError as error:
     raise pulumi.RunError(str(error)) from None  # a message, not a traceback
 
 stack = pulumi.get_stack()
+image_files = [f for m in config.models for f in (m.file, *([m.rollout.to] if m.rollout else []))]
+# What each image variant holds, by content: revisions are named by it (components/revisions.py).
+contents = {gpu: image_content(HERE, image_files, config.gpu_image if gpu else config.image, gpu)
+            for gpu in {s.settings.gpu for s in layout.endpoints}}
 labels = {"managed-by": "yolo-fleet", "stack": names.label_value(stack)}
 
 image = ServerImage("server-image", ServerImageArgs(
@@ -48,7 +54,7 @@ image = ServerImage("server-image", ServerImageArgs(
     stack=stack,
     prebuilt=config.image,
     labels=labels,
-    model_files=[m.file for m in config.models],
+    model_files=image_files,
     gpu=bool(gpu_services),  # the GPU variant only when some service asks for a GPU
     prebuilt_gpu=config.gpu_image,
 ))
@@ -73,7 +79,9 @@ model_accounts = {
     for model, account_id in layout.model_accounts.items()
 }
 endpoints = [
-    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(plan, service_inputs(plan), model_accounts[plan.model.name]))
+    DedicatedEndpoint(plan.name, DedicatedEndpointArgs(
+        plan, replace(service_inputs(plan), revision=endpoint_revisions(plan, contents[plan.settings.gpu])),
+        model_accounts[plan.model.name]))
     for plan in layout.endpoints if plan.model
 ]
 shared = routing = None

@@ -126,6 +126,11 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
             if unknown:
                 raise FleetError(f"{source}: models[{model.name}].regions: {', '.join(unknown)} not in the "
                                  f"catalog ({config.catalog}); `fleet regions` lists the ids")
+        if model.rollout:
+            outside = sorted(set(model.rollout.regions) - {r.id for r in catalog.select(model.regions)})
+            if outside:
+                raise FleetError(f"{source}: models[{model.name}].rollout.regions: {', '.join(outside)} not among "
+                                 "the model's regions (a rollout's wave is some of the regions the model runs in)")
         for region in catalog.select(model.regions):
             name = endpoint_name(model.name, region)
             where = f"models[{model.name}] in regions[{region.id}]"

@@ -142,6 +142,11 @@ def check_model_files(models: Sequence[ModelSpec], root: Path, source: str) -> l
             found.append(read_model_file(model.name, model.file, root))
         except Refused as reason:
             problems.append(f"{source}: models[{model.name}].file: {reason}")
+        if model.rollout:  # the new file of a rollout is served like `file`, beside it
+            try:
+                read_model_file(model.name, model.rollout.to, root)
+            except Refused as reason:
+                problems.append(f"{source}: models[{model.name}].rollout.to: {reason}")
     if problems:
         raise ModelFileError("\n".join(problems))
     return found

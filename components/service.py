@@ -16,6 +16,7 @@ from pulumi_gcp import cloudrunv2 as run
 from components import names
 from components.layout import ServicePlan
 from components.monitoring import MonitoringInputs, declare_monitoring
+from components.revisions import RevisionInputs, revision_name, traffic
 from inference_service.settings import service_env
 
 CONTAINER_PORT = 8080
@@ -100,6 +101,7 @@ class ServiceInputs:
     server: dict[str, object] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     volumes: Mapping[str, Volume] = field(default_factory=dict)  # beyond the API key digests, by volume name
+    revision: RevisionInputs | None = None  # dedicated endpoints: revisions named by content, a rollout's split
 
 
 def declare_service(plan: ServicePlan, inputs: ServiceInputs, account: RuntimeAccount,
@@ -115,10 +117,23 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, account: RuntimeAc
     limits = {"cpu": str(s.cpu), "memory": s.memory}
     if s.gpu:
         limits["nvidia.com/gpu"] = "1"
-    envs = service_env(model_name=plan.model.name if plan.model else None, api_key_file=f"{KEYS_MOUNT}/{KEYS_FILE}",
-                       ort_threads=s.cpu, max_concurrency=s.concurrency, request_timeout=s.timeout_seconds,
-                       device="cuda" if s.gpu else "cpu",  # no GPU fails the start: never a CPU run billed for an L4
-                       **inputs.server)
+
+    def env_of(server: Mapping[str, object]) -> dict[str, str]:
+        return service_env(model_name=plan.model.name if plan.model else None,
+                           api_key_file=f"{KEYS_MOUNT}/{KEYS_FILE}", ort_threads=s.cpu, max_concurrency=s.concurrency,
+                           request_timeout=s.timeout_seconds,
+                           device="cuda" if s.gpu else "cpu",  # no GPU fails the start: never a CPU billed for an L4
+                           **{**inputs.server, **server})
+
+    rev = inputs.revision
+    envs = env_of(rev.current.server if rev else {})
+    revision = traffics = None
+    if rev:
+        known = {"settings": s.model_dump(mode="json"), "labels": labels}
+        revision = revision_name(plan.service_name, rev.current, envs, known)
+        previous = (revision_name(plan.service_name, rev.previous, env_of(rev.previous.server), known)
+                    if rev.previous else None)
+        traffics = traffic(revision, previous, rev.percent)
     volumes = {"api-keys": secret_file(inputs.api_keys_secret, KEYS_FILE, KEYS_MOUNT), **inputs.volumes}
     container = run.ServiceTemplateContainerArgs(
         image=inputs.image,
@@ -136,6 +151,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, account: RuntimeAc
                        for name, volume in volumes.items()],
     )
     template = run.ServiceTemplateArgs(
+        revision=revision,
         containers=[container],
         service_account=account.email,
         scaling=run.ServiceTemplateScalingArgs(min_instance_count=s.min_instances,
@@ -159,6 +175,7 @@ def declare_service(plan: ServicePlan, inputs: ServiceInputs, account: RuntimeAc
         deletion_protection=inputs.deletion_protection,
         labels=labels,
         template=template,
+        traffics=traffics,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=account.ready),
     )
     declare_monitoring(plan, service.uri, inputs.monitoring, parent)

@@ -36,6 +36,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RolloutSpec(_Strict):
+    """A model file being rolled out (`fleet rollout` writes it): the regions of the current wave run both files,
+    `to` at `percent` under the `canary` tag; the model's other regions keep `file` alone."""
+
+    to: str = Field(description="the new ONNX file in this repository, baked into the image beside `file`")
+    percent: int = Field(0, ge=0, le=100, description="the share of the wave's requests `to` serves")
+    regions: list[str] = Field(default_factory=list, description="region ids of the current wave, all among the "
+                                                                 "model's regions; empty stages the file only")
+    bake_minutes: float = Field(10, ge=0, description="how long each wave runs before its metrics are judged "
+                                                       "(`fleet rollout --bake`; the rollout-bake policy's minimum)")
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("regions: a region is given twice")
+        return v
+
+
 class ModelSpec(_Strict):
     """One model of the stack and where its dedicated endpoints run."""
 
@@ -45,6 +64,13 @@ class ModelSpec(_Strict):
     regions: Literal["all", "americas", "europe", "asia-pacific", "middle-east", "africa"] | list[str] = "all"
     settings: SettingsOverride = Field(SettingsOverride(), description="this model's endpoints' settings: over "
                                                                          "their regions' overrides")
+    rollout: RolloutSpec | None = Field(None, description="a new file rolling out (`fleet rollout`)")
+
+    @model_validator(mode="after")
+    def _new_file(self) -> ModelSpec:
+        if self.rollout and self.rollout.to == self.file:
+            raise ValueError(f"rollout.to: '{self.file}' is already the model's file; roll out another file")
+        return self
 
     @field_validator("regions")
     @classmethod
@@ -208,9 +234,9 @@ def parse_stack_config(raw: dict[str, Any], source: str) -> StackConfig:
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, TenantSpec, EndpointSettings,
-                                                      NotificationChannelSpec, SloSpec, RateLimitSpec,
-                                                      TlsSpec])) from None
+        raise ConfigError(describe(source, exc, data, [StackConfig, ModelSpec, RolloutSpec, TenantSpec,
+                                                      EndpointSettings, NotificationChannelSpec, SloSpec,
+                                                      RateLimitSpec, TlsSpec])) from None
 
 
 def stack_config_from_values(all_config: dict[str, Any], stack: str) -> StackConfig:

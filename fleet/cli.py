@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 # Each module adds its subcommands with register(sub, common); a new command is a module and a line here.
 COMMAND_MODULES: tuple[str, ...] = ("fleet.cli", "fleet.policy", "fleet.cost", "fleet.diff", "fleet.monitor",
-                                    "fleet.logs", "fleet.apis")
+                                    "fleet.logs", "fleet.apis", "fleet.rollout")
 
 
 def parser() -> argparse.ArgumentParser:

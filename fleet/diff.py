@@ -30,11 +30,13 @@ from fleet.pricing import COVERS, PlatformCost, PriceBook, ServiceCost, Traffic,
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from fleet.props import dig
 from fleet.render import table
+from fleet.traffic import revision, split
 from policy.config import load_pack_config
 from policy.facts import load_facts
 
 PLAN_TIMEOUT_S = 300
-FIELDS = ("region", "min", "max", "cpu", "memory", "gpu", "image")
+FIELDS = ("region", "min", "max", "cpu", "memory", "gpu", "image", "revision", "traffic")
+LONG = ("image", "revision", "traffic")  # shown when they change, not in an added or removed line
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -81,10 +83,12 @@ def plan_at(tree: Path, stack: str, label: str) -> Plan:
 def endpoint_fields(resource: RecordedResource) -> dict[str, str]:
     shape = service_shape(resource.name, resource.inputs)
     image = dig(resource.inputs, "template", "containers", 0, "image")
+    served = {"revision": revision(resource.inputs), "traffic": split(resource.inputs)}
     if shape is None:
-        return {"image": str(image)}
+        return {"image": str(image), **served}
     return {"region": shape.region, "min": str(shape.min_instances), "max": str(shape.max_instances),
-            "cpu": f"{shape.cpu:g}", "memory": f"{shape.memory_gib:g}Gi", "gpu": str(shape.gpus), "image": str(image)}
+            "cpu": f"{shape.cpu:g}", "memory": f"{shape.memory_gib:g}Gi", "gpu": str(shape.gpus), "image": str(image),
+            **served}
 
 
 @dataclass(frozen=True)
@@ -157,15 +161,22 @@ class Diff:
 
 def _summary(d: Diff) -> str:
     mandatory = sum(v.level == "mandatory" for v in d.after.violations)
+    waves = _in_waves(d.before), _in_waves(d.after)
+    rollout = f"; {waves[0]} -> {waves[1]} service(s) in a model rollout wave" if any(waves) else ""
     return (f"{len(d.added)} endpoint(s) added, {len(d.removed)} removed, {len({c[0] for c in d.changed})} changed "
             f"({len(d.before.endpoints)} -> {len(d.after.endpoints)} Cloud Run services); policy violations "
-            f"{len(d.before.violations)} -> {len(d.after.violations)} ({mandatory} mandatory after)")
+            f"{len(d.before.violations)} -> {len(d.after.violations)} ({mandatory} mandatory after){rollout}")
+
+
+def _in_waves(side: Side) -> int:
+    """Services that split traffic between an old revision and a canary (README "Rolling out a new model")."""
+    return sum("(canary)" in e.get("traffic", "") for e in side.endpoints.values())
 
 
 def _endpoint_rows(d: Diff) -> list[list[str]]:
-    rows = [["added", n, ", ".join(f"{k} {v}" for k, v in d.after.endpoints[n].items() if k != "image"), ""]
+    rows = [["added", n, ", ".join(f"{k} {v}" for k, v in d.after.endpoints[n].items() if k not in LONG), ""]
             for n in d.added]
-    rows += [["removed", n, ", ".join(f"{k} {v}" for k, v in d.before.endpoints[n].items() if k != "image"), ""]
+    rows += [["removed", n, ", ".join(f"{k} {v}" for k, v in d.before.endpoints[n].items() if k not in LONG), ""]
              for n in d.removed]
     return rows + [["changed", name, field, f"{old} -> {new}"] for name, field, old, new in d.changed]
 

@@ -87,7 +87,8 @@ def metric_client() -> Any:
     return google_client(monitoring_v3.MetricServiceClient, MetricServiceGrpcTransport, "FLEET_MONITORING_ENDPOINT")
 
 
-def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: int, aligner: str) -> list[Any]:
+def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: int, aligner: str,
+           revision: str | None = None) -> list[Any]:
     from google.cloud import monitoring_v3
 
     now = time.time()
@@ -96,7 +97,8 @@ def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: 
     request = monitoring_v3.ListTimeSeriesRequest(
         name=f"projects/{project}",
         filter=(f'metric.type="{metric}" AND resource.type="cloud_run_revision" AND '
-                f'resource.labels.service_name="{endpoint.service}" AND resource.labels.location="{endpoint.region}"'),
+                f'resource.labels.service_name="{endpoint.service}" AND resource.labels.location="{endpoint.region}"'
+                + (f' AND resource.labels.revision_name="{revision}"' if revision else "")),
         interval=interval,
         aggregation=monitoring_v3.Aggregation(
             alignment_period={"seconds": period},
@@ -112,13 +114,15 @@ def _end(point: Any) -> float:
     return float(point.interval.end_time.timestamp())
 
 
-def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Summary:
-    """One endpoint's figures over the last `seconds`; an API error becomes Summary.error, not an exception."""
+def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int, revision: str | None = None) -> Summary:
+    """One endpoint's figures over the last `seconds` (one revision's only, if given: `fleet rollout`); an API error
+    becomes Summary.error, not an exception."""
     out = Summary(endpoint.name, endpoint.region, endpoint.role)
     try:
         requests: dict[float, float] = {}
         errors: dict[float, float] = {}
-        for series in _query(client, project, endpoint, "run.googleapis.com/request_count", seconds, "ALIGN_DELTA"):
+        for series in _query(client, project, endpoint, "run.googleapis.com/request_count", seconds, "ALIGN_DELTA",
+                             revision):
             is_error = series.metric.labels.get("response_code_class") == "5xx"
             for p in series.points:
                 requests[_end(p)] = requests.get(_end(p), 0) + p.value.int64_value
@@ -135,7 +139,7 @@ def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Su
         latency_sum = latency_count = 0.0
         p95_over_time = []
         for series in _query(client, project, endpoint, "run.googleapis.com/request_latencies", seconds,
-                             "ALIGN_DELTA"):
+                             "ALIGN_DELTA", revision):
             for p in series.points:
                 d = p.value.distribution_value
                 counts = list(d.bucket_counts)
@@ -159,7 +163,7 @@ def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Su
 
         latest: dict[float, float] = {}
         for series in _query(client, project, endpoint, "run.googleapis.com/container/instance_count", seconds,
-                             "ALIGN_MAX"):
+                             "ALIGN_MAX", revision):
             if series.metric.labels.get("state", "active") != "active":
                 continue  # idle instances wait for requests; "instances" means the ones serving
             for p in series.points:
@@ -167,7 +171,7 @@ def summarize(client: Any, project: str, endpoint: Endpoint, seconds: int) -> Su
         out.instanceCount = int(latest[max(latest)]) if latest else 0
 
         for series in _query(client, project, endpoint, "run.googleapis.com/container/startup_latencies", seconds,
-                             "ALIGN_DELTA"):
+                             "ALIGN_DELTA", revision):
             out.coldStarts += sum(int(p.value.distribution_value.count) for p in series.points)
     except Exception as error:  # an API error or timeout for one endpoint must not hide the others
         cause = getattr(error, "cause", None) or error  # a RetryError wraps the last API error

@@ -10,6 +10,7 @@ from components.catalog import GEOGRAPHIES, Catalog
 from fleet.apis import required_apis, unknown_warning
 from fleet.mocks import RecordedResource, resource_id
 from fleet.program import ALERT_POLICY, CLOUD_RUN, Plan
+from fleet.traffic import previous, revision
 
 URL_MAP = "gcp:compute/uRLMap:URLMap"
 BACKEND = "gcp:compute/backendService:BackendService"
@@ -125,6 +126,23 @@ def render_models(plan: Plan) -> list[str]:
             table(["NAME", "FILE", "TASK", "EXPORT", "IMGSZ", "CLASSES"], rows), ""]
 
 
+def render_revisions(services: list[RecordedResource]) -> list[str]:
+    """Per dedicated service: the revision its template creates and, in a rollout wave, the old one beside it."""
+    rows = []
+    for s in services:
+        if s.inputs["template"]["labels"]["role"] != "dedicated":
+            continue
+        old = previous(s.inputs)
+        rows.append([s.name, s.inputs["location"], old[0] if old else "-", revision(s.inputs),
+                     f"{old[1]:g}% / {100 - old[1]:g}% (canary)" if old else "- / 100%"])
+    if not rows:
+        return []
+    waves = sum(row[2] != "-" for row in rows)
+    title = (f"Revisions: {waves} service(s) in a rollout wave (the new revision also at its `canary` tag URL)"
+             if waves else "Revisions (named by model, image and settings: README \"Rolling out a new model\")")
+    return [title, table(["NAME", "REGION", "OLD REVISION", "NEW REVISION", "SPLIT OLD / NEW"], rows), ""]
+
+
 def render_apis(plan: Plan) -> list[str]:
     apis, unknown = required_apis(plan)
     lines = [f"Google APIs the stack uses ({len(apis)}; enable them once per project: "
@@ -145,6 +163,7 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
                   service_rows(services, plan.outputs, monitoring_summary(plan))), ""]
 
     out += render_models(plan)
+    out += render_revisions(services)
     by_type = Counter(r.type for r in custom)
     out += render_routing(plan)
     out += ["Resources by type", table(["TYPE", "COUNT"], sorted(by_type.items())), ""]

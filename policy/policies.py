@@ -32,6 +32,7 @@ from fleet.props import UNKNOWN, cpu_count, dig, known, memory_gib
 from policy.balancer import check_balancer_ingress, check_public_entry
 from policy.facts import StackFacts, facts_for
 from policy.readiness import check_alert_notifications_except, check_alert_notifications_in, check_placeholders
+from policy.rollout import check_rollout_bake, check_rollout_start, check_traffic_split
 from policy.security import (
     PUBLIC_MEMBERS,
     check_access_settings,
@@ -372,6 +373,14 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
     _stack_policy("alert-notifications-in-prod", "Alert policies notify someone in production stacks",
                   check_alert_notifications_in, MANDATORY,
                   PolicyConfigSchema({"stacks": {"type": "array", "items": {"type": "string"}, "default": ["prod"]}})),
+    _resource_policy("traffic-split", "A traffic split sums to 100 and names the revisions the plan creates or keeps",
+                     SERVICES, check_traffic_split, MANDATORY),
+    _stack_policy("rollout-starts-in-canary", "A rollout below 100% of its wave's traffic runs in one region",
+                  check_rollout_start, MANDATORY),
+    _stack_policy("rollout-bake", "Each rollout wave bakes long enough before it is judged (production stacks)",
+                  check_rollout_bake, MANDATORY,
+                  PolicyConfigSchema({"stacks": {"type": "array", "items": {"type": "string"}, "default": ["prod"]},
+                                      "minBakeMinutes": {"type": "number", "default": 5}})),
     _stack_policy("alert-notifications", "Alert policies notify someone (other stacks: a warning)",
                   check_alert_notifications_except, ADVISORY,
                   PolicyConfigSchema({"exceptStacks": {"type": "array", "items": {"type": "string"},

@@ -160,6 +160,15 @@ def _cloud_run(api: ApiMessage) -> Iterator[str]:
     if len(service.description) > 512:  # Service.description: "a 512-character limit"
         yield "description: over 512 characters"
     t = service.template
+    # RevisionTemplate.revision: "must be prefixed by the Service name followed by '-'", 63 at most, a DNS label.
+    if t.revision and (not t.revision.startswith(f"{name}-") or len(t.revision) > 63
+                       or not CLOUD_RUN_NAME.match(t.revision)):
+        yield f"template.revision: {t.revision!r} is not '{name}-<suffix>' of at most 63 DNS-label characters"
+    if service.traffic and sum(target.percent for target in service.traffic) != 100:
+        yield f"traffic: percentages sum to {sum(target.percent for target in service.traffic)}, not 100"
+    for target in service.traffic:
+        if _enum_name(target, "type_") == "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION" and not target.revision:
+            yield "traffic: a REVISION target names no revision"
     environment = _enum_name(t, "execution_environment")
     timeout = seconds(t.timeout) if t.HasField("timeout") else 300
     if not 1 <= timeout <= MAX_TIMEOUT_S:

@@ -158,6 +158,10 @@ def container(inputs: dict[str, Any]) -> dict[str, Any]:
      lambda i: container(i)["volumeMounts"].append({"name": "nope", "mountPath": "/nope"}), "no volume of that name"),
     ("service name too long", lambda i: i.__setitem__("name", "a" * 50), "is not a Cloud Run service name"),
     ("label value with capitals", lambda i: i["labels"].update(stack="Stg.EU_1"), "is not a label value"),
+    ("revision not named after its service", lambda i: i["template"].update(revision="other-1a2b3c4d5e6f"),
+     "template.revision: 'other-1a2b3c4d5e6f' is not"),
+    ("traffic split not summing to 100", lambda i: i["traffics"][0].update(percent=90.0),
+     "traffic: percentages sum to 90, not 100"),
 ], ids=case_id)
 def test_cloud_run_mutations_fail(plans: Plans, what: str, mutate: Callable[[dict[str, Any]], None],
                                   expected: str) -> None:

@@ -30,6 +30,7 @@ def recent() -> int:
     """Half an hour ago: points from here on fall inside every `fleet monitor --range`."""
     return int(time.time()) - 1800
 FILTER = re.compile(r'metric\.type="([^"]+)".*service_name="([^"]+)".*location="([^"]+)"')
+REVISION = re.compile(r'revision_name="([^"]+)"')
 
 
 def count_series(code_class: str, values: list[int], start: int | None = None,
@@ -144,8 +145,9 @@ def _answer(raw: Series, request: monitoring_v3.ListTimeSeriesRequest) -> Series
 
 
 class FakeMetricService:
-    """data[(service, metric)] -> raw series; failing[service] is the gRPC error it answers; requests are recorded.
-    `page_limit` series a page (1 by default: every query that finds several series spans pages)."""
+    """data[(service, metric)] -> raw series, or data[(revision, metric)] for a query of one revision (`fleet
+    rollout`); failing[service] is the gRPC error it answers; requests are recorded. `page_limit` series a page
+    (1 by default: every query that finds several series spans pages)."""
 
     def __init__(self, data: dict[tuple[str, str], Series],
                  failing: dict[str, grpc.StatusCode] | None = None, page_limit: int = 1) -> None:
@@ -158,7 +160,9 @@ class FakeMetricService:
             code = self.failing[service]
             context.abort(code, f"{code.name.lower().replace('_', ' ')} for {service}")
         try:
-            answer = _answer(self.data.get((service, metric), []), request)
+            revision = REVISION.search(request.filter)
+            key = (revision.group(1) if revision else service, metric)
+            answer = _answer(self.data.get(key, []), request)
         except Refused as refused:
             context.abort(refused.code, str(refused))
         first = int(request.page_token or 0)
