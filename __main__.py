@@ -100,7 +100,7 @@ pulumi.export("shared", shared.urls if shared else {})
 if routing and shared:
     pulumi.export("shared_balancer", {"ip_address": routing.ip_address, "hosts": routing.shared_hosts})
     pulumi.export("shared_buckets", shared.buckets)
-if routing and balancer.domain:  # the custom URLs: create each host's DNS A record at the address
+if routing and balancer and balancer.domain:  # the custom URLs: create each host's DNS A record at the address
     pulumi.export("balancer", {"ip_address": routing.ip_address, "models": routing.model_urls,
                                "endpoints": routing.endpoint_urls})
 pulumi.export("image_digest", image.digest)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 from components.errors import FleetError, describe
 from components.settings import EndpointSettings, SettingsOverride, merge
@@ -32,6 +32,7 @@ CLOUD_RUN_REGIONS = frozenset({
 })
 L4_GPU_REGIONS = frozenset({"us-central1", "us-east4", "europe-west1", "europe-west4", "asia-south1",
                             "asia-southeast1"})
+REGION_ENUM: list[JsonValue] = [*sorted(CLOUD_RUN_REGIONS)]  # the schema's region ids (JSON values, for mypy)
 
 Geography = Literal["americas", "europe", "asia-pacific", "middle-east", "africa"]
 GEOGRAPHIES: tuple[Geography, ...] = get_args(Geography)
@@ -56,7 +57,7 @@ class _Strict(BaseModel):
 class Region(_Strict):
     """One Cloud Run region: facts about it, whether the fleet uses it, and what it changes."""
 
-    id: str = Field(description="the Cloud Run region id", json_schema_extra={"enum": sorted(CLOUD_RUN_REGIONS)})
+    id: str = Field(description="the Cloud Run region id", json_schema_extra={"enum": REGION_ENUM})
     city: str = Field(min_length=1, description="where it is; its slug names the region's endpoints (demo-iowa)")
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2")
     geography: Geography = Field(description="for model region selectors and the Artifact Registry it pulls from")
@@ -92,7 +93,7 @@ class SharedSpec(_Strict):
     """Where the shared multi-tenant inference service runs, and how it differs from the defaults."""
 
     regions: list[str] = Field(min_length=1, description="the regions that run a shared service",
-                               json_schema_extra={"items": {"type": "string", "enum": sorted(CLOUD_RUN_REGIONS)}})
+                               json_schema_extra={"items": {"type": "string", "enum": REGION_ENUM}})
     settings: SettingsOverride = Field(SettingsOverride(), description="the shared services' settings: over the "
                                        "catalog's and the stack's defaults")
 

@@ -197,7 +197,8 @@ def security_policy_rules(limit: RateLimitSpec) -> list[compute.SecurityPolicyRu
             rate_limit_options=compute.SecurityPolicyRuleRateLimitOptionsArgs(
                 conform_action="allow", exceed_action="deny(429)", enforce_on_key="IP",
                 rate_limit_threshold=threshold, ban_duration_sec=limit.ban_seconds if ban else None,
-                ban_threshold=threshold if ban else None)),
+                ban_threshold=compute.SecurityPolicyRuleRateLimitOptionsBanThresholdArgs(
+                    count=limit.requests, interval_sec=limit.interval_seconds) if ban else None)),
         compute.SecurityPolicyRuleArgs(
             priority=DEFAULT_RULE_PRIORITY, action="allow", description="default rule: everything else",
             match=compute.SecurityPolicyRuleMatchArgs(
