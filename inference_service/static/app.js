@@ -75,12 +75,22 @@ function renderSnippets() {
 
 /** ``fetch``, following a shared service's 307 to the tenant's data region. The browser follows it but drops the
  * key on the way to another origin, so the answer is that region's 401: resend there with the key, and send there
- * from now on (``state.home``, shown in the header and the snippets). */
+ * from now on (``state.home``, shown in the header and the snippets). A region that does not let this page's
+ * origin call it (not one of its peers) fails the fetch: then say that, not just "failed to fetch". */
 async function send(url, init) {
-  const res = await fetch(url, init);
+  let res;
+  try {
+    res = await fetch(url, init);
+  } catch (err) {
+    const probe = await fetch(url, { ...init, redirect: "manual" }).catch(() => null);
+    if (probe?.type !== "opaqueredirect") throw err;
+    throw new Error("this service sends the tenant to its data region's service, which does not accept calls from " +
+      `this page (${location.origin} is not one of its peers): open the Test page on that region's host`);
+  }
   const to = new URL(res.url);
-  if (!res.redirected || res.status !== 401 || to.origin === new URL(url).origin) return res;
-  const base = to.origin + to.pathname.slice(0, to.pathname.indexOf("/api/models/"));
+  const route = to.pathname.indexOf("/api/models/");
+  if (!res.redirected || res.status !== 401 || route < 0 || to.origin === new URL(url).origin) return res;
+  const base = to.origin + to.pathname.slice(0, route);
   let region = to.host;
   try {
     region = (await (await fetch(`${base}/info`)).json()).region || region;
@@ -211,9 +221,7 @@ async function predict() {
     response = await send(endpoint(), { method: "POST", body: form, headers });
     body = await response.json();
   } catch (err) {
-    // a 307 to a region that does not let this page's origin call it (not one of its peers) ends here too
-    const elsewhere = isShared() ? "; if the tenant's data lives in another region, open the Test page on its host" : "";
-    if (run === state.run) setStatus(`Request failed: ${err}${elsewhere}`, true);
+    if (run === state.run) setStatus(`Request failed: ${err.message || err}`, true);
     return;
   }
   if (run !== state.run) return;

@@ -269,4 +269,17 @@ def test_shared_page_follows_a_tenant_to_its_data_region(page, tmp_path: Path) -
         set_value(page, "#model", "missing")
         page.locator(".samples button").first.click()
         page.wait_for_function("document.getElementById('status').textContent.startsWith('404')", timeout=20000)
-    assert all("401" in e or "404" in e for e in page.errors), page.errors  # the failed fetches' own logs
+        assert all("401" in e or "404" in e for e in page.errors), page.errors  # the failed fetches' own logs
+
+        # the page on an origin europe-west1 does not know (localhost, its peer is 127.0.0.1): it cannot follow, and
+        # says where to go instead of "failed to fetch"
+        page.goto(us.replace("127.0.0.1", "localhost") + "/")
+        page.wait_for_function("document.querySelectorAll('.samples button').length > 0")
+        for field, value in (("#api-key", TENANT_KEY), ("#owner", "acme"), ("#project", "shapes"), ("#model", "demo")):
+            set_value(page, field, value)
+        page.locator(".samples button").first.click()
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Request failed')",
+                               timeout=20000)
+        status = page.locator("#status").inner_text()
+        assert "not one of its peers" in status and "open the Test page on that region's host" in status, status
+        assert canvas(page, "boxes") == "0"
