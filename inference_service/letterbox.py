@@ -41,8 +41,8 @@ def letterbox_shape(orig_shape: tuple[int, int], imgsz: tuple[int, int], stride:
     dw, dh = imgsz[1] - new_w, imgsz[0] - new_h
     if auto:
         dw, dh = dw % stride, dh % stride
-    dw, dh = dw / 2, dh / 2
-    return new_w, new_h, round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+    half_w, half_h = dw / 2, dh / 2
+    return new_w, new_h, round(half_h - 0.1), round(half_h + 0.1), round(half_w - 0.1), round(half_w + 0.1)
 
 
 def _letterbox_band(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int, dst: np.ndarray,

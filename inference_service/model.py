@@ -189,7 +189,8 @@ class Model:
         conversion; whether that is measurable on an L4 is what benchmarks/bench_gpu.py's ``ort-cuda`` vs
         ``ort-cuda-iobinding`` rows tell (not run yet: no GPU machine was available)."""
         if self.device != "cuda":
-            return session.run(self.output_names, {self.input_name: tensor})
+            outputs: list[np.ndarray] = session.run(self.output_names, {self.input_name: tensor})
+            return outputs
         return run_bound(session, self.input_name, self.output_names, tensor)
 
     def postprocess(self, outputs: list[np.ndarray], lb: Letterbox, conf: float, iou: float) -> Detections:

@@ -50,8 +50,9 @@ class Detections:
 
 def postprocess_e2e(output: np.ndarray, conf: float, max_det: int = 300) -> np.ndarray:
     """End-to-end exports already ran their own top-k: keep rows scoring above ``conf`` (N, 6 + extra)."""
-    pred = output[0]
-    return pred[pred[:, 4] > conf][:max_det]
+    pred: np.ndarray = output[0]
+    kept: np.ndarray = pred[pred[:, 4] > conf][:max_det]
+    return kept
 
 
 def xywh2xyxy(xywh: np.ndarray) -> np.ndarray:
@@ -103,7 +104,8 @@ def postprocess_raw(output: np.ndarray, conf: float, iou: float, nc: int, max_de
     if len(rows) > MAX_NMS:
         rows = rows[np.argsort(-rows[:, 4], kind="stable")[:MAX_NMS]]
     keep = nms(rows[:, :4] + rows[:, 5:6] * MAX_WH, rows[:, 4], iou)[:max_det]
-    return rows[keep]
+    kept: np.ndarray = rows[keep]
+    return kept
 
 
 def to_detections(rows: np.ndarray, lb: Letterbox, kpt_shape: tuple[int, int] | None = None) -> Detections:

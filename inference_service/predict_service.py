@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -45,7 +45,7 @@ class CpuWork:
         self._busy = 0
 
     def run(self, model: Model, data: bytes, params: PredictParams,
-            deadline: float) -> tuple[tuple[int, int], list[dict], dict[str, float]]:
+            deadline: float) -> tuple[tuple[int, int], list[dict[str, Any]], dict[str, float]]:
         """(image height and width, summarized results, stage timings in ms). Skips inference if ``deadline`` (a
         ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
         with self._lock:

@@ -54,6 +54,7 @@ class SingleModel:
             start = time.perf_counter()
             s = self.settings
             gate = s.gate()
+            assert s.model_path is not None  # ServerSettings refuses dedicated mode without one
             self.model = Model(s.model_path, s.model_name, s.threads_per_inference, s.device)
             self.metrics.model_ready.set(1)
             log.info("model %s loaded in %.0f ms: task=%s imgsz=%s end2end=%s inference=%s letterbox=%s",

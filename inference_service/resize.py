@@ -78,7 +78,7 @@ def resize_rows(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int) -> np.ndar
     right *= plan.a1
     rows += right
     rows >>= 4
-    out = np.take(rows, plan.ys0[y0:y1] - r0, axis=0)
+    out: np.ndarray = np.take(rows, plan.ys0[y0:y1] - r0, axis=0)
     out *= plan.b0[y0:y1, None]
     out >>= 16
     below = np.take(rows, plan.ys1[y0:y1] - r0, axis=0)

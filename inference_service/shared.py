@@ -10,7 +10,9 @@ A tenant whose data lives in another region is **redirected, not proxied**: its 
 that region's bucket, and proxying would carry the tenant's images through a region they must not pass
 through. The 307 keeps method and body; the client resends to the peer (with its key: HTTP clients drop
 ``Authorization`` on a cross-host redirect, so it must re-attach it). Clients using the global domain
-never see it: the load balancer already routes each tenant's path to its data region.
+never see it: the load balancer already routes each tenant's path to its data region. The Test page opened on
+another region's host is such a client: browsers follow the 307 but drop the key, so the page resends to the
+peer itself, which is why the peers' origins may call this service from a browser (CORS, ``peer_cors``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import math
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from inference_service.app import build_app
 from inference_service.auth import AuthError
@@ -172,4 +176,15 @@ def create_shared_app(shared: ServerSettings) -> FastAPI:
         return error(exc.status, exc.message, exc.field)
 
     add_tenant_routes(app.router, TenantAccess(tenants, registry, shared), predict)
+    peer_cors(app, shared.peers)
     return app
+
+
+def peer_cors(app: FastAPI, peers: dict[str, str]) -> None:
+    """Let the Test page served by another shared region call this one from the browser, key and all: it is sent
+    here by a 307 for a tenant whose data lives here. Only the peers' origins, only with a bearer key (no
+    cookies, so no ambient credentials a foreign page could ride on)."""
+    origins = sorted({f"{url.scheme}://{url.netloc}" for url in map(urlsplit, peers.values())})
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization"], expose_headers=["retry-after"])

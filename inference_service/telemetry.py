@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SEVERITY = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARNING", logging.ERROR: "ERROR",
             logging.CRITICAL: "CRITICAL"}
@@ -109,7 +111,7 @@ class RequestMiddleware:
         self.app, self.metrics, self.max_body = app, metrics, max_body
         self.project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
 
-    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -179,7 +181,7 @@ def too_large_message(max_body: int) -> str:
     return f"request body is over the {max_body / 1e6:g} MB limit"
 
 
-async def send_error(send: Callable, status: int, message: str, field: str | None = None) -> None:
+async def send_error(send: Send, status: int, message: str, field: str | None = None) -> None:
     """A JSON error straight on the ASGI channel, for answers given before the app runs."""
     body = json.dumps({"error": message, "field": field}).encode()
     await send({"type": "http.response.start", "status": status,

@@ -75,7 +75,7 @@ def load_tenants(path: Path, regions: Sequence[str]) -> Tenants:
         if not isinstance(spec, dict):
             raise TenantsError(f"{where}: expected a mapping with data_region and key_sha256")
         region = spec.get("data_region")
-        if region not in regions:
+        if not isinstance(region, str) or region not in regions:
             raise TenantsError(f"{where}: data_region {region!r} is not a shared region; "
                                f"use one of {', '.join(regions)}")
         digests = spec.get("key_sha256") or []

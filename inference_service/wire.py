@@ -15,13 +15,13 @@ STARTED = time.time()  # the server's start, near enough: ``functionTimeAlive`` 
 
 
 def summarize(det: Detections, names: dict[int, str], orig_shape: tuple[int, int], normalize: bool,
-              decimals: int) -> list[dict]:
+              decimals: int) -> list[dict[str, Any]]:
     """The ``results`` list of the wire format, like ultralytics ``Results.summary(normalize, decimals)``."""
     h, w = orig_shape if normalize else (1, 1)
     results = []
     rows = zip(det.boxes.tolist(), det.scores.tolist(), det.classes.tolist(), strict=True)
     for i, (box, score, cls) in enumerate(rows):
-        item: dict = {
+        item: dict[str, Any] = {
             "name": names.get(cls, str(cls)),
             "class": cls,
             "confidence": round(score, decimals),
@@ -44,7 +44,7 @@ def summarize(det: Detections, names: dict[int, str], orig_shape: tuple[int, int
     return results
 
 
-def predict_body(info: ModelInfo, shape: tuple[int, int], results: list[dict], timings: dict[str, float],
+def predict_body(info: ModelInfo, shape: tuple[int, int], results: list[dict[str, Any]], timings: dict[str, float],
                  started: float) -> dict[str, Any]:
     """The whole answer for one image: ``shape`` (height, width), ``timings`` in ms by stage, ``started`` the
     ``time.perf_counter`` value when the request arrived."""

@@ -5,6 +5,7 @@
 """
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +19,8 @@ from inference_service.telemetry import TooLarge, too_large_message
 log = logging.getLogger("inference_service")
 
 
-def error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error(status: int, message: str, field: str | None = None,
+          headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 

@@ -10,17 +10,24 @@ const TARGET = ["owner", "project", "model"];
 const EXAMPLE_FILE = "image.jpg";
 // pick: bumped by each new image, so a slow fetch or decode of an older one is dropped; run: same for requests.
 // facts: the model's task, imgsz, end2end (/info in dedicated mode, the tenant model's info route in shared mode).
-const state = { blob: null, filename: null, sample: null, image: null, info: null, facts: null, pick: 0, run: 0 };
+// home: shared mode, where this service redirected the tenant (the key and owner in ``tenant``) to: the data
+// region's service, { tenant, url, region }.
+const state = {
+  blob: null, filename: null, sample: null, image: null, info: null, facts: null, home: null, pick: 0, run: 0,
+};
 
 const isShared = () => state.info?.mode === "shared";
 const isEndToEnd = () => state.facts?.end2end === true;
 const authRequired = () => Boolean(state.info?.authRequired);
 const apiKey = () => $("api-key").value.trim();
 const missingTarget = () => (isShared() ? TARGET.filter((name) => !$(name).value.trim()) : []);
+const tenant = () => `${apiKey()} ${$("owner").value.trim()}`;
+const home = () => (state.home?.tenant === tenant() ? state.home : null); // another key or owner: ask here again
 
-/** The predict URL; a shared-mode path segment not filled in yet shows as OWNER, PROJECT or MODEL. */
+/** The predict URL, at the tenant's data region once redirected there; a shared-mode path segment not filled in
+ * yet shows as OWNER, PROJECT or MODEL. */
 function endpoint(path = state.info?.predictPath || "/predict") {
-  return location.origin + path.replace(/\{(\w+)\}/g, (_, name) => {
+  return (home()?.url || location.origin) + path.replace(/\{(\w+)\}/g, (_, name) => {
     const value = $(name) ? $(name).value.trim() : "";
     return value ? encodeURIComponent(value) : name.toUpperCase();
   });
@@ -64,6 +71,35 @@ function renderSnippets() {
     download.download = state.sample;
     download.textContent = `Download ${state.sample}`;
   }
+}
+
+/** ``fetch``, following a shared service's 307 to the tenant's data region. The browser follows it but drops the
+ * key on the way to another origin, so the answer is that region's 401: resend there with the key, and send there
+ * from now on (``state.home``, shown in the header and the snippets). A region that does not let this page's
+ * origin call it (not one of its peers) fails the fetch: then say that, not just "failed to fetch". */
+async function send(url, init) {
+  let res;
+  try {
+    res = await fetch(url, init);
+  } catch (err) {
+    const probe = await fetch(url, { ...init, redirect: "manual" }).catch(() => null);
+    if (probe?.type !== "opaqueredirect") throw err;
+    throw new Error("this service sends the tenant to its data region's service, which does not accept calls from " +
+      `this page (${location.origin} is not one of its peers): open the Test page on that region's host`);
+  }
+  const to = new URL(res.url);
+  const route = to.pathname.indexOf("/api/models/");
+  if (!res.redirected || res.status !== 401 || route < 0 || to.origin === new URL(url).origin) return res;
+  const base = to.origin + to.pathname.slice(0, route);
+  let region = to.host;
+  try {
+    region = (await (await fetch(`${base}/info`)).json()).region || region;
+  } catch {
+    // the host names it well enough
+  }
+  state.home = { tenant: tenant(), url: base, region };
+  describe();
+  return fetch(res.url, init);
 }
 
 function setStatus(text, isError = false) {
@@ -182,10 +218,10 @@ async function predict() {
   let body;
   let response;
   try {
-    response = await fetch(endpoint(), { method: "POST", body: form, headers });
+    response = await send(endpoint(), { method: "POST", body: form, headers });
     body = await response.json();
   } catch (err) {
-    if (run === state.run) setStatus(`Request failed: ${err}`, true);
+    if (run === state.run) setStatus(`Request failed: ${err.message || err}`, true);
     return;
   }
   if (run !== state.run) return;
@@ -198,7 +234,8 @@ async function predict() {
   const image = body.images[0];
   draw(image.results);
   const n = image.results.length;
-  setStatus(`${n} detection${n === 1 ? "" : "s"} in ${state.filename}`);
+  const where = home() ? ` (served in ${home().region}, the tenant's data region, at ${home().url})` : "";
+  setStatus(`${n} detection${n === 1 ? "" : "s"} in ${state.filename}${where}`);
   const fmt = (ms) => `${ms.toFixed(1)} ms`;
   $("t-pre").textContent = fmt(image.speed.preprocess);
   $("t-inf").textContent = fmt(image.speed.inference);
@@ -258,7 +295,8 @@ function remember(id) {
 function describe() {
   const info = state.info;
   const facts = state.facts;
-  const where = info.mode === "shared" ? `region ${info.region}` : "";
+  const away = home() ? `, the tenant's models: ${home().region} at ${home().url}` : "";
+  const where = info.mode === "shared" ? `region ${info.region}${away}` : "";
   $("model-name").textContent = info.mode === "shared" ? "· shared API" : (info.model ? `· ${info.model}` : "");
   const model = facts?.task
     ? `${facts.task} model${info.mode === "shared" ? ` ${facts.model}` : ""}, imgsz ${facts.imgsz}, ` +
@@ -278,7 +316,7 @@ async function loadModelFacts() {
   state.facts = null;
   if (!authRequired() || !apiKey() || missingTarget().length) return describe();
   try {
-    const res = await fetch(endpoint(state.info.infoPath), { headers: { Authorization: `Bearer ${apiKey()}` } });
+    const res = await send(endpoint(state.info.infoPath), { headers: { Authorization: `Bearer ${apiKey()}` } });
     if (res.ok) state.facts = await res.json();
   } catch {
     // the predict that follows reports what is wrong

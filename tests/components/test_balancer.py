@@ -177,6 +177,7 @@ def test_rate_limit_thresholds_ban_and_preview_come_from_stack_config():
     assert limit["action"] == "rate_based_ban" and limit["preview"] is True
     assert limit["rateLimitOptions"]["banDurationSec"] == 300
     assert limit["rateLimitOptions"]["rateLimitThreshold"] == {"count": 120, "intervalSec": 10}
+    assert limit["rateLimitOptions"]["banThreshold"] == {"count": 120, "intervalSec": 10}
     tls = evaluate("dev", config_overrides={"yolo-fleet:tls": json.dumps(
         {"min_tls_version": "TLS_1_3", "profile": "RESTRICTED"})}).custom(SSL_POLICY)[0].inputs
     assert (tls["minTlsVersion"], tls["profile"]) == ("TLS_1_3", "RESTRICTED")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from inference_service.auth import hash_key
-from tests.helpers_server import ARTIFACTS, MODELS, demo_model, run_server, write_key_file
+from tests.helpers_server import ARTIFACTS, MODELS, demo_model, free_port, run_server, write_key_file
 
 pytestmark = pytest.mark.browser
 
@@ -231,3 +231,55 @@ def test_shared_mode_page_predicts_with_a_tenant_key(page, tmp_path: Path) -> No
         assert "/api/models/acme/shapes/raw/predict" in page.locator("#curl").inner_text()
         page.screenshot(path=str(ARTIFACTS / "test-page-shared.png"), full_page=True)
     assert not page.errors, page.errors
+
+
+def test_shared_page_follows_a_tenant_to_its_data_region(page, tmp_path: Path) -> None:
+    """The page opened on us-central1 for a tenant whose data lives in europe-west1: the service answers 307, the
+    browser follows it without the key (another origin), and the page resends there with the key. The tenant's
+    model runs in its own region, the page says where, and the snippets call that region directly."""
+    models = tmp_path / "models"
+    (models / "acme" / "shapes").mkdir(parents=True)
+    shutil.copy(demo_model("e2e"), models / "acme" / "shapes" / "demo.onnx")
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(f"tenants:\n  acme:\n    data_region: europe-west1\n    key_sha256: [{hash_key(TENANT_KEY)}]\n")
+    us_port, eu_port = free_port(), free_port()
+    us, eu = f"http://127.0.0.1:{us_port}", f"http://127.0.0.1:{eu_port}"
+    common = ["--mode", "shared", "--models-dir", str(models), "--tenants-file", str(tenants), "--shared-regions",
+              "us-central1,europe-west1", "--samples-dir", str(MODELS / "samples"), "--threads", "1"]
+    with run_server([*common, "--region", "us-central1", "--port", str(us_port), "--peer", f"europe-west1={eu}"]), \
+         run_server([*common, "--region", "europe-west1", "--port", str(eu_port), "--peer", f"us-central1={us}"]):
+        predicted = []
+        page.on("response", lambda r: predicted.append((r.url, r.status))
+                if r.url.endswith("/predict") and r.request.method == "POST" else None)
+        page.goto(us + "/")
+        page.wait_for_function("document.querySelectorAll('.samples button').length > 0")
+        for field, value in (("#api-key", TENANT_KEY), ("#owner", "acme"), ("#project", "shapes"), ("#model", "demo")):
+            set_value(page, field, value)
+        page.wait_for_function("document.getElementById('model-meta').textContent.includes('europe-west1')",
+                               timeout=20000)
+        page.locator(".samples button").first.click()
+        page.wait_for_function(BOXES_DRAWN, timeout=20000)
+        assert "served in europe-west1" in page.locator("#status").inner_text()
+        assert f"{eu}/api/models/acme/shapes/demo/predict" in page.locator("#curl").inner_text()
+        assert page.locator("#iou").is_disabled()  # the facts came from europe-west1's info route
+        # every predict (the page reruns on changes) went straight to the data region: the facts' redirect taught
+        # the page where the tenant lives
+        assert predicted and set(predicted) == {(f"{eu}/api/models/acme/shapes/demo/predict", 200)}, predicted
+        # a tenant model in no region: europe-west1's own 404, not a failed fetch
+        set_value(page, "#model", "missing")
+        page.locator(".samples button").first.click()
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('404')", timeout=20000)
+        assert all("401" in e or "404" in e for e in page.errors), page.errors  # the failed fetches' own logs
+
+        # the page on an origin europe-west1 does not know (localhost, its peer is 127.0.0.1): it cannot follow, and
+        # says where to go instead of "failed to fetch"
+        page.goto(us.replace("127.0.0.1", "localhost") + "/")
+        page.wait_for_function("document.querySelectorAll('.samples button').length > 0")
+        for field, value in (("#api-key", TENANT_KEY), ("#owner", "acme"), ("#project", "shapes"), ("#model", "demo")):
+            set_value(page, field, value)
+        page.locator(".samples button").first.click()
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Request failed')",
+                               timeout=20000)
+        status = page.locator("#status").inner_text()
+        assert "not one of its peers" in status and "open the Test page on that region's host" in status, status
+        assert canvas(page, "boxes") == "0"

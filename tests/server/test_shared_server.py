@@ -249,6 +249,25 @@ def test_redirect_location_is_served_by_the_peer_region(layout: tuple[Path, Path
             assert no_peer.status_code == 503 and "us-central1" in no_peer.json()["error"]
 
 
+def test_only_peer_regions_pages_may_call_from_a_browser(server: str, image: bytes) -> None:
+    """CORS: the Test page on a peer region's host, sent here by a 307, may resend with its key (preflight allowed,
+    answers readable); a page on any other origin may not (no allow headers: the browser blocks it)."""
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    path = f"{server}/api/models/acme/shapes/demo/predict"
+    allowed = httpx.options(path, headers={"Origin": EU, **preflight}, timeout=10)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == EU
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    answer = httpx.post(path, headers={"Origin": EU, "Authorization": f"Bearer {KEYS['acme']}"}, files={"file": image},
+                        timeout=30)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == EU
+    other = "https://evil.example.net"
+    refused = httpx.options(path, headers={"Origin": other, **preflight}, timeout=10)
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+    foreign = httpx.post(path, headers={"Origin": other, "Authorization": f"Bearer {KEYS['acme']}"},
+                         files={"file": image}, timeout=30)
+    assert "access-control-allow-origin" not in foreign.headers  # served, but the browser hides the answer
+
+
 def test_tenants_file_changes_apply_without_restart(layout: tuple[Path, Path], tmp_path: Path, image: bytes) -> None:
     tenants = write_tenants(tmp_path / "tenants.yaml", {"globex": "us-central1"})
     with run_server(shared_args((layout[0], tenants), "--secrets-recheck-seconds", "0")) as (url, _):
