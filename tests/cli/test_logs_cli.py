@@ -157,9 +157,11 @@ def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, 
 
 
 def minutes_ago(*minutes: int) -> FakeLogging:
-    """One INFO line of demo-iowa per age, its message the age ("m12" is 12 minutes old)."""
+    """One INFO line of demo-iowa per age, its message the age ("m12" is 12 minutes old), from now: a module-level
+    time would age the entries by however long the suite ran before this test."""
+    now = datetime.now(UTC)
     return FakeLogging([ingest(server_line(logging.INFO, f"m{m}"), "demo-iowa-dev", "us-central1",
-                               NOW - timedelta(minutes=m)) for m in minutes], page_limit=2)
+                               now - timedelta(minutes=m)) for m in minutes], page_limit=2)
 
 
 def messages(out: str) -> list[str]:

@@ -61,7 +61,8 @@ def test_gpu_sizes_at_four_vcpu_and_sixteen_gib(gpu_plan, cpu, memory, violates)
 
 
 def test_monthly_budget_equal_to_the_always_on_cost_passes_a_cent_under_fails():
-    config = {**stack_config("dev"), "yolo-fleet:settings": json.dumps({"min_instances": 1})}
+    # forced: dev's own forced_settings (min_instances 0) would beat a plain stack setting
+    config = {**stack_config("dev"), "yolo-fleet:forced_settings": json.dumps({"min_instances": 1})}
     plan = evaluate("dev", config=config)
     facts = load_facts("dev", config=config)
     total = grand_total(stack_costs(plan, facts.catalog, load_prices(), Traffic()),
