@@ -39,7 +39,7 @@ TARGETS: dict[str, list[str]] = {
                                "tests/components/test_catalog_schema.py"],
     "components/catalog.py": ["tests/components/test_precedence.py", "tests/components/test_layers.py",
                               "tests/components/test_catalog_schema.py", "tests/components/test_catalog_errors.py"],
-    "inference_service/admission.py": ["tests/server/test_admission.py"],
+    "inference_service/admission.py": ["tests/server/test_admission.py", "tests/server/test_admission_bounds.py"],
     "fleet/logs.py": ["tests/cli/test_logs_cli.py"],
     "inference_service/auth.py": ["tests/server/test_auth_units.py", "tests/server/test_secret_recheck.py"],
     "inference_service/tenancy.py": ["tests/server/test_auth_units.py", "tests/server/test_secret_recheck.py"],
