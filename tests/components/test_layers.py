@@ -129,10 +129,11 @@ REGIONS = [{"id": "us-central1", "city": "Iowa", "country": "US", "geography": "
 
 
 def fleet(models: list[dict[str, Any]], shared: list[str] | None = None, gpu_defaults: dict[str, Any] | None = None,
-          **stack: Any) -> FleetLayout:
+          disabled: tuple[str, ...] = (), **stack: Any) -> FleetLayout:
     cat = Catalog.model_validate({"defaults": {}, "gpu_defaults": gpu_defaults or {},
                                   "shared": {"regions": shared or ["us-east1"]},
-                                  "registries": {"americas": "us", "europe": "europe"}, "regions": REGIONS})
+                                  "registries": {"americas": "us", "europe": "europe"},
+                                  "regions": [{**r, "enabled": r["id"] not in disabled} for r in REGIONS]})
     return plan_fleet(cat, config(models=models, **stack), "Pulumi.x.yaml", "x")
 
 
@@ -165,6 +166,21 @@ def test_a_max_instances_the_stack_sets_is_never_fitted_and_takes_its_part_of_th
     over = fleet([gpu_model("set", ["us-central1"], max_instances=7), gpu_model("free", ["us-central1"])],
                  gpu_quota_per_region=5)
     assert max_instances(over)["free-iowa"] == 1, "nothing left: at least one instance, the policy reports it"
+    # a region whose GPU services all have a set max_instances leaves the next region's fitting alone
+    later = fleet([gpu_model("set", ["us-central1"], max_instances=3), gpu_model("free", ["europe-west4"])],
+                  gpu_quota_per_region=4)
+    assert max_instances(later) == {"set-iowa": 3, "free-eemshaven": 4, "shared-south-carolina": 10}
+
+
+def test_a_shared_gpu_service_is_fitted_to_the_quota_unless_the_stack_sets_its_max_instances() -> None:
+    models = [{"name": "a", "regions": ["europe-west4"]}]
+    plan = fleet(models, shared=["us-central1"], shared_settings=GPU_SHAPE, gpu_quota_per_region=3)
+    assert max_instances(plan)["shared-iowa"] == 3
+    assert plan.shared[0].origins()["cpu"].source == "Pulumi.x.yaml: yolo-fleet:shared_settings"
+    assert plan.shared[0].origins()["concurrency"].source == "components/settings.py"
+    kept = fleet(models, shared=["us-central1"], shared_settings={**GPU_SHAPE, "max_instances": 6},
+                 gpu_quota_per_region=3)
+    assert max_instances(kept)["shared-iowa"] == 6, "the policy reports it over the quota; the plan keeps it"
 
 
 def test_without_quota_a_gpu_service_keeps_one_instance_or_its_min_instances() -> None:
@@ -221,6 +237,9 @@ def test_a_disabled_shared_region_is_skipped_and_the_others_planned() -> None:
     assert [(s.name, s.region.id, s.role) for s in plan.shared] == [("shared-south-carolina", "us-east1", "shared"),
                                                                    ("shared-iowa", "us-central1", "shared")]
     assert plan.endpoints[0].role == "dedicated"
+    skipped = fleet([{"name": "a", "regions": ["us-central1"]}], shared=["us-east1", "us-central1"],
+                    disabled=("us-east1",))
+    assert [s.name for s in skipped.shared] == ["shared-iowa"]
 
 
 def test_services_are_found_by_their_cloud_run_name() -> None:
@@ -233,9 +252,9 @@ def test_services_are_found_by_their_cloud_run_name() -> None:
 
 
 def test_a_model_named_like_a_shared_service_is_a_clash_naming_both() -> None:
-    with pytest.raises(FleetError, match=r"^Pulumi\.x\.yaml: two services would both be named shared-iowa; rename a "
-                                         r"model$"):
-        fleet([{"name": "shared", "regions": ["us-central1"]}], shared=["us-central1"])
+    with pytest.raises(FleetError, match=r"^Pulumi\.x\.yaml: two services would both be named shared-eemshaven, "
+                                         r"shared-iowa; rename a model$"):
+        fleet([{"name": "shared", "regions": ["us-central1", "europe-west4"]}], shared=["us-central1", "europe-west4"])
     with pytest.raises(FleetError, match=r"^Pulumi\.x\.yaml: model shared-iowa and shared-iowa would share service "
                                          r"account .*; rename the model$"):
         fleet([{"name": "shared-iowa", "regions": ["europe-west4"]}], shared=["us-central1"])
