@@ -55,3 +55,21 @@ def test_each_bad_setting_alone_is_refused(limit: int, queue: int, max_wait: flo
 def test_the_smallest_settings_are_accepted() -> None:
     admission = Admission(1, 0, 0.0, CollectorRegistry(), prior_service_s=0.001)
     assert (admission.limit, admission.queue, admission.max_wait) == (1, 0, 0.0)
+
+
+def test_waits_are_counted_in_the_buckets_the_load_benchmark_reads() -> None:
+    """benchmarks/load.py reads predict_wait_seconds_bucket{le="0.5"} and {le="1.0"}: both must exist."""
+    registry = CollectorRegistry()
+
+    async def scenario() -> None:
+        clock = Clock()
+        holders = Holders(Admission(1, 5, 100.0, registry, clock=clock), clock)
+        await holders.arrive()  # runs at once: waited 0
+        await holders.arrive()  # waits 0.75 s for its turn
+        await holders.finish_oldest(lag=0.75)
+        await holders.finish_all(0.1)
+
+    asyncio.run(scenario())
+    samples = {(s.name, s.labels.get("le")): s.value for m in registry.collect() for s in m.samples}
+    assert samples[("predict_wait_seconds_bucket", "0.5")] == 1
+    assert samples[("predict_wait_seconds_bucket", "1.0")] == 2
