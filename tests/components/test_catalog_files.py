@@ -78,3 +78,12 @@ def test_a_region_that_turns_gpu_off_is_checked_without_the_gpu_defaults(tmp_pat
     with pytest.raises(CatalogError, match=r"regions\[us-central1\]\.overrides.*min_instances \(3\) is greater than "
                                            r"max_instances \(1\)"):
         load_catalog(catalog(tmp_path, gpu, {"max_instances": 1}, {"min_instances": 3}))
+
+
+def test_a_control_character_is_one_clear_line_too(tmp_path: Path) -> None:
+    """PyYAML's reader error carries no line mark: the message still names the file and the character."""
+    path = write(tmp_path, "defaults:\n  cpu: 2\x07\n")
+    with pytest.raises(CatalogError) as e:
+        load_catalog(path)
+    assert str(e.value).startswith(f"{path}: invalid YAML: unacceptable character #x0007: special characters are "
+                                   "not allowed")
