@@ -174,8 +174,10 @@ def test_a_max_instances_the_stack_sets_is_never_fitted_and_takes_its_part_of_th
 
 def test_a_shared_gpu_service_is_fitted_to_the_quota_unless_the_stack_sets_its_max_instances() -> None:
     models = [{"name": "a", "regions": ["europe-west4"]}]
-    plan = fleet(models, shared=["us-central1"], shared_settings=GPU_SHAPE, gpu_quota_per_region=3)
+    plan = fleet(models, shared=["us-central1"], shared_settings=GPU_SHAPE, gpu_quota_per_region=3,
+                 gpu_defaults={"timeout_seconds": 120})
     assert max_instances(plan)["shared-iowa"] == 3
+    assert plan.shared[0].origins()["timeout_seconds"].source == "regions.yaml: gpu_defaults"
     assert plan.shared[0].origins()["cpu"].source == "Pulumi.x.yaml: yolo-fleet:shared_settings"
     assert plan.shared[0].origins()["concurrency"].source == "components/settings.py"
     kept = fleet(models, shared=["us-central1"], shared_settings={**GPU_SHAPE, "max_instances": 6},
