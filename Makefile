@@ -10,7 +10,7 @@ PLAN_DEPS := $(VENV)/.plan-deps
 TEST_DEPS := $(VENV)/.test-deps
 NATIVE    := inference_service/_letterbox.so
 
-.PHONY: plan test lint serve regions clean image chromium docs golden
+.PHONY: plan test lint serve regions clean image chromium docs golden mutants
 
 plan: $(PLAN_DEPS)  ## evaluate the Pulumi program offline (mocks) and print what `pulumi up` would create
 	$(BIN)/fleet plan --stack $(STACK)
@@ -46,6 +46,16 @@ image: $(PLAN_DEPS)
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# Mutation testing (not part of `make test`): mutmut plants one bug at a time in the modules that decide behaviour
+# and runs their in-process tests; score and survivors in benchmarks/results/mutants.json. Niced, one mutant at a
+# time (the machine is shared), in scratch copies under $(MUTANTS_DIR). MODULES=components/layout.py picks modules.
+MUTANTS_JOBS ?= 1
+MUTANTS_DIR  ?= /var/tmp/yolo-fleet-mutants
+MODULES      ?=
+mutants: $(TEST_DEPS) $(NATIVE)
+	YOLO_FLEET_MUTANTS_DIR=$(MUTANTS_DIR) nice -n 19 $(BIN)/python benchmarks/mutants.py --jobs $(MUTANTS_JOBS) \
+	  $(if $(MODULES),--only $(MODULES))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -194,9 +194,9 @@ def read_yaml(path: Path, error: type[FleetError]) -> Any:
         return yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{path}:{where}: invalid YAML: {problem}") from None
+        raise error(f"{path}:{where} invalid YAML: {problem}") from None
 
 
 def load_catalog(path: str | Path) -> Catalog:
