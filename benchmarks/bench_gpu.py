@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from benchmarks.bench_server import throughput, timed  # noqa: E402
 from benchmarks.results import write_section  # noqa: E402
 
 CONCURRENCY = (1, 4, 16)
@@ -53,35 +53,15 @@ def gpu_missing() -> str | None:
 
 
 def measure(call: Callable[[], object], concurrency: int, n: int) -> dict[str, float]:
-    """p50 latency (ms) of `n` calls made by `concurrency` threads at once, and calls per second overall."""
-    left = iter(range(n))
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[BaseException] = []
+    """p50 latency (ms) of `n` calls made by `concurrency` threads at once, and calls per second overall
+    (bench_server.py's thread pool, each call timed)."""
+    latencies: list[float] = []  # list.append is atomic: the threads need no lock for it
 
-    def client() -> None:
-        try:
-            while True:
-                with lock:
-                    if next(left, None) is None:
-                        return
-                start = time.perf_counter()
-                call()
-                ms = (time.perf_counter() - start) * 1000
-                with lock:
-                    latencies.append(ms)
-        except BaseException as e:  # re-raised below: a failed call fails the benchmark
-            errors.append(e)
+    def timed_call() -> None:
+        latencies.append(timed(call))
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return {"p50_ms": statistics.median(latencies), "rps": n / (time.perf_counter() - start)}
+    rps = throughput(lambda: timed_call, n, concurrency)
+    return {"p50_ms": statistics.median(latencies), "rps": rps}
 
 
 def contender(kind: str, onnx: str, yaml: str, image: str) -> Callable[[], object]:
