@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.catalog import load_catalog
 from components.errors import FleetError
-from components.layout import FleetLayout, plan_fleet
-from components.stack_config import NAMESPACE, stack_config_from_values
-from fleet.program import PROJECT_DIR, stack_config
+from components.layout import FleetLayout
+from fleet.program import stack_config
+from fleet.program import stack_layout as read_layout
 
 # Google's client libraries warn on import, once per library, that they will stop supporting this Python in a
 # future release: nothing an operator of `fleet` can act on, and it buries the command's own output.
@@ -36,12 +35,7 @@ def stack_layout(args: argparse.Namespace) -> FleetLayout:
     """The stack's services as its program resolves them (`plan_fleet`, which `__main__.py` declares one Cloud Run
     service for each of), without evaluating the program: the same list for a fraction of a second instead of the
     ~2-4 s that declaring ~400 resources under mocks takes."""
-    values = stack_config(args.stack)
-    if args.catalog:
-        values[f"{NAMESPACE}:catalog"] = str(Path(args.catalog).resolve())
-    config = stack_config_from_values(values, args.stack)
-    source = f"Pulumi.{args.stack}.yaml"
-    return plan_fleet(load_catalog(PROJECT_DIR / config.catalog), config, source, args.stack)
+    return read_layout(args.stack, catalog=args.catalog).layout
 
 
 def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:

@@ -14,9 +14,10 @@ from typing import Any
 import pulumi
 from pulumi.runtime.stack import Stack, wait_for_rpcs
 
-from components.catalog import read_yaml
+from components.catalog import Catalog, load_catalog, read_yaml
 from components.errors import FleetError
-from components.stack_config import NAMESPACE, ConfigError
+from components.layout import FleetLayout, plan_fleet
+from components.stack_config import NAMESPACE, ConfigError, StackConfig, stack_config_from_values
 from fleet.mocks import RecordedResource, RecordingMonitor
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -70,6 +71,24 @@ def stack_config(stack: str, project_dir: Path = PROJECT_DIR) -> dict[str, str]:
         full = key if ":" in key else f"{NAMESPACE}:{key}"
         out[full] = value if isinstance(value, str) else json.dumps(value)
     return out
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """A stack's validated config, its catalog and what runs where: everything short of declaring resources."""
+
+    config: StackConfig
+    catalog: Catalog
+    layout: FleetLayout
+
+
+def stack_layout(stack: str, project_dir: Path = PROJECT_DIR, catalog: str | Path | None = None,
+                 config: dict[str, str] | None = None) -> StackLayout:
+    """Pulumi.<stack>.yaml (or `config`, standing in for it) and its catalog (or `catalog`) resolved by `plan_fleet`,
+    the function `__main__.py` declares its services from; FleetError names the file and field at fault."""
+    parsed = stack_config_from_values(config if config is not None else stack_config(stack, project_dir), stack)
+    loaded = load_catalog(Path(catalog) if catalog else project_dir / parsed.catalog)
+    return StackLayout(parsed, loaded, plan_fleet(loaded, parsed, f"Pulumi.{stack}.yaml", stack))
 
 
 async def _resolve(value: Any) -> Any:

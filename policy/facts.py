@@ -12,12 +12,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.catalog import Catalog, load_catalog
-from components.layout import FleetLayout, plan_fleet
+from components.catalog import Catalog
+from components.layout import FleetLayout
 from components.settings import EndpointSettings
-from components.stack_config import StackConfig, stack_config_from_values
+from components.stack_config import StackConfig
 from fleet.pricing import DEFAULT_PRICES, PriceBook, load_prices
-from fleet.program import PROJECT_DIR, stack_config
+from fleet.program import PROJECT_DIR, stack_layout
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,8 @@ def load_facts(stack: str, project_dir: Path = PROJECT_DIR, catalog: str | Path 
                prices: str | Path = DEFAULT_PRICES, config: dict[str, str] | None = None) -> StackFacts:
     """FleetError (exit 2 in the CLI) if the stack file (or `config`, standing in for it), its catalog or the
     price file is invalid."""
-    raw = config if config is not None else stack_config(stack, project_dir)
-    parsed = stack_config_from_values(raw, stack)
-    loaded = load_catalog(Path(catalog) if catalog else project_dir / parsed.catalog)
-    layout = plan_fleet(loaded, parsed, f"Pulumi.{stack}.yaml", stack)
-    return StackFacts(stack, parsed, loaded, layout, load_prices(prices))
+    found = stack_layout(stack, project_dir, catalog, config)
+    return StackFacts(stack, found.config, found.catalog, found.layout, load_prices(prices))
 
 
 def stack_of(urn: str) -> str:
