@@ -78,7 +78,6 @@ def test_without_a_gpu_quota_setting_any_gpu_service_is_over_and_cpu_services_ne
 def test_fleet_policy_reports_the_gpu_quota(monkeypatch, capsys):
     config = gpu_config(2)
     monkeypatch.setattr("fleet.program.stack_config", lambda stack, project_dir=None: dict(config))
-    monkeypatch.setattr("policy.facts.stack_config", lambda stack, project_dir=None: dict(config))
     assert main(["policy", "--stack", "gpu"]) == 1
     out = capsys.readouterr().out
     assert "gpu-quota" in out and "mandatory" in out and "europe-west4: the GPU services may scale to 3" in out
