@@ -296,8 +296,8 @@ def report(args: argparse.Namespace, p50: dict[str, float], stage50: dict[str, f
     size = None if args.no_install else install_size_mb()
     # the baseline is the faster of the two raw onnxruntime series, so a slow moment in one cannot flatter the server
     raw50, srv50 = min(p50["raw"], p50["tuned"]), p50["server"]
-    ratio, vs_ul = srv50 / raw50, srv50 / p50["ultralytics"]
     bound = p50["decoding"] + p50["health"]  # no server can answer faster: it must decode and speak HTTP
+    vs_bound, vs_ul = srv50 / bound, srv50 / p50["ultralytics"]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -310,8 +310,9 @@ def report(args: argparse.Namespace, p50: dict[str, float], stage50: dict[str, f
          f"{p50['tuned'] / raw50:.2f}x", ""),
         ("ultralytics YOLO(onnx).predict p50", f"{p50['ultralytics']:.1f} ms", f"{p50['ultralytics'] / raw50:.2f}x",
          ""),
-        ("server over loopback HTTP p50", f"{srv50:.1f} ms", f"{ratio:.2f}x",
-         f"<= 1.15x: {verdict(ratio <= 1.15)}; {vs_ul:.2f}x ultralytics: {verdict(vs_ul <= 1.0)}"),
+        ("server over loopback HTTP p50", f"{srv50:.1f} ms", f"{srv50 / raw50:.2f}x",
+         f"{vs_bound:.2f}x the bound, <= 1.10x (aim 1.05x): {verdict(vs_bound <= 1.10)}; {vs_ul:.2f}x ultralytics, "
+         f"<= 1.00x (aim 0.90x): {verdict(vs_ul <= 1.0)}"),
         ("server with `--inference-workers 1` over loopback HTTP p50", f"{p50['single']:.1f} ms",
          f"{p50['single'] / raw50:.2f}x", ""),
         ("server stages p50: decode + letterbox / inference / postprocess",
@@ -352,7 +353,8 @@ overlapping requests one thread each; `--inference-workers 1` is one inference a
 The server's time over raw onnxruntime is the image work ultralytics also does (JPEG decode, the letterbox)
 plus one HTTP round trip with multipart parsing; the "stages" row splits it, and the /health row is what any
 request costs here before the app does anything. The "bound" row adds only the decode and the HTTP floor to raw
-onnxruntime: when it is over 1.15x, so is every server on this machine. Throughput is CPU-bound: decoding and
+onnxruntime: no server on this machine answers faster, so the latency target is a ratio to it (and to ultralytics'
+in-process predict, which decodes and letterboxes too but speaks no HTTP). Throughput is CPU-bound: decoding and
 letterboxing cost CPU that raw onnxruntime, fed a ready tensor, never spends; the "decode + session.run" rows
 show what the decode alone takes from it (and the server's clients run on the same two cores).
 """

@@ -3,6 +3,7 @@ naming the problem, exit 2, no traceback and no announced address; a good start 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inference_service.serve import bind
 from tests.helpers_server import PYTHON, ROOT, demo_model, wait_healthy
 
 READY = "READY {url}"
@@ -103,3 +105,28 @@ def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path,
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert ("NOTE: no C letterbox kernel; the server uses its numpy port" in err) == (compiler == "none"), err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_connections_send_each_response_at_once_without_waiting_for_an_ack(host: str) -> None:
+    """Each accepted connection has TCP_NODELAY (asyncio sets it only on sockets that say they are TCP): without
+    it a keep-alive client waited for the delayed ACK, 40 ms, before the body that follows a response's headers."""
+    sock = bind(host, 0)
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                conn = transport.get_extra_info("socket")
+                seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(host, sock.getsockname()[1])
+        try:
+            return await asyncio.wait_for(seen, 5)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) == 1
