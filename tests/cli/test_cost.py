@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
 import pytest
 import yaml
+from pulumi_policy.proxy import UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from components.catalog import load_catalog
 from fleet.cli import main
 from fleet.cost import grand_total, platform_costs, stack_costs
 from fleet.pricing import (
+    CLOUD_RUN_SERVICE,
     DEFAULT_PRICES,
     FORWARDING_RULE,
+    IMAGE,
     SECRET,
     SECRET_VERSION,
+    SECURITY_POLICY,
     PlatformPrices,
+    PlatformShape,
     PriceBook,
     ServiceShape,
     TierPrices,
@@ -316,3 +322,122 @@ def test_forwarding_rules_beyond_five_at_their_own_price(tmp_path):
     rules = [(FORWARDING_RULE, f"rule-{i}", {}) for i in range(7)]
     [line] = price_platform(platform_shape(rules), distinct_book(tmp_path))
     assert line.always_on == pytest.approx(0.89 + 2 * 0.97)  # the first five together, then each one more
+
+
+def gpu_inputs(**template: object) -> dict:
+    """A GPU service's Cloud Run inputs as the program plans them (tests/components/test_gpu_plan.py pins the limits,
+    cpuIdle and scaling there): big in Iowa, dev stack, one warm L4 of up to 3, zonal redundancy kept."""
+    return {
+        "name": "big-iowa-dev", "location": "us-central1",
+        "labels": {"model": "big", "managed-by": "yolo-fleet", "stack": "dev", "role": "dedicated"},
+        "template": {
+            "nodeSelector": {"accelerator": "nvidia-l4"}, "scaling": {"minInstanceCount": 1.0, "maxInstanceCount": 3.0},
+            "gpuZonalRedundancyDisabled": False,
+            "containers": [{"resources": {"startupCpuBoost": True, "cpuIdle": False,
+                                          "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}}}],
+            **template},
+    }
+
+
+BIG = ServiceShape(name="big-iowa-dev", region="us-central1", model="big", cpu=4.0, memory_gib=16.0, gpus=1,
+                   min_instances=1, max_instances=3, request_based=False, gpu_zonal_redundancy=True)
+
+
+def test_a_gpu_services_inputs_are_billed_for_its_l4_warm_instance_and_zonal_redundancy(tmp_path):
+    """Every field `fleet cost` reads from a GPU service's inputs lands where it is billed: with every price distinct,
+    a field read from the wrong input (min for max instances, the L4 price without its redundancy) changes the cost."""
+    assert service_shape("big-iowa", gpu_inputs()) == BIG
+    without = gpu_inputs(gpuZonalRedundancyDisabled=True)
+    assert service_shape("big-iowa", without) == replace(BIG, gpu_zonal_redundancy=False)
+    book, catalog = distinct_book(tmp_path), load_catalog(PROJECT_DIR / "regions.yaml")
+    # 3 requests/s of 2 s need 6 busy instances: 3 allowed, 1 of them warm. Tier 1, one-hour month:
+    # 4 x 0.031 + 16 x 0.037 + the zonal-redundant L4 0.043 = 0.759 a second (0.757 with the plain L4 at 0.041)
+    redundant, plain = price_services([service_shape("big-iowa", gpu_inputs()), service_shape("big-iowa", without)],
+                                      catalog, book, Traffic(requests_per_second=3, latency_ms=2000))
+    assert (redundant.always_on, redundant.traffic, redundant.capped) == (pytest.approx(0.759 * 3600),
+                                                                          pytest.approx(2 * 3600 * 0.759), True)
+    assert (plain.always_on, plain.traffic) == (pytest.approx(0.757 * 3600), pytest.approx(2 * 3600 * 0.757))
+
+
+def test_a_services_inputs_left_out_are_cloud_runs_defaults():
+    """A service that sets no limits, scaling or cpuIdle is billed as Cloud Run runs it: 1 vCPU, 512 MiB, request-
+    based, 0 to 100 instances, no GPU; its logical name when it has no name, and 'shared' or '-' without a model."""
+    bare = {"location": "asia-northeast1", "labels": {"role": "shared"}, "template": {"containers": [{}]}}
+    assert service_shape("shared-tokyo", bare) == ServiceShape(
+        name="shared-tokyo", region="asia-northeast1", model="shared", cpu=1.0, memory_gib=0.5, gpus=0,
+        min_instances=0, max_instances=100, request_based=True, gpu_zonal_redundancy=False)
+    assert service_shape("x", {**bare, "labels": {"role": "dedicated"}}).model == "-"
+    assert service_shape("x", {**bare, "labels": None}).model == "-"
+    # a GPU service that leaves out gpuZonalRedundancyDisabled keeps Cloud Run's default: redundancy on
+    gpu = gpu_inputs()
+    del gpu["template"]["gpuZonalRedundancyDisabled"]
+    assert service_shape("big-iowa", gpu).gpu_zonal_redundancy
+
+
+@pytest.mark.parametrize("path", [("containers", 0, "resources"), ("containers", 0, "resources", "limits"),
+                                  ("containers", 0, "resources", "limits", "nvidia.com/gpu"),
+                                  ("containers", 0, "resources", "cpuIdle"), ("scaling", "minInstanceCount"),
+                                  ("scaling", "maxInstanceCount"), ("gpuZonalRedundancyDisabled",)])
+def test_a_shape_unknown_during_preview_is_not_priced(path):
+    """The budget check reads inputs through the policy pack's proxy: a value computed during the update (here one
+    the shape depends on) leaves the service unpriced rather than priced at a guess; all known, it is priced."""
+    props = gpu_inputs()
+    assert service_shape("big-iowa", unknown_checking_proxy(copy.deepcopy(props))) == BIG
+    node = props["template"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = UNKNOWN_NUMBER_VALUE
+    assert service_shape("big-iowa", unknown_checking_proxy(props)) is None
+
+
+def armor(rules: object) -> tuple[str, str, dict]:
+    return SECURITY_POLICY, "armor", {"name": "armor", "rules": rules}
+
+
+def run_service(name: str, *volumes: dict) -> tuple[str, str, dict]:
+    return CLOUD_RUN_SERVICE, name, {"template": {"volumes": list(volumes)} if volumes else {}}
+
+
+KEYS = {"name": "api-keys", "secret": {"secret": "keys"}}
+TENANTS = {"name": "tenants", "secret": {"secret": "tenants"}}
+# A stack-wide resource list in the plan's form: a GPU image beside the CPU one, two Cloud Armor policies, secrets
+# with automatic and user-managed replication, and an IAM grant naming one secret by its short id.
+RESOURCES = [
+    (IMAGE, "server-image-gpu", {"buildArgs": {"RUNTIME": "gpu"}}),
+    (IMAGE, "server-image", {"buildArgs": {"RUNTIME": "cpu"}}),
+    armor([{"priority": 1000}, {"priority": 2000}, {"priority": 2147483647}]), armor(None),
+    (SECRET, "keys", {"project": "p", "secretId": "keys", "replication": {"userManaged": {"replicas": [
+        {"location": "us-east1"}, {"location": "europe-west1"}, {"location": "asia-east1"}]}}}),
+    (SECRET, "tenants", {"project": "p", "secretId": "tenants", "replication": {"auto": {}}}),
+    ("gcp:secretmanager/secretIamMember:SecretIamMember", "keys-reader", {"project": "p", "secretId": "keys"}),
+    (SECRET_VERSION, "keys", {"secret": "projects/p/secrets/keys"}),
+    (SECRET_VERSION, "tenants", {"secret": "projects/p/secrets/tenants"}),
+    (SECRET_VERSION, "other", {"secret": "projects/p/secrets/elsewhere"}),  # its secret not in the plan: 1
+    run_service("demo-iowa", KEYS, {"name": "scratch", "emptyDir": {}}), run_service("shared-iowa", KEYS, TENANTS),
+    run_service("bare"),
+]
+
+
+def test_platform_shape_counts_the_gpu_image_armor_rules_secret_locations_and_mounts():
+    assert platform_shape(RESOURCES) == PlatformShape(
+        forwarding_rules=0, balanced_services=0, repositories=0, secret_version_locations=3 + 1 + 1, secret_mounts=3,
+        gpu_image=True, security_policies=2, security_rules=3 + 1)  # a policy listing no rules has its default one
+    assert not platform_shape([r for r in RESOURCES if r[1] != "server-image-gpu"]).gpu_image
+
+
+def test_the_budget_check_counts_the_platform_as_fleet_cost_does():
+    """The policy pack hands platform_shape proxies of the inputs, not lists and dicts: the same resources count the
+    same, so the monthly-budget check and `fleet cost` agree on the always-on secret versions."""
+    proxied = [(typ, name, unknown_checking_proxy(copy.deepcopy(props))) for typ, name, props in RESOURCES]
+    assert platform_shape(proxied) == platform_shape(RESOURCES)
+    # during a preview, a version of a secret created in the same update (its id unknown) counts one location,
+    # and a security policy whose rules are unknown counts one rule
+    unknown = [(SECRET_VERSION, "new", {"secret": UNKNOWN_STRING_VALUE}), armor(UNKNOWN_STRING_VALUE)]
+    assert platform_shape((t, n, unknown_checking_proxy(p)) for t, n, p in unknown) == PlatformShape(
+        secret_version_locations=1, security_policies=1, security_rules=1)
+
+
+def test_the_gpu_image_is_stored_at_its_own_size(tmp_path):
+    [line] = price_platform(PlatformShape(repositories=3, gpu_image=True), distinct_book(tmp_path))
+    assert line.always_on == pytest.approx(3 * (0.4 + 2.4) * 1.07)  # 3 repositories x 2.8 GB x registry_storage
+    assert line.quantity == "3 repositories x 0.4 GB image + 2.4 GB GPU image"
