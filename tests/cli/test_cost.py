@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -24,6 +25,7 @@ from fleet.pricing import (
     PlatformPrices,
     PlatformShape,
     PriceBook,
+    PriceError,
     ServiceShape,
     TierPrices,
     Traffic,
@@ -441,3 +443,58 @@ def test_the_gpu_image_is_stored_at_its_own_size(tmp_path):
     [line] = price_platform(PlatformShape(repositories=3, gpu_image=True), distinct_book(tmp_path))
     assert line.always_on == pytest.approx(3 * (0.4 + 2.4) * 1.07)  # 3 repositories x 2.8 GB x registry_storage
     assert line.quantity == "3 repositories x 0.4 GB image + 2.4 GB GPU image"
+
+
+def test_a_region_without_a_tier_or_a_price_is_named_with_the_file_to_fix(tmp_path):
+    """A service in a region the catalog lacks, or in a tier the price file lacks, stops `fleet cost` with a message
+    naming the service or region, and the price file to edit."""
+    book, catalog = distinct_book(tmp_path), load_catalog(PROJECT_DIR / "regions.yaml")
+    with pytest.raises(PriceError, match=r"^gpu-mars-north1: region mars-north1 is not in the catalog, so its "
+                                         r"pricing tier is unknown$"):
+        price_services([gpu_shape("mars-north1")], catalog, book)
+    tier1_only = book.model_copy(update={"tiers": {1: book.tiers[1]}})
+    where = re.escape(str(tmp_path / "prices.yaml"))
+    with pytest.raises(PriceError, match=rf"^{where}: no prices for pricing tier 2, which region asia-south1 is in; "
+                                         r"add a '2:' entry under tiers"):
+        price_services([gpu_shape("us-central1"), gpu_shape("asia-south1")], catalog, tier1_only)
+
+
+def test_a_price_file_that_is_not_a_mapping_says_what_it_expects(tmp_path):
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("- 0.000024\n- 0.0000025\n")
+    expected = f"{prices}: expected a mapping with seconds_per_month and tiers"
+    with pytest.raises(PriceError, match=f"^{re.escape(expected)}$"):
+        load_prices(prices)
+
+
+def test_every_platform_line_says_what_it_counted_and_prices_it_exactly(tmp_path):
+    """`fleet cost` prints each stack-wide line with what it counted; with distinct prices and a one-hour month, each
+    total is the hand-computed one to the last digit a float keeps (a million is 1e6, not about a million). A re-check
+    every second still caps the secret reads at one a second per mount, below the 50 requests a second."""
+    shape = PlatformShape(forwarding_rules=7, balanced_services=3, repositories=2, secret_version_locations=4,
+                          secret_mounts=5, security_policies=1, security_rules=3)
+    traffic = Traffic(requests_per_second=50, latency_ms=100, request_kib=64, response_kib=3, secrets_recheck_seconds=1)
+    lines = price_platform(shape, distinct_book(tmp_path), traffic)
+    exact = {"rel": 1e-12}
+    inbound, outbound = 3 * 180_000 * 64 / 2**20, 3 * 180_000 * 3 / 2**20  # GiB: 3 services x 180,000 requests
+    assert [(line.item, line.quantity, line.always_on, line.traffic) for line in lines] == [
+        ("load balancer forwarding rules", "7 rule(s), 1 h", pytest.approx(0.89 + 2 * 0.97, **exact), 0.0),
+        ("load balancer data processed", "33.0 GiB in, 1.5 GiB out (3 service(s))", 0.0,
+         pytest.approx(inbound * 1.01 + outbound * 1.03, **exact)),
+        ("Cloud Armor", "1 policy, 3 rules, 0.5M requests evaluated", pytest.approx(1.17 + 3 * 1.19, **exact),
+         pytest.approx(0.54 * 1.23, **exact)),
+        ("Artifact Registry storage", "2 repositories x 0.4 GB image", pytest.approx(2 * 0.4 * 1.07, **exact), 0.0),
+        ("Secret Manager versions", "4 active version-location(s)", pytest.approx(4 * 1.09, **exact), 0.0),
+        ("Secret Manager access operations", "18,000 reads (5 mounted secret(s), at most one per 1 s while serving)",
+         0.0, pytest.approx(1.8 * 1.13, **exact)),
+    ]
+
+
+def test_request_based_traffic_pays_per_million_requests_exactly(tmp_path):
+    """Tier 2, 1 vCPU and 2 GiB, 2.5 requests/s of 100 ms for a one-hour month: 900 busy seconds at the request
+    rates and 9,000 requests at the tier's price per million."""
+    [cost] = price_services([replace(IOWA, region="asia-south1", cpu=1, memory_gib=2, min_instances=0)],
+                            load_catalog(PROJECT_DIR / "regions.yaml"), distinct_book(tmp_path),
+                            Traffic(requests_per_second=2.5, latency_ms=100))
+    assert (cost.tier, cost.geography, cost.always_on) == (2, "asia-pacific", 0.0)
+    assert cost.traffic == pytest.approx(900 * (0.047 + 2 * 0.053) + 9000 / 1e6 * 67.0, rel=1e-12)
