@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import yaml
-from pulumi_policy.proxy import UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
+from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from components.catalog import load_catalog
 from fleet.cli import main
@@ -432,11 +432,14 @@ def test_the_budget_check_counts_the_platform_as_fleet_cost_does():
     same, so the monthly-budget check and `fleet cost` agree on the always-on secret versions."""
     proxied = [(typ, name, unknown_checking_proxy(copy.deepcopy(props))) for typ, name, props in RESOURCES]
     assert platform_shape(proxied) == platform_shape(RESOURCES)
-    # during a preview, a version of a secret created in the same update (its id unknown) counts one location,
-    # and a security policy whose rules are unknown counts one rule
-    unknown = [(SECRET_VERSION, "new", {"secret": UNKNOWN_STRING_VALUE}), armor(UNKNOWN_STRING_VALUE)]
+    # during a preview, a version of a secret created in the same update (its id unknown) counts one location, as
+    # does one of a secret whose replicas are unknown, and a security policy whose rules are unknown counts one rule
+    unknown = [(SECRET_VERSION, "new", {"secret": UNKNOWN_STRING_VALUE}), armor(UNKNOWN_STRING_VALUE),
+               (SECRET, "keys", {"project": "p", "secretId": "keys",
+                                 "replication": {"userManaged": {"replicas": UNKNOWN_ARRAY_VALUE}}}),
+               (SECRET_VERSION, "keys", {"secret": "projects/p/secrets/keys"})]
     assert platform_shape((t, n, unknown_checking_proxy(p)) for t, n, p in unknown) == PlatformShape(
-        secret_version_locations=1, security_policies=1, security_rules=1)
+        secret_version_locations=2, security_policies=1, security_rules=1)
 
 
 def test_the_gpu_image_is_stored_at_its_own_size(tmp_path):
@@ -459,12 +462,17 @@ def test_a_region_without_a_tier_or_a_price_is_named_with_the_file_to_fix(tmp_pa
         price_services([gpu_shape("us-central1"), gpu_shape("asia-south1")], catalog, tier1_only)
 
 
-def test_a_price_file_that_is_not_a_mapping_says_what_it_expects(tmp_path):
+def test_a_price_file_that_is_missing_or_not_a_mapping_says_so(tmp_path, capsys):
     prices = tmp_path / "prices.yaml"
+    with pytest.raises(PriceError, match=f"^{re.escape(str(prices))}: cannot read it"):
+        load_prices(prices)
     prices.write_text("- 0.000024\n- 0.0000025\n")
     expected = f"{prices}: expected a mapping with seconds_per_month and tiers"
     with pytest.raises(PriceError, match=f"^{re.escape(expected)}$"):
         load_prices(prices)
+    prices.write_text("tiers: {1: [}\n")
+    assert main(["cost", "--prices", str(prices)]) == 2, "a mistake in the file, not a traceback"
+    assert f"{prices}: line 1, column 13: invalid YAML" in capsys.readouterr().err
 
 
 def test_every_platform_line_says_what_it_counted_and_prices_it_exactly(tmp_path):
