@@ -281,7 +281,7 @@ def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
             rules += len(listed) if _is_list(listed) else 1
         elif typ == SECRET_VERSION:
             secret = dig(props, "secret")
-            versions += secrets.get(secret, 1) if isinstance(secret, str) else 1
+            versions += secrets.get(secret, 1)
         elif typ == CLOUD_RUN_SERVICE:
             volumes = dig(props, "template", "volumes")
             mounts += sum(1 for v in volumes if dig(v, "secret")) if _is_list(volumes) else 0
