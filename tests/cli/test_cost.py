@@ -327,8 +327,9 @@ def test_forwarding_rules_beyond_five_at_their_own_price(tmp_path):
 
 
 def gpu_inputs(**template: object) -> dict:
-    """A GPU service's Cloud Run inputs as the program plans them (tests/components/test_gpu_plan.py pins the limits,
-    cpuIdle and scaling there): big in Iowa, dev stack, one warm L4 of up to 3, zonal redundancy kept."""
+    """A GPU service's Cloud Run inputs in the form the program plans them (tests/components/test_gpu_plan.py pins
+    the limits and cpuIdle there): big in Iowa, dev stack, up to 3 L4s, one kept warm (a model's min_instances: 1),
+    zonal redundancy kept."""
     return {
         "name": "big-iowa-dev", "location": "us-central1",
         "labels": {"model": "big", "managed-by": "yolo-fleet", "stack": "dev", "role": "dedicated"},
