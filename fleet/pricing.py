@@ -246,10 +246,15 @@ class PlatformShape:
     security_rules: int = 0
 
 
+def _is_list(value: Any) -> bool:
+    """A list input, or the policy pack's proxy of one (a Sequence, not a list), so both count alike."""
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
 def _replicas(props: Any) -> int:
     """Locations a secret is billed in: automatic replication counts as one."""
     replicas = dig(props, "replication", "userManaged", "replicas")
-    return len(replicas) if isinstance(replicas, list) and replicas else 1
+    return len(replicas) if _is_list(replicas) and replicas else 1
 
 
 def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
@@ -272,14 +277,14 @@ def platform_shape(resources: Iterable[tuple[str, str, Any]]) -> PlatformShape:
             gpu_image = gpu_image or dig(props, "buildArgs", "RUNTIME") == "gpu"
         elif typ == SECURITY_POLICY:
             policies += 1
-            listed = dig(props, "rules")  # a list, or the policy pack's proxy of one
-            rules += len(listed) if isinstance(listed, Sequence) and not isinstance(listed, str) else 1
+            listed = dig(props, "rules")
+            rules += len(listed) if _is_list(listed) else 1
         elif typ == SECRET_VERSION:
             secret = dig(props, "secret")
-            versions += secrets.get(secret, 1) if isinstance(secret, str) else 1
+            versions += secrets.get(secret, 1)
         elif typ == CLOUD_RUN_SERVICE:
             volumes = dig(props, "template", "volumes")
-            mounts += sum(1 for v in volumes if dig(v, "secret")) if isinstance(volumes, list) else 0
+            mounts += sum(1 for v in volumes if dig(v, "secret")) if _is_list(volumes) else 0
     return PlatformShape(count[FORWARDING_RULE], count[SERVERLESS_NEG], count[REPOSITORY], versions, mounts, gpu_image,
                          policies, rules)
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from dataclasses import replace
 
 import pytest
 import yaml
+from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from components.catalog import load_catalog
 from fleet.cli import main
 from fleet.cost import grand_total, platform_costs, stack_costs
 from fleet.pricing import (
+    CLOUD_RUN_SERVICE,
     DEFAULT_PRICES,
     FORWARDING_RULE,
+    IMAGE,
     SECRET,
     SECRET_VERSION,
+    SECURITY_POLICY,
     PlatformPrices,
+    PlatformShape,
     PriceBook,
+    PriceError,
     ServiceShape,
     TierPrices,
     Traffic,
@@ -316,3 +324,186 @@ def test_forwarding_rules_beyond_five_at_their_own_price(tmp_path):
     rules = [(FORWARDING_RULE, f"rule-{i}", {}) for i in range(7)]
     [line] = price_platform(platform_shape(rules), distinct_book(tmp_path))
     assert line.always_on == pytest.approx(0.89 + 2 * 0.97)  # the first five together, then each one more
+
+
+def gpu_inputs(**template: object) -> dict:
+    """A GPU service's Cloud Run inputs in the form the program plans them (tests/components/test_gpu_plan.py pins
+    the limits and cpuIdle there): big in Iowa, dev stack, up to 3 L4s, one kept warm (a model's min_instances: 1),
+    zonal redundancy kept."""
+    return {
+        "name": "big-iowa-dev", "location": "us-central1",
+        "labels": {"model": "big", "managed-by": "yolo-fleet", "stack": "dev", "role": "dedicated"},
+        "template": {
+            "nodeSelector": {"accelerator": "nvidia-l4"}, "scaling": {"minInstanceCount": 1.0, "maxInstanceCount": 3.0},
+            "gpuZonalRedundancyDisabled": False,
+            "containers": [{"resources": {"startupCpuBoost": True, "cpuIdle": False,
+                                          "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}}}],
+            **template},
+    }
+
+
+BIG = ServiceShape(name="big-iowa-dev", region="us-central1", model="big", cpu=4.0, memory_gib=16.0, gpus=1,
+                   min_instances=1, max_instances=3, request_based=False, gpu_zonal_redundancy=True)
+
+
+def test_a_gpu_services_inputs_are_billed_for_its_l4_warm_instance_and_zonal_redundancy(tmp_path):
+    """Every field `fleet cost` reads from a GPU service's inputs lands where it is billed: with every price distinct,
+    a field read from the wrong input (min for max instances, the L4 price without its redundancy) changes the cost."""
+    assert service_shape("big-iowa", gpu_inputs()) == BIG
+    without = gpu_inputs(gpuZonalRedundancyDisabled=True)
+    assert service_shape("big-iowa", without) == replace(BIG, gpu_zonal_redundancy=False)
+    book, catalog = distinct_book(tmp_path), load_catalog(PROJECT_DIR / "regions.yaml")
+    # 3 requests/s of 2 s need 6 busy instances: 3 allowed, 1 of them warm. Tier 1, one-hour month:
+    # 4 x 0.031 + 16 x 0.037 + the zonal-redundant L4 0.043 = 0.759 a second (0.757 with the plain L4 at 0.041)
+    redundant, plain = price_services([service_shape("big-iowa", gpu_inputs()), service_shape("big-iowa", without)],
+                                      catalog, book, Traffic(requests_per_second=3, latency_ms=2000))
+    assert (redundant.always_on, redundant.traffic, redundant.capped) == (pytest.approx(0.759 * 3600),
+                                                                          pytest.approx(2 * 3600 * 0.759), True)
+    assert (plain.always_on, plain.traffic) == (pytest.approx(0.757 * 3600), pytest.approx(2 * 3600 * 0.757))
+
+
+def test_a_services_inputs_left_out_are_cloud_runs_defaults():
+    """A service that sets no limits, scaling or cpuIdle is billed as Cloud Run runs it: 1 vCPU, 512 MiB, request-
+    based, 0 to 100 instances, no GPU; its logical name when it has no name, and 'shared' or '-' without a model."""
+    bare = {"location": "asia-northeast1", "labels": {"role": "shared"}, "template": {"containers": [{}]}}
+    assert service_shape("shared-tokyo", bare) == ServiceShape(
+        name="shared-tokyo", region="asia-northeast1", model="shared", cpu=1.0, memory_gib=0.5, gpus=0,
+        min_instances=0, max_instances=100, request_based=True, gpu_zonal_redundancy=False)
+    assert service_shape("x", {**bare, "labels": {"role": "dedicated"}}).model == "-"
+    assert service_shape("x", {**bare, "labels": None}).model == "-"
+    # a GPU service that leaves out gpuZonalRedundancyDisabled keeps Cloud Run's default: redundancy on
+    gpu = gpu_inputs()
+    del gpu["template"]["gpuZonalRedundancyDisabled"]
+    assert service_shape("big-iowa", gpu).gpu_zonal_redundancy
+
+
+@pytest.mark.parametrize("path", [("containers", 0, "resources"), ("containers", 0, "resources", "limits"),
+                                  ("containers", 0, "resources", "limits", "nvidia.com/gpu"),
+                                  ("containers", 0, "resources", "cpuIdle"), ("scaling", "minInstanceCount"),
+                                  ("scaling", "maxInstanceCount"), ("gpuZonalRedundancyDisabled",)])
+def test_a_shape_unknown_during_preview_is_not_priced(path):
+    """The budget check reads inputs through the policy pack's proxy: a value computed during the update (here one
+    the shape depends on) leaves the service unpriced rather than priced at a guess; all known, it is priced."""
+    props = gpu_inputs()
+    assert service_shape("big-iowa", unknown_checking_proxy(copy.deepcopy(props))) == BIG
+    node = props["template"]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = UNKNOWN_NUMBER_VALUE
+    assert service_shape("big-iowa", unknown_checking_proxy(props)) is None
+
+
+def armor(rules: object) -> tuple[str, str, dict]:
+    return SECURITY_POLICY, "armor", {"name": "armor", "rules": rules}
+
+
+def run_service(name: str, *volumes: dict) -> tuple[str, str, dict]:
+    return CLOUD_RUN_SERVICE, name, {"template": {"volumes": list(volumes)} if volumes else {}}
+
+
+KEYS = {"name": "api-keys", "secret": {"secret": "keys"}}
+TENANTS = {"name": "tenants", "secret": {"secret": "tenants"}}
+# A stack-wide resource list in the plan's form: a GPU image beside the CPU one, two Cloud Armor policies, secrets
+# with automatic and user-managed replication, and an IAM grant naming one secret by its short id.
+RESOURCES = [
+    (IMAGE, "server-image-gpu", {"buildArgs": {"RUNTIME": "gpu"}}),
+    (IMAGE, "server-image", {"buildArgs": {"RUNTIME": "cpu"}}),
+    armor([{"priority": 1000}, {"priority": 2000}, {"priority": 2147483647}]), armor(None),
+    (SECRET, "keys", {"project": "p", "secretId": "keys", "replication": {"userManaged": {"replicas": [
+        {"location": "us-east1"}, {"location": "europe-west1"}, {"location": "asia-east1"}]}}}),
+    (SECRET, "tenants", {"project": "p", "secretId": "tenants", "replication": {"auto": {}}}),
+    ("gcp:secretmanager/secretIamMember:SecretIamMember", "keys-reader", {"project": "p", "secretId": "keys"}),
+    (SECRET_VERSION, "keys", {"secret": "projects/p/secrets/keys"}),
+    (SECRET_VERSION, "tenants", {"secret": "projects/p/secrets/tenants"}),
+    (SECRET_VERSION, "other", {"secret": "projects/p/secrets/elsewhere"}),  # its secret not in the plan: 1
+    run_service("demo-iowa", KEYS, {"name": "scratch", "emptyDir": {}}), run_service("shared-iowa", KEYS, TENANTS),
+    run_service("bare"),
+]
+
+
+def test_platform_shape_counts_the_gpu_image_armor_rules_secret_locations_and_mounts():
+    assert platform_shape(RESOURCES) == PlatformShape(
+        forwarding_rules=0, balanced_services=0, repositories=0, secret_version_locations=3 + 1 + 1, secret_mounts=3,
+        gpu_image=True, security_policies=2, security_rules=3 + 1)  # a policy listing no rules has its default one
+    assert not platform_shape([r for r in RESOURCES if r[1] != "server-image-gpu"]).gpu_image
+
+
+def test_the_budget_check_counts_the_platform_as_fleet_cost_does():
+    """The policy pack hands platform_shape proxies of the inputs, not lists and dicts: the same resources count the
+    same, so the monthly-budget check and `fleet cost` agree on the always-on secret versions."""
+    proxied = [(typ, name, unknown_checking_proxy(copy.deepcopy(props))) for typ, name, props in RESOURCES]
+    assert platform_shape(proxied) == platform_shape(RESOURCES)
+    # during a preview, a version of a secret created in the same update (its id unknown) counts one location, as
+    # does one of a secret whose replicas are unknown, and a security policy whose rules are unknown counts one rule
+    unknown = [(SECRET_VERSION, "new", {"secret": UNKNOWN_STRING_VALUE}), armor(UNKNOWN_STRING_VALUE),
+               (SECRET, "keys", {"project": "p", "secretId": "keys",
+                                 "replication": {"userManaged": {"replicas": UNKNOWN_ARRAY_VALUE}}}),
+               (SECRET_VERSION, "keys", {"secret": "projects/p/secrets/keys"})]
+    assert platform_shape((t, n, unknown_checking_proxy(p)) for t, n, p in unknown) == PlatformShape(
+        secret_version_locations=2, security_policies=1, security_rules=1)
+
+
+def test_the_gpu_image_is_stored_at_its_own_size(tmp_path):
+    [line] = price_platform(PlatformShape(repositories=3, gpu_image=True), distinct_book(tmp_path))
+    assert line.always_on == pytest.approx(3 * (0.4 + 2.4) * 1.07)  # 3 repositories x 2.8 GB x registry_storage
+    assert line.quantity == "3 repositories x 0.4 GB image + 2.4 GB GPU image"
+
+
+def test_a_region_without_a_tier_or_a_price_is_named_with_the_file_to_fix(tmp_path):
+    """A service in a region the catalog lacks, or in a tier the price file lacks, stops `fleet cost` with a message
+    naming the service or region, and the price file to edit."""
+    book, catalog = distinct_book(tmp_path), load_catalog(PROJECT_DIR / "regions.yaml")
+    with pytest.raises(PriceError, match=r"^gpu-mars-north1: region mars-north1 is not in the catalog, so its "
+                                         r"pricing tier is unknown$"):
+        price_services([gpu_shape("mars-north1")], catalog, book)
+    tier1_only = book.model_copy(update={"tiers": {1: book.tiers[1]}})
+    where = re.escape(str(tmp_path / "prices.yaml"))
+    with pytest.raises(PriceError, match=rf"^{where}: no prices for pricing tier 2, which region asia-south1 is in; "
+                                         r"add a '2:' entry under tiers"):
+        price_services([gpu_shape("us-central1"), gpu_shape("asia-south1")], catalog, tier1_only)
+
+
+def test_a_price_file_that_is_missing_or_not_a_mapping_says_so(tmp_path, capsys):
+    prices = tmp_path / "prices.yaml"
+    with pytest.raises(PriceError, match=f"^{re.escape(str(prices))}: cannot read it"):
+        load_prices(prices)
+    prices.write_text("- 0.000024\n- 0.0000025\n")
+    expected = f"{prices}: expected a mapping with seconds_per_month and tiers"
+    with pytest.raises(PriceError, match=f"^{re.escape(expected)}$"):
+        load_prices(prices)
+    prices.write_text("tiers: {1: [}\n")
+    assert main(["cost", "--prices", str(prices)]) == 2, "a mistake in the file, not a traceback"
+    assert f"{prices}: line 1, column 13: invalid YAML" in capsys.readouterr().err
+
+
+def test_every_platform_line_says_what_it_counted_and_prices_it_exactly(tmp_path):
+    """`fleet cost` prints each stack-wide line with what it counted; with distinct prices and a one-hour month, each
+    total is the hand-computed one to the last digit a float keeps (a million is 1e6, not about a million). A re-check
+    every second still caps the secret reads at one a second per mount, below the 50 requests a second."""
+    shape = PlatformShape(forwarding_rules=7, balanced_services=3, repositories=2, secret_version_locations=4,
+                          secret_mounts=5, security_policies=1, security_rules=3)
+    traffic = Traffic(requests_per_second=50, latency_ms=100, request_kib=64, response_kib=3, secrets_recheck_seconds=1)
+    lines = price_platform(shape, distinct_book(tmp_path), traffic)
+    exact = {"rel": 1e-12}
+    inbound, outbound = 3 * 180_000 * 64 / 2**20, 3 * 180_000 * 3 / 2**20  # GiB: 3 services x 180,000 requests
+    assert [(line.item, line.quantity, line.always_on, line.traffic) for line in lines] == [
+        ("load balancer forwarding rules", "7 rule(s), 1 h", pytest.approx(0.89 + 2 * 0.97, **exact), 0.0),
+        ("load balancer data processed", "33.0 GiB in, 1.5 GiB out (3 service(s))", 0.0,
+         pytest.approx(inbound * 1.01 + outbound * 1.03, **exact)),
+        ("Cloud Armor", "1 policy, 3 rules, 0.5M requests evaluated", pytest.approx(1.17 + 3 * 1.19, **exact),
+         pytest.approx(0.54 * 1.23, **exact)),
+        ("Artifact Registry storage", "2 repositories x 0.4 GB image", pytest.approx(2 * 0.4 * 1.07, **exact), 0.0),
+        ("Secret Manager versions", "4 active version-location(s)", pytest.approx(4 * 1.09, **exact), 0.0),
+        ("Secret Manager access operations", "18,000 reads (5 mounted secret(s), at most one per 1 s while serving)",
+         0.0, pytest.approx(1.8 * 1.13, **exact)),
+    ]
+
+
+def test_request_based_traffic_pays_per_million_requests_exactly(tmp_path):
+    """Tier 2, 1 vCPU and 2 GiB, 2.5 requests/s of 100 ms for a one-hour month: 900 busy seconds at the request
+    rates and 9,000 requests at the tier's price per million."""
+    [cost] = price_services([replace(IOWA, region="asia-south1", cpu=1, memory_gib=2, min_instances=0)],
+                            load_catalog(PROJECT_DIR / "regions.yaml"), distinct_book(tmp_path),
+                            Traffic(requests_per_second=2.5, latency_ms=100))
+    assert (cost.tier, cost.geography, cost.always_on) == (2, "asia-pacific", 0.0)
+    assert cost.traffic == pytest.approx(900 * (0.047 + 2 * 0.053) + 9000 / 1e6 * 67.0, rel=1e-12)
