@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,15 @@ import yaml
 
 import fleet.program
 from components.stack_config import NAMESPACE
-from fleet.program import PROJECT_DIR, Plan, evaluate
+from fleet.program import PROJECT_DIR, Plan, evaluate, stack_config
 from tests.stacks import AWKWARD_STACKS, plan_stack
 
 CATALOG = PROJECT_DIR / "regions.yaml"
 PLAN_CALLS: dict[str, list[int]] = {}  # stack -> [plans asked for, plans evaluated], for the summary line
 CATALOG_KEY = f"{NAMESPACE}:catalog"
+# The regions the tests of a few prod endpoints look at: Iowa (warm, a shared region), South Carolina and Oregon
+# (plain defaults), Eemshaven (its own max_instances) and Tokyo; prod_in() plans prod's model in these only.
+FEW_REGIONS = ("us-central1", "us-east1", "us-west1", "europe-west4", "asia-northeast1")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -116,3 +119,12 @@ def deployable(stack: str) -> dict[str, str]:
         "yolo-fleet:notification_channels": json.dumps([
             {"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@northwind-vision.io"}}]),
     }
+
+
+def prod_in(regions: Iterable[str] = FEW_REGIONS) -> dict[str, str]:
+    """Config overrides planning Pulumi.prod.yaml's models in `regions` only: every prod setting (SLOs, deletion
+    protection, cap, budget, tenants, the shared services) for tests whose subject is a few endpoints, at a
+    fraction of the cost of its 43 (a plan's cost grows with its endpoints). Tests that keep the default regions
+    and the same other inputs share one evaluation (plans_once_per_input)."""
+    models = json.loads(stack_config("prod")[f"{NAMESPACE}:models"])
+    return {f"{NAMESPACE}:models": json.dumps([{**model, "regions": list(regions)} for model in models])}

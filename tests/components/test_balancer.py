@@ -15,7 +15,7 @@ from components.routing import BalancerRoutes, ModelHosts, SharedRoutes
 from fleet.cli import main
 from fleet.mocks import resource_id
 from fleet.program import Plan, evaluate
-from tests.stacks import plan_stack, three_models_everywhere
+from tests.stacks import THREE_MODELS, plan_stack, three_models_everywhere
 
 DOMAIN = "models.example.com"
 SHARED = "inference-dev.example.com"  # Pulumi.dev.yaml's shared_domain
@@ -112,7 +112,7 @@ def test_one_neg_per_model_and_region_and_each_model_spans_its_regions(three_eve
     pairs = [(n["region"], n["cloudRun"]["service"]) for n in dedicated]
     assert len(pairs) == len(set(pairs)) == 3 * 43, "one serverless NEG per (model, region)"
     by_model = {name: backend_targets(plan)[resolve(routing_map(plan), f"{name}.models.yolo-fleet-test.dev", "/")]
-                for name in ("yolov8n", "yolov8s", "yolo11m")}
+                for name in THREE_MODELS}
     regions = {n["region"] for n in dedicated}
     assert len(regions) == 43
     for name, targets in by_model.items():

@@ -13,8 +13,9 @@ from components.monitoring import FILTER_MAX_CHARS, REQUESTS, STARTUPS, ChartSco
 from fleet.cli import main
 from fleet.program import Plan, evaluate
 from policy.facts import load_facts
-from tests.conftest import region_entry
+from tests.conftest import prod_in, region_entry
 from tests.fakes.queries import Dist, Series, chart, time_series_filter
+from tests.stacks import plan_stack, three_models_everywhere
 
 ALERT = "gcp:monitoring/alertPolicy:AlertPolicy"
 UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
@@ -64,13 +65,13 @@ def test_alert_conditions_measure_the_right_thing(prod_plan):
 def test_thresholds_follow_overrides(write_catalog):
     path = write_catalog(lambda d: region_entry(d, "us-east1").setdefault("overrides", {}).update(
         alert_latency_p95_ms=3500, alert_duration_seconds=600, alert_error_ratio=0.01))
-    plan = evaluate("prod", catalog=path)
+    plan = evaluate("prod", catalog=path, config_overrides=prod_in())
     east = alerts(plan, "demo-south-carolina-prod")
     assert threshold(east["latency-p95"])["thresholdValue"] == 3500
     assert threshold(east["error-ratio"])["thresholdValue"] == 0.01
     assert {threshold(p)["duration"] for p in east.values()} == {"600s"}
     assert threshold(alerts(plan, "demo-oregon-prod")["latency-p95"])["thresholdValue"] == 2000
-    plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:forced_settings": json.dumps(
+    plan = evaluate("prod", catalog=path, config_overrides={**prod_in(), "yolo-fleet:forced_settings": json.dumps(
         {"alert_latency_p95_ms": 900})})
     assert threshold(alerts(plan, "demo-south-carolina-prod")["latency-p95"])["thresholdValue"] == 900, "forced wins"
 
@@ -96,7 +97,8 @@ def test_uptime_checks_only_where_instances_stay_warm(prod_plan):
 
 def test_raising_min_instances_adds_an_uptime_check(write_catalog):
     plan = evaluate("prod", catalog=write_catalog(
-        lambda d: region_entry(d, "asia-northeast1").setdefault("overrides", {}).update(min_instances=1)))
+        lambda d: region_entry(d, "asia-northeast1").setdefault("overrides", {}).update(min_instances=1)),
+        config_overrides=prod_in())
     assert "demo-tokyo-prod" in {r.inputs["userLabels"]["service"] for r in plan.custom(UPTIME)}
 
 
@@ -174,9 +176,7 @@ def test_cold_starts_chart_counts_startups_not_series(prod_plan):
 
 
 def test_dashboard_filters_fit_with_three_models_in_every_region():
-    models = [{"name": f"{kind}-{'x' * (24 - len(kind) - 1)}", "file": "models/demo-e2e.onnx", "regions": "all"}
-              for kind in ("detect", "segment", "pose")]
-    plan = evaluate("prod", config_overrides={"yolo-fleet:models": json.dumps(models)})
+    plan = plan_stack("prod", three_models_everywhere())  # names of 24 characters, the longest filters
     services = stack_services(plan)
     assert len(services) == 3 * 43 + 3
     widgets = dashboard(plan)

@@ -12,7 +12,7 @@ from components.errors import FleetError
 from components.names import service_account_id
 from fleet.cli import main
 from fleet.program import PROJECT_DIR, Plan, evaluate
-from tests.conftest import region_entry
+from tests.conftest import FEW_REGIONS, prod_in, region_entry
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 SHARED_REGIONS = {"us-central1", "europe-west1", "asia-east1"}
@@ -156,7 +156,7 @@ def test_images_are_pulled_from_the_nearest_registry(prod_plan):
 
 def test_region_override_wins_over_defaults_and_stack_settings_and_forced_settings_win_over_all(write_catalog):
     path = write_catalog(lambda d: region_entry(d, "us-east1").update(overrides={"max_instances": 3, "cpu": 4}))
-    plan = evaluate("prod", catalog=path)
+    plan = evaluate("prod", catalog=path, config_overrides=prod_in())
     s = services(plan)["demo-south-carolina"]
     assert scaling(s) == (0, 3)
     assert s["template"]["containers"][0]["resources"]["limits"] == {"cpu": "4", "memory": "4Gi"}
@@ -164,20 +164,21 @@ def test_region_override_wins_over_defaults_and_stack_settings_and_forced_settin
 
     plan = evaluate("prod", catalog=path, config_overrides={
         "yolo-fleet:settings": json.dumps({"max_instances": 5}),
-        "yolo-fleet:models": json.dumps([{"name": "demo", "settings": {"min_instances": 2}}])})
+        "yolo-fleet:models": json.dumps([{"name": "demo", "regions": FEW_REGIONS, "settings": {"min_instances": 2}}])})
     assert scaling(services(plan)["demo-south-carolina"]) == (2, 3), "the region's own max beats the stack's"
     assert scaling(services(plan)["demo-oregon"]) == (2, 5), "the stack's settings fill what the region leaves"
     assert scaling(services(plan)["shared-iowa"]) == (1, 20), "the catalog's shared settings beat the stack's"
 
-    plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:forced_settings": json.dumps(
+    plan = evaluate("prod", catalog=path, config_overrides={**prod_in(), "yolo-fleet:forced_settings": json.dumps(
         {"max_instances": 5})})
     assert scaling(services(plan)["demo-south-carolina"]) == (0, 5), "forced beats the region's override"
     assert scaling(services(plan)["shared-iowa"]) == (1, 5), "and the shared services' settings"
 
 
-def test_turning_a_region_off_removes_exactly_its_resources(prod_plan, write_catalog):
-    plan = evaluate("prod", catalog=write_catalog(lambda d: region_entry(d, "us-east1").update(enabled=False)))
-    before = {(r.type, r.name) for r in prod_plan.resources}
+def test_turning_a_region_off_removes_exactly_its_resources(write_catalog):
+    plan = evaluate("prod", catalog=write_catalog(lambda d: region_entry(d, "us-east1").update(enabled=False)),
+                    config_overrides=prod_in())
+    before = {(r.type, r.name) for r in evaluate("prod", config_overrides=prod_in()).resources}
     after = {(r.type, r.name) for r in plan.resources}
     assert after < before
     assert before - after == {
@@ -196,14 +197,15 @@ def test_turning_a_shared_region_off_removes_its_shared_service(write_catalog):
     with pytest.raises(FleetError, match=r"tenants\.initech\.data_region: 'asia-east1' is not a shared region"):
         evaluate("prod", catalog=catalog)  # a tenant's data lives there: move the tenant first
     tenants = {"acme": {"data_region": "us-central1", "key_sha256": ["1" * 64]}}
-    plan = evaluate("prod", catalog=catalog, config_overrides={"yolo-fleet:tenants": json.dumps(tenants)})
+    plan = evaluate("prod", catalog=catalog, config_overrides={
+        **prod_in([*FEW_REGIONS, "asia-east1"]), "yolo-fleet:tenants": json.dumps(tenants)})
     assert {s["location"] for s in services(plan, "shared").values()} == {"us-central1", "europe-west1"}
-    assert len(services(plan, "dedicated")) == 42
+    assert {s["location"] for s in services(plan, "dedicated").values()} == set(FEW_REGIONS), "nor an endpoint there"
 
 
 def test_model_region_sets(tmp_path):
     models = [{"name": "eu", "regions": "europe"}, {"name": "pair", "regions": ["us-central1", "asia-east1"]}]
-    plan = evaluate("prod", config_overrides={"yolo-fleet:models": json.dumps(models)})
+    plan = evaluate("dev", config_overrides={"yolo-fleet:models": json.dumps(models)})
     dedicated = services(plan, "dedicated")
     assert {s["location"] for n, s in dedicated.items() if n.startswith("eu-")} == \
         {r.id for r in CATALOG.regions if r.geography == "europe"}
@@ -224,7 +226,7 @@ def test_gpu_endpoint_gets_an_l4(tmp_path):
 
 def test_prebuilt_image_skips_the_build():
     ref = "us-docker.pkg.dev/other/images/server@sha256:" + "a" * 64
-    plan = evaluate("prod", config_overrides={"yolo-fleet:image": ref})
+    plan = evaluate("prod", config_overrides={**prod_in(), "yolo-fleet:image": ref})
     assert not plan.custom("docker-build:index:Image") and not plan.custom("gcp:artifactregistry/repository:Repository")
     assert {s["template"]["containers"][0]["image"] for s in services(plan).values()} == {ref}
 

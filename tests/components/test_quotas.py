@@ -7,7 +7,15 @@ import pytest
 
 from components.errors import FleetError
 from fleet.cli import main
-from tests.stacks import GPU_REGIONS, GPU_SETTINGS, full_config, plan_stack, policy_violations, three_models_everywhere
+from tests.stacks import (
+    GPU_REGIONS,
+    GPU_SETTINGS,
+    THREE_MODELS,
+    full_config,
+    plan_stack,
+    policy_violations,
+    three_models_everywhere,
+)
 
 ACCOUNT = "gcp:serviceaccount/account:Account"
 SERVICE = "gcp:cloudrunv2/service:Service"
@@ -27,7 +35,8 @@ def test_three_models_in_every_region_fit_the_default_service_account_quota():
 
 
 def test_a_plan_needing_more_accounts_than_the_quota_stops_naming_it():
-    config = three_models_everywhere()
+    """Accounts count per model, not per endpoint: three models in one region each need as many as everywhere."""
+    config = full_config([{"name": name, "regions": ["us-east1"]} for name in THREE_MODELS])
     plan_stack("prod", {**config, "yolo-fleet:service_account_quota": "6"})  # exactly the quota: fine
     with pytest.raises(FleetError) as info:
         plan_stack("prod", {**config, "yolo-fleet:service_account_quota": "5"})
@@ -72,7 +81,8 @@ def test_without_a_gpu_quota_setting_any_gpu_service_is_over_and_cpu_services_ne
     config = gpu_config(0)
     del config["yolo-fleet:gpu_quota_per_region"]  # the default: a new project has no GPU quota
     assert {m.split(":")[0] for m in gpu_violations(config)} == set(GPU_REGIONS)
-    assert gpu_violations(full_config([{"name": "demo", "regions": "all"}], gpu_quota_per_region=0)) == []
+    cpu_in_gpu_regions = full_config([{"name": "demo", "regions": GPU_REGIONS}], gpu_quota_per_region=0)
+    assert gpu_violations(cpu_in_gpu_regions) == []
 
 
 def test_fleet_policy_reports_the_gpu_quota(monkeypatch, capsys):

@@ -12,6 +12,7 @@ from components.errors import FleetError
 from fleet.cli import main
 from fleet.mocks import resource_id
 from fleet.program import Plan, evaluate
+from tests.conftest import prod_in
 
 DOMAIN = "inference.example.com"
 URL_MAP = "gcp:compute/uRLMap:URLMap"
@@ -70,13 +71,13 @@ def test_each_tenant_is_routed_to_its_data_region(prod_plan):
     }
 
 
-def test_moving_a_tenant_moves_only_its_path_rule(prod_plan):
+def test_moving_a_tenant_moves_only_its_path_rule():
     tenants = {"acme": {"data_region": "asia-east1", "key_sha256": ["1" * 64]},
                "globex": {"data_region": "europe-west1", "key_sha256": ["2" * 64]},
                "initech": {"data_region": "asia-east1", "key_sha256": ["3" * 64]},
                "new-co": {"data_region": "us-central1", "key_sha256": ["4" * 64]}}
-    before, after = routes(prod_plan), routes(evaluate("prod", config_overrides={
-        "yolo-fleet:tenants": json.dumps(tenants)}))
+    before = routes(evaluate("prod", config_overrides=prod_in()))
+    after = routes(evaluate("prod", config_overrides={**prod_in(), "yolo-fleet:tenants": json.dumps(tenants)}))
     assert after[(DOMAIN, "/api/models/acme/*")] == ("asia-east1", "shared-changhua-county-prod")
     assert after[(DOMAIN, "/api/models/new-co/*")] == HOME
     changed = {k for k in after if before.get(k) != after[k]}

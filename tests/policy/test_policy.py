@@ -25,7 +25,7 @@ from fleet.program import Plan, evaluate
 from policy.config import PackConfigError, load_pack_config
 from policy.facts import load_facts
 from policy.policies import ALERT_POLICY, POLICIES
-from tests.conftest import deployable, region_entry
+from tests.conftest import deployable, prod_in, region_entry
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 POLICY = {p.name: p for p in POLICIES}
@@ -84,9 +84,10 @@ def test_real_prod_and_dev_plans_pass_every_policy_once_their_placeholders_are_r
 
 
 def test_max_instances_above_the_stack_cap_is_refused():
-    plan = evaluate("prod", config_overrides={"yolo-fleet:forced_settings": json.dumps({"max_instances": 40})})
+    plan = evaluate("prod", config_overrides={**prod_in(), "yolo-fleet:forced_settings": json.dumps(
+        {"max_instances": 40})})
     found = by_policy(judged(plan), "max-instances-cap")
-    assert len(found) == 46  # every service of the stack
+    assert sorted(found) == sorted(r.name for r in plan.custom(SERVICE))  # every service of the stack
     assert "max_instances 40 is above the prod stack's cap of 30" in found["demo-iowa"]
     assert "yolo-fleet:max_instances_cap in Pulumi.prod.yaml" in found["demo-iowa"]
 
@@ -148,14 +149,14 @@ def test_public_invoker_needs_the_catalog_to_mark_the_service_public(prod_plan, 
     found = by_policy(judged(prod_plan, catalog=private_iowa), "public-invoker-only-where-marked")
     assert list(found) == ["demo-iowa"]  # the catalog made only demo-iowa private; the resource is still public
     assert "invoker_iam_disabled is true" in found["demo-iowa"] and "public: false" in found["demo-iowa"]
-    planned_private = evaluate("prod", catalog=private_iowa)
+    planned_private = evaluate("prod", catalog=private_iowa, config_overrides=prod_in())
     assert service(planned_private, "demo-iowa").inputs["invokerIamDisabled"] is False
     assert by_policy(judged(planned_private, catalog=private_iowa), "public-invoker-only-where-marked") == {}
 
 
 def test_public_iam_grant_on_a_private_service_is_refused(prod_plan, write_catalog):
     private_iowa = write_catalog(lambda d: region_entry(d, "us-central1").update(overrides={"public": False}))
-    plan = evaluate("prod", catalog=private_iowa)
+    plan = evaluate("prod", catalog=private_iowa, config_overrides=prod_in())
     grants = [
         RecordedResource("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "iowa-public",
                          {"name": "demo-iowa-prod", "location": "us-central1", "role": "roles/run.invoker",
@@ -184,9 +185,10 @@ def test_required_labels(prod_plan):
 
 
 def test_deletion_protection_off_in_prod_is_refused_but_fine_in_dev(dev_plan):
-    plan = evaluate("prod", config_overrides={"yolo-fleet:deletion_protection": "false"})
+    plan = evaluate("prod", config_overrides={**prod_in(), "yolo-fleet:deletion_protection": "false"})
     found = by_policy(judged(plan), "deletion-protection-in-prod")
-    assert len(found) == 46 and "yolo-fleet:deletion_protection: true in Pulumi.prod.yaml" in found["shared-iowa"]
+    assert sorted(found) == sorted(r.name for r in plan.custom(SERVICE)), "every service of the stack"
+    assert "yolo-fleet:deletion_protection: true in Pulumi.prod.yaml" in found["shared-iowa"]
     assert by_policy(judged(dev_plan, "dev"), "deletion-protection-in-prod") == {}
 
 
@@ -212,7 +214,7 @@ def test_every_service_needs_its_three_alert_policies(prod_plan):
 
 def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(prod_plan, capsys):
     assert by_policy(judged(prod_plan), "monthly-budget") == {}  # $301.43 of $400
-    warm = evaluate("prod", config_overrides={"yolo-fleet:settings": json.dumps({"min_instances": 1})})
+    warm = evaluate("prod", config_overrides={**prod_in(), "yolo-fleet:settings": json.dumps({"min_instances": 1})})
     [message] = by_policy(judged(warm), "monthly-budget").values()
     # The same cost model as `fleet cost`: the policy quotes the total `fleet cost --json` reports.
     assert main(["cost", "--json"]) == 0
@@ -224,7 +226,7 @@ def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(prod_pl
 
 
 def test_budget_message_uses_the_shared_cost_model(prod_plan):
-    warm = evaluate("prod", config_overrides={"yolo-fleet:settings": json.dumps({"min_instances": 1})})
+    warm = evaluate("prod", config_overrides={**prod_in(), "yolo-fleet:settings": json.dumps({"min_instances": 1})})
     facts = load_facts("prod")
     costs = stack_costs(warm, facts.catalog, load_prices(), Traffic())
     expected = grand_total(costs, platform_costs(warm, load_prices(), Traffic()))["always_on"]
@@ -245,7 +247,8 @@ def test_unknown_values_during_preview_are_not_violations(prod_plan):
     assert by_policy(run_policies(unknown_min, load_facts("prod"), SETTINGS), "monthly-budget") == {}
 
 
-def test_fleet_policy_exits_1_on_a_mandatory_violation_and_lists_it(write_catalog, capsys):
+def test_fleet_policy_exits_1_on_a_mandatory_violation_and_lists_it(write_catalog, monkeypatch, capsys):
+    monkeypatch.setattr("fleet.policy.evaluate", functools.partial(evaluate, config_overrides=prod_in()))
     catalog = write_catalog(lambda d: region_entry(d, "us-central1").update(overrides={"max_instances": 50}))
     assert main(["policy", "--stack", "prod", "--catalog", str(catalog)]) == 1
     out = capsys.readouterr().out
@@ -260,7 +263,8 @@ def test_fleet_policy_exits_0_when_every_policy_passes(monkeypatch, capsys):
 
 
 def test_fleet_policy_levels_come_from_the_policy_config(write_catalog, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("fleet.policy.evaluate", functools.partial(evaluate, config_overrides=deployable("prod")))
+    monkeypatch.setattr("fleet.policy.evaluate", functools.partial(
+        evaluate, config_overrides={**deployable("prod"), **prod_in()}))
     catalog = write_catalog(lambda d: region_entry(d, "us-central1").update(overrides={"max_instances": 50}))
     levels = tmp_path / "PulumiPolicy.yaml"
     levels.write_text("config:\n  max-instances-cap: advisory\n")

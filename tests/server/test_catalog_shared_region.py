@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from fleet.program import evaluate
-from tests.conftest import deployable
+from tests.conftest import deployable, prod_in
 from tests.helpers_server import ROOT, demo_model, run_server
 
 NEW_REGION = "me-west1"  # Tel Aviv: the middle-east geography has no shared region in the stock catalog
@@ -38,7 +38,7 @@ def test_a_fourth_shared_region_from_the_catalog_serves_its_tenants(
     tenants = {"levant": {"data_region": NEW_REGION, "key_sha256": [hashlib.sha256(b"levant-key").hexdigest()]},
                "northwind": {"data_region": "us-central1",
                              "key_sha256": [hashlib.sha256(b"northwind-key").hexdigest()]}}
-    plan = evaluate("prod", catalog=catalog, config_overrides={**deployable("prod"),
+    plan = evaluate("prod", catalog=catalog, config_overrides={**deployable("prod"), **prod_in(),
                                                               "yolo-fleet:tenants": json.dumps(tenants)})
     service = shared_service(plan, NEW_REGION)
     env = {e["name"]: e["value"] for e in service["template"]["containers"][0]["envs"]}
