@@ -46,7 +46,11 @@ TARGETS: dict[str, list[str]] = {
     "inference_service/tenancy.py": ["tests/server/test_auth_units.py", "tests/server/test_secret_recheck.py"],
     "fleet/pricing.py": ["tests/cli/test_cost.py"],
     "fleet/monitor.py": ["tests/cli/test_monitor_cli.py"],
-    "inference_service/core.py": ["tests/server/test_inference_core.py"],
+    "inference_service/wire.py": ["tests/server/test_wire.py"],
+    "inference_service/postprocess.py": ["tests/server/test_postprocess.py", "tests/server/test_inference_core.py"],
+    "inference_service/resize.py": ["tests/server/test_inference_core.py", "tests/server/test_letterbox.py"],
+    "inference_service/decode.py": ["tests/server/test_decode.py", "tests/server/test_inference_core.py"],
+    "inference_service/letterbox.py": ["tests/server/test_letterbox.py"],
     "components/monitoring.py": ["tests/components/test_monitoring.py"],
     "policy/policies.py": ["tests/policy/test_policy.py", "tests/policy/test_readiness.py"],
 }
