@@ -24,9 +24,11 @@ LETTERBOXES = [((1080, 1920), 640, True), ((1080, 1920), 640, False), ((1920, 10
                ((1, 3000), 640, False), ((3000, 1), 640, True)]
 
 
-def letterboxed(orig: tuple[int, int], size: int, auto: bool) -> Letterbox:
+def letterboxed(orig: tuple[int, int], size: int, auto: bool) -> tuple[Letterbox, list[float]]:
+    """The letterbox, and a box inside the image's part of the input (where a one-pixel sliver's boxes are)."""
     new_w, new_h, top, bottom, left, right = letterbox_shape(orig, (size, size), 32, auto)
-    return Letterbox(orig_shape=orig, input_shape=(new_h + top + bottom, new_w + left + right))
+    inner = [left + 0.2 * new_w, top + 0.3 * new_h, left + 0.7 * new_w, top + 0.9 * new_h]
+    return Letterbox(orig_shape=orig, input_shape=(new_h + top + bottom, new_w + left + right)), inner
 
 
 def raw_output(rng: np.random.Generator, anchors: int, nc: int, extra: int, size: int) -> np.ndarray:
@@ -49,6 +51,22 @@ def test_raw_rows_are_ultralytics_nms(nc: int, extra: int, conf: float, iou: flo
     [ref] = non_max_suppression(torch.from_numpy(raw), conf, iou, max_det=max_det, nc=nc)
     assert ours.shape == tuple(ref.shape) and len(ours) > 1
     np.testing.assert_allclose(ours, ref.numpy(), rtol=0, atol=1e-4)
+
+
+def test_at_most_300_detections_by_default_as_ultralytics() -> None:
+    """A crowded image: 500 separate boxes above conf, the 300 best answered (ultralytics' default max_det)."""
+    rng = np.random.default_rng(6)
+    grid = np.stack(np.meshgrid(np.arange(25), np.arange(20)), -1).reshape(-1, 2) * 30.0 + 15
+    raw = np.concatenate([grid, np.full((500, 2), 20.0), rng.permutation(500)[:, None] / 500 + 0.3], 1)
+    raw = raw.T[None].astype(np.float32)
+    [ref] = non_max_suppression(torch.from_numpy(raw), 0.25, 0.7, nc=1)
+    ours = postprocess_raw(raw, 0.25, 0.7, nc=1)
+    assert len(ours) == len(ref) == 300
+    np.testing.assert_allclose(ours, ref.numpy(), atol=1e-4)
+    e2e = np.concatenate([ours, ours])[None]  # 600 end-to-end rows above conf
+    [ref] = non_max_suppression(torch.from_numpy(e2e), 0.25, end2end=True)
+    np.testing.assert_array_equal(postprocess_e2e(e2e, 0.25), ref.numpy())
+    assert len(ref) == 300
 
 
 def test_no_box_above_conf_is_an_empty_table_of_the_right_width() -> None:
@@ -95,13 +113,16 @@ def test_e2e_rows_keep_scores_above_conf_up_to_max_det() -> None:
 @pytest.mark.parametrize(("orig", "size", "auto"), LETTERBOXES)
 def test_boxes_map_back_as_ultralytics_scale_boxes(orig: tuple[int, int], size: int, auto: bool) -> None:
     """Boxes anywhere in the input, padding included (clipped to the image), map back to the same pixels."""
-    lb = letterboxed(orig, size, auto)
+    lb, inner = letterboxed(orig, size, auto)
     h1, w1 = lb.input_shape
     xy = np.random.default_rng(size).uniform(-20, [w1 + 20, h1 + 20], (40, 2))
-    corners = [[-20, -20, 10, 10], [w1 - 10, h1 - 10, w1 + 20, h1 + 20]]  # past both edges: clipped
+    corners = [[-20, -20, 10, 10], [w1 - 10, h1 - 10, w1 + 20, h1 + 20], inner]  # past both edges: clipped
     boxes = np.concatenate([np.concatenate([xy, xy + 30], 1), corners]).astype(np.float32)
     ref = ops.scale_boxes(lb.input_shape, boxes.copy(), orig)
-    np.testing.assert_allclose(scale_boxes(boxes, lb), ref, rtol=1e-6, atol=1e-3)
+    ours = scale_boxes(boxes, lb)
+    assert ours.dtype == np.float32  # float32 as ultralytics computes them: the same digits in the JSON
+    np.testing.assert_array_equal(ours, ref)
+    assert 0 < ref[-1, 0] < ref[-1, 2] < orig[1] and 0 < ref[-1, 1] < ref[-1, 3] < orig[0]
     assert (ref[:, [0, 2]] == 0).any() and (ref[:, [0, 2]] == orig[1]).any()  # both clips were exercised
     assert (ref[:, [1, 3]] == 0).any() and (ref[:, [1, 3]] == orig[0]).any()
 
@@ -109,7 +130,7 @@ def test_boxes_map_back_as_ultralytics_scale_boxes(orig: tuple[int, int], size: 
 @pytest.mark.parametrize(("orig", "size", "auto"), LETTERBOXES[:5])
 def test_detections_as_ultralytics_with_keypoints(orig: tuple[int, int], size: int, auto: bool) -> None:
     """Pose rows: boxes and keypoint x, y mapped back, visibility untouched, scores float, classes whole numbers."""
-    lb = letterboxed(orig, size, auto)
+    lb, _ = letterboxed(orig, size, auto)
     h1, w1 = lb.input_shape
     rng = np.random.default_rng(w1)
     n = 9
@@ -117,7 +138,9 @@ def test_detections_as_ultralytics_with_keypoints(orig: tuple[int, int], size: i
     kpts = np.concatenate([rng.uniform(-5, [w1 + 5, h1 + 5], (n, 17, 2)), rng.uniform(0, 1, (n, 17, 1))], 2)
     rows = np.concatenate([xy, xy + 40, rng.uniform(0, 1, (n, 1)), rng.integers(0, 3, (n, 1)),
                            kpts.reshape(n, -1)], 1).astype(np.float32)
+    before = rows.copy()
     det = to_detections(rows, lb, (17, 3))
+    np.testing.assert_array_equal(rows, before)  # the caller's rows are left as they were
     np.testing.assert_allclose(det.boxes, ops.scale_boxes(lb.input_shape, rows[:, :4].copy(), orig), atol=1e-3)
     ref_kpts = ops.scale_coords(lb.input_shape, kpts.astype(np.float32), orig)
     assert det.keypoints is not None and det.keypoints.shape == (n, 17, 3)
