@@ -32,9 +32,12 @@ def test_the_pixel_limit_is_inclusive(fmt: str) -> None:
     assert refused(data, 599) == "image is 30x20 = 0.0 MP, over the 0.000599 MP limit"
 
 
-def test_the_limit_message_gives_width_height_and_megapixels() -> None:
-    big = encode(Image.new("1", (5000, 4000)), "PNG")
-    assert refused(big, 12_000_000) == "image is 5000x4000 = 20.0 MP, over the 12 MP limit"
+@pytest.mark.parametrize(("size", "limit", "message"), [
+    ((5000, 4000), 12_000_000, "image is 5000x4000 = 20.0 MP, over the 12 MP limit"),
+    ((1500, 900), 1_000_000, "image is 1500x900 = 1.4 MP, over the 1 MP limit"),  # 1.35 MP rounds up
+])
+def test_the_limit_message_gives_width_height_and_megapixels(size: tuple[int, int], limit: int, message: str) -> None:
+    assert refused(encode(Image.new("1", size), "PNG"), limit) == message
 
 
 def test_pil_s_own_bomb_check_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,5 +88,13 @@ def test_an_orientation_outside_the_eight_leaves_the_image_as_stored(orientation
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
 def test_other_modes_give_the_rgb_pixels_pil_gives(mode: str) -> None:
     data = encode(PHOTO.convert(mode), "PNG")
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(data, 10**6), expected)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (7, 1)])
+def test_a_one_pixel_wide_image_is_an_image(fmt: str, size: tuple[int, int]) -> None:
+    data = encode(PHOTO.resize(size), fmt)
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     np.testing.assert_array_equal(decode_image(data, 10**6), expected)
