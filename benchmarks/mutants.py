@@ -55,6 +55,10 @@ TARGETS: dict[str, list[str]] = {
     "policy/policies.py": ["tests/policy/test_policy.py", "tests/policy/test_readiness.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check"}
+# mutmut forks each mutant from the process that ran the tests once: torch's OpenMP thread pool does not survive a
+# fork, so a forked test calling torch (torchvision NMS, ultralytics' NMS, a convolution) would hang until mutmut's
+# CPU limit and count as a kill ("timeout") whatever the mutant did. One thread, no pool.
+FORK_SAFE = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def tracked_files() -> list[str]:
@@ -98,7 +102,8 @@ def run_module(module: str, jobs: int) -> dict[str, object]:
     work = WORK / module.replace("/", "_").removesuffix(".py")
     prepare(work, module, TARGETS[module])
     start = time.monotonic()
-    subprocess.run([MUTMUT, "run", "--max-children", str(jobs)], cwd=work, stdout=subprocess.DEVNULL)
+    subprocess.run([MUTMUT, "run", "--max-children", str(jobs)], cwd=work, stdout=subprocess.DEVNULL,
+                   env={**os.environ, **FORK_SAFE})
     seconds = time.monotonic() - start
     meta = work / "mutants" / f"{module}.meta"
     codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
