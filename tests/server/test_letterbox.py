@@ -21,9 +21,10 @@ SHAPES = [(1, 1), (2, 97), (97, 2), (33, 31), (64, 64), (100, 37), (37, 100), (2
 SIZES = [32, 64, 96, 160]
 
 
-def ultralytics_tensor(rgb: np.ndarray, size: int, auto: bool) -> np.ndarray:
+def ultralytics_tensor(rgb: np.ndarray, size: int | tuple[int, int], auto: bool) -> np.ndarray:
     """What ultralytics feeds its model: LetterBox on the BGR image, back to RGB, CHW, / 255."""
-    out = LetterBox((size, size), auto=auto, stride=32)(image=np.ascontiguousarray(rgb[..., ::-1]))
+    shape = size if isinstance(size, tuple) else (size, size)
+    out = LetterBox(shape, auto=auto, stride=32)(image=np.ascontiguousarray(rgb[..., ::-1]))
     return (out[..., ::-1].transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)
 
 
@@ -43,6 +44,28 @@ def test_tensor_is_ultralytics_letterbox(kernel: str, auto: bool) -> None:
             assert tensor.shape == ref.shape and lb.input_shape == ref.shape[2:], where
             assert lb.orig_shape == shape and tensor.dtype == np.float32, where
             np.testing.assert_array_equal(tensor, ref, err_msg=where)
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=list(KERNELS))
+@pytest.mark.parametrize("imgsz", [(64, 96), (96, 64), (32, 160)])
+def test_a_fixed_rectangular_input_is_ultralytics_letterbox(kernel: str, imgsz: tuple[int, int]) -> None:
+    """Fixed-shape exports may take an (h, w) input that is not square: height and width are not interchangeable."""
+    rng = np.random.default_rng(imgsz[0])
+    for shape in [(100, 37), (37, 100), (120, 120), (50, 300)]:
+        rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        for auto in (True, False):
+            tensor, lb = preprocess(rgb, imgsz, 32, auto, kernel=KERNELS[kernel])
+            np.testing.assert_array_equal(tensor, ultralytics_tensor(rgb, imgsz, auto), err_msg=f"{shape} {auto}")
+            assert lb.input_shape == tensor.shape[2:]
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=list(KERNELS))
+def test_one_column_of_padding_on_the_right_is_grey(kernel: str) -> None:
+    """One pixel short of the input's width: the odd column goes to the right, and only there is it padded."""
+    rgb = np.random.default_rng(8).integers(0, 256, (96, 95, 3), dtype=np.uint8)
+    tensor, _ = preprocess(rgb, (96, 96), 32, False, kernel=KERNELS[kernel])
+    assert (tensor[..., -1] == np.float32(PAD_VALUE / 255)).all()
+    np.testing.assert_array_equal(tensor, ultralytics_tensor(rgb, 96, auto=False))
 
 
 @pytest.mark.parametrize("auto", [True, False])
@@ -92,6 +115,10 @@ def test_a_rectangle_with_too_few_anchors_gets_the_full_square(kernel: str) -> N
     assert lb.input_shape == (640, 640)
     tensor, lb = preprocess(rgb, (640, 640), 32, False, min_cells=10**6, kernel=KERNELS[kernel])
     assert lb.input_shape == (640, 640)
+    tall = np.ascontiguousarray(rgb.transpose(1, 0, 2))  # 640x32, its 29 columns of padding split 14 + 15
+    tensor, lb = preprocess(tall, (640, 640), 32, True, min_cells=420, kernel=KERNELS[kernel])
+    np.testing.assert_array_equal(tensor, ultralytics_tensor(tall, 640, auto=True))
+    assert lb.input_shape == (640, 32)
 
 
 @pytest.mark.parametrize("kernel", KERNELS, ids=list(KERNELS))
@@ -120,3 +147,24 @@ def test_arrays_the_kernel_is_not_written_for_take_the_numpy_port(dtype: type) -
     ref, _ = preprocess(image, (64, 64), 32, False, kernel=None)
     out, _ = preprocess(image.astype(dtype), (64, 64), 32, False, kernel=letterbox.NATIVE)
     np.testing.assert_array_equal(out, ref)
+
+
+def test_bands_without_a_pool_are_one_pass() -> None:
+    """``bands`` only splits the work across ``executor``: without one, the calling thread does every row."""
+    rgb = np.random.default_rng(9).integers(0, 256, (301, 180, 3), dtype=np.uint8)
+    tensor, _ = preprocess(rgb, (160, 160), 32, False, bands=4, kernel=None)
+    np.testing.assert_array_equal(tensor, ultralytics_tensor(rgb, 160, auto=False))
+
+
+class FailingKernel:
+    """A kernel whose row buffers could not be allocated (malloc returned NULL)."""
+
+    @staticmethod
+    def letterbox_rows(*_: object) -> int:
+        return -1
+
+
+def test_a_kernel_out_of_memory_is_an_error_not_a_tensor() -> None:
+    rgb = np.zeros((100, 100, 3), dtype=np.uint8)
+    with pytest.raises(MemoryError, match="letterbox kernel could not allocate its row buffers"):
+        preprocess(rgb, (64, 64), 32, False, kernel=FailingKernel())  # type: ignore[arg-type]
