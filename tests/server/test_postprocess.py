@@ -80,14 +80,15 @@ def test_only_the_top_candidates_reach_nms() -> None:
     """Over MAX_NMS candidates, the lowest-scoring are dropped before NMS, as ultralytics does (its max_nms)."""
     n = MAX_NMS + 1
     raw = np.zeros((1, 4 + 2, n), np.float32)
-    raw[0, :4] = np.array([[100], [100], [50], [50]])  # one box, repeated: the best suppresses the rest
-    raw[0, 4, :-1] = np.linspace(0.9, 0.5, n - 1)
+    raw[0, :4, : n // 2] = np.array([[100], [100], [50], [50]])  # two boxes, each repeated: the best of each
+    raw[0, :4, n // 2 :] = np.array([[300], [100], [50], [50]])  # suppresses its copies
+    raw[0, 4, :-1] = np.random.default_rng(0).permutation(np.linspace(0.9, 0.5, n - 1))
     raw[0, :4, -1] = [400, 400, 50, 50]  # another class, elsewhere, scoring lowest of all
     raw[0, 5, -1] = 0.3
     ours = postprocess_raw(raw, 0.25, 0.7, nc=2)
     [ref] = non_max_suppression(torch.from_numpy(raw), 0.25, 0.7, nc=2)
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-6)
-    assert ours[:, 5].tolist() == [0]
+    assert ours[:, 5].tolist() == [0, 0]
 
 
 def test_nms_keeps_a_box_whose_iou_equals_the_threshold() -> None:
@@ -98,6 +99,15 @@ def test_nms_keeps_a_box_whose_iou_equals_the_threshold() -> None:
         ref = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
         np.testing.assert_array_equal(nms(boxes, scores, iou), ref)
     assert nms(boxes, scores, 0.5).tolist() == [0, 1, 3]
+
+
+def test_nms_keeps_equal_scores_in_anchor_order() -> None:
+    """Ties are ordered by anchor, so the same image always gets the same answer in the same order."""
+    xy = np.arange(200, dtype=np.float32)[:, None] * 20
+    boxes = np.concatenate([xy, xy, xy + 10, xy + 10], 1)  # apart from each other
+    scores = np.random.default_rng(0).integers(5, 8, 200).astype(np.float32) / 10  # three values, many ties
+    expected = [i for score in (0.7, 0.6, 0.5) for i in range(200) if scores[i] == np.float32(score)]
+    assert nms(boxes, scores, 0.5).tolist() == expected
 
 
 def test_e2e_rows_keep_scores_above_conf_up_to_max_det() -> None:
