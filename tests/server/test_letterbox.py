@@ -166,5 +166,5 @@ class FailingKernel:
 
 def test_a_kernel_out_of_memory_is_an_error_not_a_tensor() -> None:
     rgb = np.zeros((100, 100, 3), dtype=np.uint8)
-    with pytest.raises(MemoryError, match="^letterbox kernel could not allocate its row buffers$"):
+    with pytest.raises(MemoryError, match=r"^letterbox kernel could not allocate its row buffers$"):
         preprocess(rgb, (64, 64), 32, False, kernel=FailingKernel())  # type: ignore[arg-type]
