@@ -46,11 +46,19 @@ TARGETS: dict[str, list[str]] = {
     "inference_service/tenancy.py": ["tests/server/test_auth_units.py", "tests/server/test_secret_recheck.py"],
     "fleet/pricing.py": ["tests/cli/test_cost.py"],
     "fleet/monitor.py": ["tests/cli/test_monitor_cli.py"],
-    "inference_service/core.py": ["tests/server/test_inference_core.py"],
+    "inference_service/wire.py": ["tests/server/test_wire.py"],
+    "inference_service/postprocess.py": ["tests/server/test_postprocess.py", "tests/server/test_inference_core.py"],
+    "inference_service/resize.py": ["tests/server/test_inference_core.py", "tests/server/test_letterbox.py"],
+    "inference_service/decode.py": ["tests/server/test_decode.py", "tests/server/test_inference_core.py"],
+    "inference_service/letterbox.py": ["tests/server/test_letterbox.py"],
     "components/monitoring.py": ["tests/components/test_monitoring.py"],
     "policy/policies.py": ["tests/policy/test_policy.py", "tests/policy/test_readiness.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check"}
+# mutmut forks each mutant from the process that ran the tests once: torch's OpenMP thread pool does not survive a
+# fork, so a forked test calling torch (torchvision NMS, ultralytics' NMS, a convolution) would hang until mutmut's
+# CPU limit and count as a kill ("timeout") whatever the mutant did. One thread, no pool.
+FORK_SAFE = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def tracked_files() -> list[str]:
@@ -94,7 +102,8 @@ def run_module(module: str, jobs: int) -> dict[str, object]:
     work = WORK / module.replace("/", "_").removesuffix(".py")
     prepare(work, module, TARGETS[module])
     start = time.monotonic()
-    subprocess.run([MUTMUT, "run", "--max-children", str(jobs)], cwd=work, stdout=subprocess.DEVNULL)
+    subprocess.run([MUTMUT, "run", "--max-children", str(jobs)], cwd=work, stdout=subprocess.DEVNULL,
+                   env={**os.environ, **FORK_SAFE})
     seconds = time.monotonic() - start
     meta = work / "mutants" / f"{module}.meta"
     codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}

@@ -64,12 +64,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit", "file"
         )
     try:
-        arr = _upright(_pixels(im, data), im)
+        return _upright(_pixels(im, data), im)  # (PIL refuses a zero width or height when opening)
     except (OSError, SyntaxError, ValueError, struct.error) as e:  # truncated or corrupt data shows when decoding
         raise InputError(f"image could not be decoded ({e})", "file") from e
-    if arr.ndim != 3 or min(arr.shape[:2]) < 1:
-        raise InputError("image has no pixels", "file")
-    return arr
 
 
 def _pixels(im: Image.Image, data: bytes) -> np.ndarray:

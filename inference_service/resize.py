@@ -10,21 +10,23 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _taps(src: int, dst: int, vertical: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and 11-bit fixed-point weights of OpenCV's ``INTER_LINEAR`` for one axis.
 
-    Sample positions are ``(i + 0.5) * src / dst - 0.5`` in float32, clamped at the borders, and the
-    weights are rounded to multiples of 1/2048, all exactly as ``cv2.resize`` computes them.
+    Sample positions are ``(i + 0.5) * src / dst - 0.5`` in float32 and the weights are rounded to multiples of
+    1/2048, all exactly as ``cv2.resize`` computes them. Past a border the two passes differ, and so does this:
+    the horizontal one takes the border pixel whole, the vertical one keeps its weights and only clamps the rows
+    it reads (both are then the border row, the rounded weights summing to 2047..2049), which moves a level on
+    the first and last rows of an enlarged image.
     """
     f = ((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5).astype(np.float32)
     i0 = np.floor(f).astype(np.int64)
     f -= i0.astype(np.float32)
-    low, high = i0 < 0, i0 >= src - 1
-    f[low | high] = 0
-    i0[low], i0[high] = 0, src - 1
+    if not vertical:
+        f[(i0 < 0) | (i0 >= src - 1)] = 0
     w0 = np.rint((np.float32(1) - f) * 2048).astype(np.int32)
     w1 = np.rint(f * 2048).astype(np.int32)
-    return i0, np.minimum(i0 + 1, src - 1), w0, w1
+    return i0.clip(0, src - 1), (i0 + 1).clip(0, src - 1), w0, w1
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class ResizePlan:
 @functools.lru_cache(maxsize=256)
 def resize_plan(h: int, w: int, new_h: int, new_w: int, c: int) -> ResizePlan:
     """Per-shape plan: images from one camera share it, so it is cached."""
-    ys0, ys1, b0, b1 = _taps(h, new_h)
+    ys0, ys1, b0, b1 = _taps(h, new_h, vertical=True)
     xs0, xs1, a0, a1 = _taps(w, new_w)
     ch = np.arange(c)
     i32 = functools.partial(np.ascontiguousarray, dtype=np.int32)
@@ -58,9 +60,9 @@ def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     Ultralytics resizes with OpenCV. PIL's ``resize`` antialiases when shrinking and its affine sampler
     rounds differently (off by one on a third of the pixels), which moved confidences by up to 0.03;
     reproducing OpenCV's fixed-point arithmetic (horizontal pass, then the vertical pass of its SIMD
-    path) makes the tensors, and so the answers, identical when shrinking (what letterboxing does to
-    camera images). Enlarging tiny images may differ by one level where OpenCV switches to scalar code.
-    letterbox.c computes the same integers in one pass. Returns (new_h, new_w, c) int32 values 0..255.
+    path, and its border rules) makes the tensors, and so the answers, identical, shrinking (what letterboxing
+    does to camera images) or enlarging. letterbox.c computes the same integers in one pass. Returns
+    (new_h, new_w, c) int32 values 0..255.
     """
     h, w, c = image.shape
     plan = resize_plan(h, w, new_h, new_w, c)
