@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import importlib
 import json
 import os
@@ -17,6 +19,9 @@ from fleet.render import render_plan, render_regions
 
 EXIT_INPUT_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process its reader went away from (128 + SIGPIPE)
+# At exit the interpreter runs one last cycle collection over every object still alive: some 350,000 after a prod
+# plan (~0.4 s), to free memory the process is about to give back anyway. Frozen objects are skipped.
+atexit.register(gc.freeze)
 
 
 def catalog_path(args: argparse.Namespace) -> Path:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
 import json
 import runpy
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,21 @@ def stack_layout(stack: str, project_dir: Path = PROJECT_DIR, catalog: str | Pat
     return StackLayout(parsed, loaded, plan_fleet(loaded, parsed, f"Pulumi.{stack}.yaml", stack))
 
 
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Pause the cycle collector while a program is declared. A prod plan allocates some 300,000 objects that
+    outlive it (pulumi_gcp's classes) or live until it returns (resources, Outputs), and each of the half-dozen
+    full collections it would trigger walks them all to find almost nothing (~0.4 s each). Reference counting
+    frees objects as usual meanwhile, and the collector frees the plan's cycles once it runs again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 async def _resolve(value: Any) -> Any:
     return await pulumi.Output.from_input(value).future()
 
@@ -134,7 +152,8 @@ def evaluate(stack: str, catalog: str | Path | None = None, project_dir: Path = 
         if catalog is not None:
             config[f"{NAMESPACE}:catalog"] = str(Path(catalog).resolve())
         config.update(config_overrides or {})
-        return contextvars.Context().run(_evaluate, stack, config, project_dir)
+        with _without_cyclic_gc():
+            return contextvars.Context().run(_evaluate, stack, config, project_dir)
     except FleetError as error:
         error.add_note(PLAN_STOPPED)
         raise
