@@ -111,5 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
+# Commands that plan (or read) and exit; monitor, logs --follow and rollout live on and keep the cycle collector.
+ONE_SHOT_COMMANDS = frozenset({"plan", "regions", "cost", "diff", "policy", "apis"})
+
+
+def run() -> int:
+    """The `fleet` program. A one-shot command runs without the cycle collector: turning it back on after a plan
+    makes it walk the plan's ~350,000 objects once more (~0.35 s of a cold `fleet plan`) to free memory the process
+    gives back a moment later. ``main`` leaves the collector alone: tests call it in their own process."""
+    if sys.argv[1:2] and sys.argv[1] in ONE_SHOT_COMMANDS:
+        gc.disable()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
+import tomllib
 
 import pytest
 
 from components.errors import FleetError
+from fleet import cli
 from fleet.mocks import FleetMocks
-from fleet.program import evaluate
+from fleet.program import PROJECT_DIR, evaluate
 
 ONE_ENDPOINT = {"yolo-fleet:models": json.dumps([{"name": "demo", "file": "models/demo-e2e.onnx",
                                                   "regions": ["us-central1"]}])}
@@ -46,3 +49,23 @@ def test_a_caller_that_had_paused_the_collector_keeps_it_paused() -> None:
         assert not gc.isenabled(), "planning turned on a collector its caller had turned off"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(("command", "collector_on"), [("plan", False), ("diff", False), ("monitor", True),
+                                                        ("logs", True), ("rollout", True)])
+def test_the_fleet_program_runs_one_shot_commands_without_the_collector(
+        monkeypatch: pytest.MonkeyPatch, command: str, collector_on: bool) -> None:
+    """A command that plans and exits skips the collection re-enabling would cost; long-lived ones keep it."""
+    seen: list[bool] = []
+    monkeypatch.setattr(sys, "argv", ["fleet", command, "--stack", "dev"])
+    monkeypatch.setattr(cli, "main", lambda: seen.append(gc.isenabled()) or 0)
+    try:
+        assert cli.run() == 0
+    finally:
+        gc.enable()
+    assert seen == [collector_on]
+
+
+def test_the_console_script_is_the_fleet_program() -> None:
+    scripts = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["fleet"] == "fleet.cli:run"
