@@ -130,9 +130,9 @@ def test_worst_first_errors_then_error_rate_then_p95_then_name():
 
     summaries = [s("a-quiet"), s("b-slow", p95=900.0), s("c-failing", rate=0.5), s("d-down", error="x"),
                  s("e-fast", p95=100.0), s("f-failing-slow", rate=0.5, p95=200.0), s("a-also-down", error="y"),
-                 s("g-some", rate=0.1, p95=5000.0)]
+                 s("g-some", rate=0.1, p95=5000.0), s("h-sub-ms", p95=0.5)]
     assert [x.name for x in worst_first(summaries)] == ["a-also-down", "d-down", "f-failing-slow", "c-failing",
-                                                         "g-some", "b-slow", "e-fast", "a-quiet"]
+                                                         "g-some", "b-slow", "e-fast", "h-sub-ms", "a-quiet"]
 
 
 def test_the_chart_draws_the_twelve_busiest_with_a_legend_on_shared_time(drawn):
