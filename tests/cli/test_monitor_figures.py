@@ -7,8 +7,10 @@ import re
 import time
 from collections.abc import Iterator
 
+import grpc
 import matplotlib.pyplot as plt
 import pytest
+from google.cloud import monitoring_v3
 from matplotlib.figure import Figure
 
 from fleet.cli import main
@@ -62,8 +64,9 @@ def test_two_periods_of_traffic_become_totals_percentiles_and_three_charts(monke
     requests, errors, p95 = ([list(line.get_ydata()) for line in ax.lines] for ax in fig.axes)
     # each period's p95: 19th of 20 samples in 100-200 ms; 2.85th of 3 in 400-800 ms
     assert (requests, errors, p95) == ([[105, 200]], [[5, 0]], [[195.0, 780.0]])
-    times = [list(line.get_xdata()) for ax in fig.axes for line in ax.lines]
-    assert times[0] == times[1] == times[2] and times[0][1].timestamp() - times[0][0].timestamp() >= 540
+    # oldest first, at the end of each period (each query aligns its periods to its own "now": no common ticks)
+    times = [[t.timestamp() for t in line.get_xdata()] for ax in fig.axes for line in ax.lines]
+    assert times[0] == times[1] and all(540 <= late - early <= 720 for early, late in times)
 
 
 def test_a_revision_is_read_on_its_own(monkeypatch):
@@ -90,9 +93,29 @@ def test_an_endpoint_without_any_series_has_zeros_and_unknown_latency(monkeypatc
     assert (s.avgLatencyMs, s.p50LatencyMs, s.p95LatencyMs, s.p99LatencyMs) == (None, None, None, None)
 
 
-def test_a_failed_query_is_the_endpoints_error_and_no_figures(monkeypatch):
-    import grpc
+class Blip(FakeMetricService):
+    """Answers the first query UNAVAILABLE, as Cloud Monitoring does now and then, and the rest as the fake does."""
 
+    def __init__(self, data: dict[tuple[str, str], list[monitoring_v3.TimeSeries]]) -> None:
+        super().__init__(data)
+        self.blipped = False
+
+    def list_time_series(self, request: monitoring_v3.ListTimeSeriesRequest, context: grpc.ServicerContext):
+        if not self.blipped:
+            self.blipped = True
+            self.requests.append(request)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the service is currently unavailable")
+        return super().list_time_series(request, context)
+
+
+def test_a_transient_error_is_retried_not_reported(monkeypatch):
+    fake = Blip({("demo-iowa-dev", REQUESTS): [count_series("2xx", [7])]})
+    s = summary_of(monkeypatch, fake)
+    assert (s.error, s.totalRequests) == (None, 7)
+    assert [r.filter.split('"')[1] for r in fake.requests[:2]] == [REQUESTS, REQUESTS], "the same query, again"
+
+
+def test_a_failed_query_is_the_endpoints_error_and_no_figures(monkeypatch):
     s = summary_of(monkeypatch, FakeMetricService({}, failing={"demo-iowa-dev": grpc.StatusCode.PERMISSION_DENIED}))
     assert s.error == "PermissionDenied: permission denied for demo-iowa-dev"
     assert (s.totalRequests, s.p50LatencyMs, s.instanceCount) == (0, None, 0)
