@@ -43,18 +43,21 @@ def test_two_periods_of_traffic_become_totals_percentiles_and_three_charts(monke
     for the percentiles and the mean weighted by each period's count, p95 charted per period."""
     early, late = int(time.time()) - 1800, int(time.time()) - 1200  # 10 minutes apart: two alignment periods
     fake = FakeMetricService({
+        # 5xx in two series (a 500 and a 503, say) in the same period
         ("demo-iowa-dev", REQUESTS): [count_series("2xx", [100], early), count_series("5xx", [5], early),
-                                      count_series("2xx", [200], late)],
-        # 20 samples in 100-200 ms (mean 100) early, 3 in 400-800 ms (mean 401) late
+                                      count_series("5xx", [2], early), count_series("2xx", [200], late)],
+        # 20 samples in 100-200 ms (mean 100) early, 3 in 400-800 ms (mean 401) late, then ten empty minutes
+        # (answered newest first: the empty periods come before the samples)
         ("demo-iowa-dev", LATENCY): [distribution_series([[0, 20, 0, 0, 0]], mean=100, scale=100, start=early),
-                                     distribution_series([[0, 0, 0, 3, 0]], mean=401, scale=100, start=late)],
-        ("demo-iowa-dev", INSTANCES): [gauge_series([2], start=early), gauge_series([1], start=late),
-                                       gauge_series([1], start=late), gauge_series([6], state="idle", start=late)],
+                                     distribution_series([[0, 0, 0, 3, 0]] + [[0, 0, 0, 0, 0]] * 10, mean=401,
+                                                         scale=100, start=late)],
+        ("demo-iowa-dev", INSTANCES): [gauge_series([6], state="idle", start=late), gauge_series([2], start=early),
+                                       gauge_series([1], start=late), gauge_series([1], start=late)],
         ("demo-iowa-dev", STARTUP): [distribution_series([[0, 2, 1, 0, 0]], mean=900, scale=100, start=late)],
     })
     s = summary_of(monkeypatch, fake)
     assert s.error is None
-    assert (s.totalRequests, s.errorCount, s.errorRate) == (305, 5, 5 / 305)
+    assert (s.totalRequests, s.errorCount, s.errorRate) == (307, 7, 7 / 307)
     # (20 * 100 + 3 * 401) / 23 = 139.26; merged buckets [0, 20, 0, 3, 0] (23 samples): p50 at rank 11.5 in
     # 100-200, p95 at 21.85 and p99 at 22.77 in 400-800 (1.85 and 2.77 of its 3 samples in)
     assert (s.avgLatencyMs, s.p50LatencyMs, s.p95LatencyMs, s.p99LatencyMs) == (139.3, 157.5, 646.7, 769.3)
@@ -63,10 +66,32 @@ def test_two_periods_of_traffic_become_totals_percentiles_and_three_charts(monke
     drawn.append(fig)
     requests, errors, p95 = ([list(line.get_ydata()) for line in ax.lines] for ax in fig.axes)
     # each period's p95: 19th of 20 samples in 100-200 ms; 2.85th of 3 in 400-800 ms
-    assert (requests, errors, p95) == ([[105, 200]], [[5, 0]], [[195.0, 780.0]])
+    assert (requests, errors, p95) == ([[107, 200]], [[7, 0]], [[195.0, 780.0]])
     # oldest first, at the end of each period (each query aligns its periods to its own "now": no common ticks)
     times = [[t.timestamp() for t in line.get_xdata()] for ax in fig.axes for line in ax.lines]
     assert times[0] == times[1] and all(540 <= late - early <= 720 for early, late in times)
+
+
+def test_a_distribution_without_buckets_gives_the_mean_and_no_percentiles(monkeypatch):
+    """Cloud Monitoring may send a distribution's count and mean without its histogram (bucket_counts empty)."""
+    series = distribution_series([[0, 0, 0]], mean=250, scale=100)
+    series.points[0].value.distribution_value.count = 8
+    del series.points[0].value.distribution_value.bucket_counts[:]
+    s = summary_of(monkeypatch, FakeMetricService({("demo-iowa-dev", LATENCY): [series]}))
+    assert (s.error, s.avgLatencyMs, s.p50LatencyMs, s.p95LatencyMs, s.p99LatencyMs) == (None, 250.0, None, None,
+                                                                                         None)
+    assert s.series["latencyP95"] == []
+
+
+def test_an_error_without_a_message_is_reported_by_its_text():
+    """A network error is not a Google API error (no .message): still one endpoint's error, not a crash."""
+
+    class Unreachable:
+        def list_time_series(self, **_: object) -> list[object]:
+            raise ConnectionRefusedError("connection refused")
+
+    s = summarize(Unreachable(), "my-gcp-project-dev", IOWA, 3600)
+    assert s.error == "ConnectionRefusedError: connection refused"
 
 
 def test_a_revision_is_read_on_its_own(monkeypatch):
