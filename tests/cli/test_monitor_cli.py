@@ -90,10 +90,12 @@ def run_monitor(monkeypatch, capsys, fake: FakeMetricService, *args: str) -> tup
 
 
 def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
+    started = time.monotonic()
     code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={
         "demo-st-ghislain-dev": grpc.StatusCode.UNAVAILABLE,  # retried, then reported (Cloud Run service names)
         "shared-st-ghislain-dev": grpc.StatusCode.PERMISSION_DENIED}), "--json")
     assert code == 0
+    assert time.monotonic() - started < 15, "UNAVAILABLE retried for RETRY_SECONDS (0.5 s here), not longer"
     rows = json.loads(out)
     assert out == json.dumps(rows, indent=2) + "\n", "one figure a line, indented"
     assert {r["name"] for r in rows} == DEV_SERVICES

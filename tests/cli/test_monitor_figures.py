@@ -140,6 +140,24 @@ def test_a_transient_error_is_retried_not_reported(monkeypatch):
     assert [r.filter.split('"')[1] for r in fake.requests[:2]] == [REQUESTS, REQUESTS], "the same query, again"
 
 
+class Stalled(FakeMetricService):
+    """Answers after `seconds`, as a Monitoring API that has stalled."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__({})
+        self.seconds = seconds
+
+    def list_time_series(self, request: monitoring_v3.ListTimeSeriesRequest, context: grpc.ServicerContext):
+        time.sleep(self.seconds)
+        return super().list_time_series(request, context)
+
+
+def test_a_stalled_query_is_cut_at_the_query_timeout_and_reported(monkeypatch):
+    monkeypatch.setattr("fleet.monitor.QUERY_TIMEOUT_SECONDS", 0.3)
+    s = summary_of(monkeypatch, Stalled(3.0))
+    assert s.error is not None and s.error.startswith("DeadlineExceeded: ")
+
+
 def test_a_failed_query_is_the_endpoints_error_and_no_figures(monkeypatch):
     s = summary_of(monkeypatch, FakeMetricService({}, failing={"demo-iowa-dev": grpc.StatusCode.PERMISSION_DENIED}))
     assert s.error == "PermissionDenied: permission denied for demo-iowa-dev"
