@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                            "that set it")
     plan.set_defaults(func=cmd_plan)
     regions = sub.add_parser("regions", parents=[common], help="the region catalog, with counts per geography")
-    regions.add_argument("--json", action="store_true")
+    regions.add_argument("--json", action="store_true", help="the catalog's regions with every field")
     regions.set_defaults(func=cmd_regions)
 
 

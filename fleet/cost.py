@@ -186,5 +186,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = sub.add_parser("cost", parents=[common], help="monthly cost at list prices: always-on and traffic, per "
                                                       "region, model and geography, plus stack-wide charges")
     add_pricing_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the same costs as JSON")
     p.set_defaults(func=cmd_cost)

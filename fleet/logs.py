@@ -94,9 +94,11 @@ def fetch(client: Any, project: str, filter_: str, limit: int, endpoints: Mappin
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    def request(r: dict[str, Any]) -> str:
+    def request(r: dict[str, Any]) -> str:  # a request logged without its latency shows none, not "Nonems"
         h = r["httpRequest"]
-        return "" if not h else f'{h["method"]} {h["url"]} {h["status"]} {h["latencyMs"]}ms'
+        if not h:
+            return ""
+        return f'{h["method"]} {h["url"]} {h["status"]}' + ("" if h["latencyMs"] is None else f' {h["latencyMs"]}ms')
     return table(["TIMESTAMP", "SEVERITY", "ENDPOINT", "REGION", "REQUEST", "MESSAGE"],
                  [[r["timestamp"], r["severity"], r["endpoint"], r["region"], request(r),
                    r["message"].splitlines()[0] if r["message"] else ""] for r in rows])

@@ -270,6 +270,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--range", choices=list(RANGES), default="1h", help="how far back (default 1h)")
     p.add_argument("--endpoint", help="one endpoint, e.g. demo-iowa (or its Cloud Run service, demo-iowa-prod)")
     p.add_argument("--project", help="GCP project (default: the stack's gcp:project)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="every figure of each endpoint as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG of requests, errors and p95 latency over time")
     p.set_defaults(func=cmd_monitor)

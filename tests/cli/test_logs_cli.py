@@ -6,7 +6,10 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from fleet.cli import main
+from fleet.logs import FOLLOW_INTERVAL_SECONDS, log_filter
 from inference_service.telemetry import JsonFormatter, Metrics, RequestMiddleware
 from tests.fakes.logging_service import FakeLogging, ingest, serve
 
@@ -87,6 +90,119 @@ def test_api_errors_and_bad_input_are_one_clear_message(monkeypatch, capsys):
     assert "Traceback" not in err
     code, _, err = run_logs(monkeypatch, capsys, fake_logs(), "--since", "yesterday")
     assert code == 2 and "--since yesterday: expected a number and a unit" in err
+
+
+def test_no_entries_say_so_once_and_follow_waits_quietly_for_the_first(monkeypatch, capsys):
+    """Without --follow an empty window says "no log entries"; while following, polls that find nothing print
+    nothing (no header, no repeated notice), every FOLLOW_INTERVAL_SECONDS, until an entry arrives."""
+    fake = FakeLogging([])
+    code, out, _ = run_logs(monkeypatch, capsys, fake)
+    assert (code, out) == (0, "no log entries\n")
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            fake.entries.append(ingest(server_line(logging.WARNING, "slow inference"), "demo-iowa-dev", "us-central1",
+                                       datetime.now(UTC)))
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("fleet.logs.time.sleep", sleep)
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--follow")
+    assert code == 0 and sleeps == [FOLLOW_INTERVAL_SECONDS] * 3
+    header, row = out.splitlines()
+    assert header.startswith("TIMESTAMP") and row.split()[1:] == ["WARNING", "demo-iowa", "us-central1",
+                                                                  "slow", "inference"]
+
+
+def test_follow_resumes_one_microsecond_after_the_newest_entry(monkeypatch, capsys):
+    """The next poll starts just after the newest entry printed: an entry 1 µs newer is the first it shows, the
+    newest one is not shown twice."""
+    newest = datetime.now(UTC).replace(microsecond=500000) - timedelta(minutes=1)
+    fake = FakeLogging([ingest(server_line(logging.INFO, "first"), "demo-iowa-dev", "us-central1", newest)])
+    polls = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 2:
+            raise KeyboardInterrupt
+        fake.entries.append(ingest(server_line(logging.INFO, "1 µs later"), "demo-iowa-dev", "us-central1",
+                                   newest + timedelta(microseconds=1)))
+
+    monkeypatch.setattr("fleet.logs.time.sleep", sleep)
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--follow", "--json")
+    assert code == 0 and messages(out) == ["first", "1 µs later"]
+
+
+def test_the_filter_is_the_logging_query_language(monkeypatch, capsys):
+    """What Logs Explorer would be given: upper-case AND/OR (lower case would be search terms), the start in UTC
+    with a Z, the severity only when asked for."""
+    since = datetime(2026, 12, 3, 4, 5, 6, tzinfo=UTC)
+    assert log_filter(["demo-iowa-dev", "shared-iowa-dev"], since, "WARNING") == (
+        'resource.type="cloud_run_revision" AND resource.labels.service_name=("demo-iowa-dev" OR "shared-iowa-dev") '
+        'AND timestamp>="2026-12-03T04:05:06Z" AND severity>=WARNING')
+    assert log_filter(["demo-iowa-dev"], since, None) == (
+        'resource.type="cloud_run_revision" AND resource.labels.service_name=("demo-iowa-dev") '
+        'AND timestamp>="2026-12-03T04:05:06Z"')
+
+
+def request_line(method: str, url: str, status: int, latency: str | None = None) -> str:
+    """A request entry with no message of its own (as Cloud Run's request log writes them): only httpRequest."""
+    http = {"requestMethod": method, "requestUrl": url, "status": status, **({"latency": latency} if latency else {})}
+    return json.dumps({"severity": "INFO", "httpRequest": http})
+
+
+def test_entries_without_a_message_or_a_request_are_shown_from_what_they_have(monkeypatch, capsys):
+    """A request entry without message reads as its method, URL and status; latency in ms to 0.1 ms, absent when
+    not logged; a plain-text line (a traceback on stderr) is its text, the table showing its first line; an entry
+    with neither has an empty message; entries without httpRequest or trace have none."""
+    minute = datetime.now(UTC) - timedelta(minutes=1)
+    fake = FakeLogging([
+        ingest(request_line("GET", "/health", 200, "1.5s"), "demo-iowa-dev", "us-central1", minute),
+        ingest(request_line("POST", "/predict", 200, "0.0123456s"), "demo-iowa-dev", "us-central1",
+               minute - timedelta(seconds=1)),
+        ingest(request_line("POST", "/predict", 499), "demo-iowa-dev", "us-central1", minute - timedelta(seconds=2)),
+        ingest("Traceback (most recent call last):\n  File \"app.py\", line 1", "demo-iowa-dev", "us-central1",
+               minute - timedelta(seconds=3)),
+        ingest(json.dumps({"severity": "NOTICE"}), "demo-iowa-dev", "us-central1", minute - timedelta(seconds=4)),
+        ingest(server_line(logging.INFO, "a job, not the service"), "demo-iowa-dev", "us-central1", minute,
+               resource_type="cloud_run_job"),
+    ])
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["message"] for r in rows] == ["GET /health 200", "POST /predict 200", "POST /predict 499",
+                                            'Traceback (most recent call last):\n  File "app.py", line 1', ""]
+    assert [r["httpRequest"] and r["httpRequest"]["latencyMs"] for r in rows] == [1500.0, 12.3, None, None, None]
+    assert [r["severity"] for r in rows[3:]] == ["DEFAULT", "NOTICE"] and {r["trace"] for r in rows} == {None}
+    code, out, _ = run_logs(monkeypatch, capsys, fake)
+    table = [line.split("us-central1", 1)[1].split() for line in out.splitlines()[1:]]
+    assert table == [["GET", "/health", "200", "1500.0ms", "GET", "/health", "200"],
+                     ["POST", "/predict", "200", "12.3ms", "POST", "/predict", "200"],
+                     ["POST", "/predict", "499", "POST", "/predict", "499"],
+                     ["Traceback", "(most", "recent", "call", "last):"],
+                     []]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--limit", "0"], "argument --limit: 0: expected a positive whole number"),
+    (["--limit", "-3"], "argument --limit: -3: expected a positive whole number"),
+    (["--limit", "ten"], "argument --limit: ten: expected a positive whole number"),
+    (["--severity", "loud"], "argument --severity: invalid choice: 'LOUD'"),
+])
+def test_a_bad_limit_or_severity_is_refused_before_any_query(monkeypatch, capsys, argv, message):
+    fake = fake_logs()
+    with pytest.raises(SystemExit) as exit_:
+        run_logs(monkeypatch, capsys, fake, *argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err and fake.requests == []
+
+
+def test_a_limit_of_one_prints_the_newest_entry_from_a_page_of_one(monkeypatch, capsys):
+    fake = fake_logs()
+    code, out, _ = run_logs(monkeypatch, capsys, fake, "--json", "--limit", "1")
+    assert code == 0 and messages(out) == ["POST /predict 500 123.4ms"]
+    assert [r.page_size for r in fake.requests] == [1]
 
 
 def test_follow_prints_only_entries_newer_than_the_last_poll(monkeypatch, capsys):

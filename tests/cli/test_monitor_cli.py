@@ -90,11 +90,14 @@ def run_monitor(monkeypatch, capsys, fake: FakeMetricService, *args: str) -> tup
 
 
 def test_monitor_json_reports_every_figure_worst_first(monkeypatch, capsys):
+    started = time.monotonic()
     code, out, err = run_monitor(monkeypatch, capsys, fake_fleet(failing={
         "demo-st-ghislain-dev": grpc.StatusCode.UNAVAILABLE,  # retried, then reported (Cloud Run service names)
         "shared-st-ghislain-dev": grpc.StatusCode.PERMISSION_DENIED}), "--json")
     assert code == 0
+    assert time.monotonic() - started < 15, "UNAVAILABLE retried for RETRY_SECONDS (0.5 s here), not longer"
     rows = json.loads(out)
+    assert out == json.dumps(rows, indent=2) + "\n", "one figure a line, indented"
     assert {r["name"] for r in rows} == DEV_SERVICES
     by_name = {r["name"]: r for r in rows}
     assert by_name["demo-iowa"] | {} == {
@@ -194,7 +197,7 @@ def test_progress_counts_endpoints_on_a_terminal_only(monkeypatch, capsys):
     assert "endpoints" not in err  # piped stderr stays quiet
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     _, _, err = run_monitor(monkeypatch, capsys, fake_fleet())
-    assert "\r1/7 endpoints" in err and err.endswith("\r7/7 endpoints\n")
+    assert err == "".join(f"\r{n}/7 endpoints" for n in range(1, 8)) + "\n", "one line, rewritten in place"
 
 
 def test_monitor_sums_counts_per_period_within_the_range(monkeypatch, capsys):

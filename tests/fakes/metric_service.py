@@ -29,8 +29,10 @@ Aligner, Reducer = monitoring_v3.Aggregation.Aligner, monitoring_v3.Aggregation.
 def recent() -> int:
     """Half an hour ago: points from here on fall inside every `fleet monitor --range`."""
     return int(time.time()) - 1800
-FILTER = re.compile(r'metric\.type="([^"]+)".*service_name="([^"]+)".*location="([^"]+)"')
-REVISION = re.compile(r'revision_name="([^"]+)"')
+# The clauses `fleet monitor` may send, joined by " AND "; another clause is refused (INVALID_ARGUMENT, as the API
+# refuses what it cannot parse), so a query that drifts fails loudly.
+CLAUSE = re.compile(r'^(metric\.type|resource\.type|resource\.labels\.(?:service_name|location|revision_name))'
+                    r'="([^"]+)"$')
 
 
 def count_series(code_class: str, values: list[int], start: int | None = None,
@@ -144,6 +146,19 @@ def _answer(raw: Series, request: monitoring_v3.ListTimeSeriesRequest) -> Series
         for t, kind, value in points] if view_full else []) for s, points in aligned]
 
 
+def parse_filter(filter_: str) -> dict[str, str]:
+    """The filter's `key="value"` clauses; Refused for another form, a key given twice, or no service or metric."""
+    clauses: dict[str, str] = {}
+    for clause in filter_.split(" AND "):
+        found = CLAUSE.match(clause)
+        if not found or found.group(1) in clauses:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"filter clause not understood: {clause!r}")
+        clauses[found.group(1)] = found.group(2)
+    if not {"metric.type", "resource.labels.service_name"} <= set(clauses):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"no metric type or service in {filter_!r}")
+    return clauses
+
+
 class FakeMetricService:
     """data[(service, metric)] -> raw series, or data[(revision, metric)] for a query of one revision (`fleet
     rollout`); failing[service] is the gRPC error it answers; requests are recorded. `page_limit` series a page
@@ -155,14 +170,16 @@ class FakeMetricService:
 
     def list_time_series(self, request: monitoring_v3.ListTimeSeriesRequest, context: grpc.ServicerContext):
         self.requests.append(request)
-        metric, service, _location = FILTER.search(request.filter).groups()
-        if service in self.failing:
-            code = self.failing[service]
-            context.abort(code, f"{code.name.lower().replace('_', ' ')} for {service}")
         try:
-            revision = REVISION.search(request.filter)
-            key = (revision.group(1) if revision else service, metric)
-            answer = _answer(self.data.get(key, []), request)
+            clauses = parse_filter(request.filter)
+            service = clauses["resource.labels.service_name"]
+            if service in self.failing:
+                code = self.failing[service]
+                context.abort(code, f"{code.name.lower().replace('_', ' ')} for {service}")
+            key = (clauses.get("resource.labels.revision_name", service), clauses["metric.type"])
+            # Cloud Run's metrics are all on the cloud_run_revision resource: another type matches no series
+            raw = self.data.get(key, []) if clauses.get("resource.type") == "cloud_run_revision" else []
+            answer = _answer(raw, request)
         except Refused as refused:
             context.abort(refused.code, str(refused))
         first = int(request.page_token or 0)
