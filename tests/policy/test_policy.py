@@ -294,6 +294,8 @@ def test_every_container_image_is_judged_and_unknown_is_not_a_violation(small_pr
         "gcr.io/p/sidecar:1", "gcr.io/p/other:2"]
     before_build = changed(iowa, "template", "containers", 0, "image", value=UNKNOWN_STRING_VALUE)
     assert validate("image-pinned-by-digest", iowa, before_build) == []  # preview: can't tell yet
+    unknown_containers = changed(iowa, "template", "containers", value=UNKNOWN_STRING_VALUE)
+    assert validate("image-pinned-by-digest", iowa, unknown_containers) == []
 
 
 # public-invoker-only-where-marked
@@ -617,6 +619,9 @@ def test_a_stack_rule_sees_every_resource_and_reports_where_it_says(small_prod):
     found: list[tuple[str, Any]] = []
     policy.validate(StackValidationArgs(resources, {"n": 5}), lambda message, urn=None: found.append((message, urn)))
     assert found == [("3 resources under prod with {'n': 5}", resources[-1].urn), ("about the stack", None)]
+    found.clear()
+    policy.validate(StackValidationArgs(resources[:1], {}), lambda message, urn=None: found.append((message, urn)))
+    assert found == [("1 resources under prod with {'n': 1}", resources[0].urn), ("about the stack", None)]
     found.clear()
     policy.validate(StackValidationArgs([], {}), lambda message, urn=None: found.append((message, urn)))
     assert found == []  # nothing to judge
