@@ -8,6 +8,7 @@ resources edited (each test gets its own deep copy from the session's plan cache
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ import pytest
 import yaml
 
 from fleet.program import Plan, evaluate
+
+# The provider modules the program declares its resources from (about 500 modules, seconds to import), loaded when
+# pytest collects these tests rather than at the first plan: mutation testing forks each run after collection, so
+# every planted bug would otherwise import them again. A plain run pays the same once either way.
+# pulumi_gcp's subpackages load lazily, on their first attribute: one is read from each.
+for _package in ("artifactregistry", "cloudrunv2", "compute", "monitoring", "organizations", "projects",
+                 "secretmanager", "serviceaccount", "storage"):
+    getattr(importlib.import_module(f"pulumi_gcp.{_package}"), "__all__", None)
 
 # us-central1: the home region (GPU, warm); us-west1: a plain one; europe-west1 (GPU) and asia-east1: with
 # us-central1, the shared API's regions and the stock tenants' data regions, so the stock prod stack's file fits.

@@ -83,14 +83,21 @@ def only(policy: str) -> dict[str, Any]:
     return {name: s if name == policy else s.__class__(EnforcementLevel.DISABLED) for name, s in SETTINGS.items()}
 
 
-def judged(plan: Plan | list[RecordedResource], stack: str = "prod", catalog: Path | None = None,
-           config: dict[str, str] | None = None) -> list[Violation]:
+def judged(plan: Plan | list[RecordedResource], policy: str | None = None, stack: str = "prod",
+           catalog: Path | None = None, config: dict[str, str] | None = None) -> list[Violation]:
+    """What `policy` (every policy if None) reports; one policy at a time keeps each rule's mutants to its tests."""
     resources = plan.resources if isinstance(plan, Plan) else plan
-    return run_policies(resources, load_facts(stack, catalog=catalog, config=config), SETTINGS)
+    settings = SETTINGS if policy is None else only(policy)
+    return run_policies(resources, load_facts(stack, catalog=catalog, config=config), settings)
 
 
 def by_policy(violations: list[Violation], policy: str) -> dict[str, str]:
     return {v.resource: v.message for v in violations if v.policy == policy}
+
+
+def reported(policy: str, plan: Plan | list[RecordedResource], catalog: Path) -> dict[str, str]:
+    """Resource -> message of what `policy` alone reports."""
+    return by_policy(judged(plan, policy, catalog=catalog), policy)
 
 
 @pytest.fixture
@@ -110,8 +117,7 @@ def test_the_small_prod_stack_passes_every_policy_once_its_placeholders_are_repl
 # max-instances-cap: prod's cap is 30 (Pulumi.prod.yaml)
 
 def test_max_instances_above_the_stack_cap_is_refused_naming_service_region_and_fix(small_prod, small_catalog):
-    found = by_policy(judged(edited(small_prod, *SCALING, "maxInstanceCount", value=40.0), catalog=small_catalog),
-                      "max-instances-cap")
+    found = reported("max-instances-cap", edited(small_prod, *SCALING, "maxInstanceCount", value=40.0), small_catalog)
     assert list(found) == SMALL_SERVICES  # every service of the stack
     assert found["demo-iowa"] == (
         "demo-iowa (us-central1): max_instances 40 is above the prod stack's cap of 30; lower max_instances where "
@@ -142,7 +148,7 @@ def test_max_instances_unset_is_above_any_cap_and_a_stack_without_a_cap_takes_an
     facts = load_facts("prod", config=config)
     assert facts.config.max_instances_cap is None
     many = edited(small_prod, *SCALING, "maxInstanceCount", value=1000.0)
-    assert by_policy(run_policies(many, facts, SETTINGS), "max-instances-cap") == {}
+    assert run_policies(many, facts, only("max-instances-cap")) == []
 
 
 # min-within-max
@@ -171,12 +177,12 @@ def test_min_above_max_with_either_unset_or_unknown_is_not_judged(small_prod):
 
 def test_region_missing_from_or_disabled_in_the_catalog_is_refused(small_prod, write_catalog):
     removed = write_catalog(lambda d: keep_small(d)["regions"].remove(region_entry(d, "us-west1")))
-    found = by_policy(judged(small_prod, catalog=removed), "region-in-catalog")
+    found = reported("region-in-catalog", small_prod, removed)
     assert found == {"demo-oregon": "demo-oregon: region us-west1 is not in the catalog; add it to regions.yaml "
                                     "(with its tier and geography) or deploy to a catalog region (`fleet regions` "
                                     "lists them)"}
     disabled = write_catalog(lambda d: region_entry(keep_small(d), "us-west1").update(enabled=False))
-    found = by_policy(judged(small_prod, catalog=disabled), "region-in-catalog")
+    found = reported("region-in-catalog", small_prod, disabled)
     assert found == {"demo-oregon": "demo-oregon: region us-west1 is disabled in the catalog (enabled: false); "
                                     "enable it in regions.yaml or remove the service"}
     iowa = service(small_prod, "demo-iowa")
@@ -303,14 +309,14 @@ def test_every_container_image_is_judged_and_unknown_is_not_a_violation(small_pr
 def test_public_invoker_needs_the_catalog_to_mark_the_service_public(small_prod, write_catalog):
     private_iowa = write_catalog(
         lambda d: region_entry(keep_small(d), "us-central1").update(overrides={"public": False}))
-    found = by_policy(judged(small_prod, catalog=private_iowa), "public-invoker-only-where-marked")
+    found = reported("public-invoker-only-where-marked", small_prod, private_iowa)
     assert found == {"demo-iowa": (
         "demo-iowa: anyone can invoke Cloud Run service demo-iowa-prod (invoker_iam_disabled is true) but "
         "demo-iowa-prod has public: false in the catalog and stack config; set `public: true` for it in regions.yaml "
         "or the stack settings if it is meant to be public, else remove the public grant")}
     planned_private = evaluate("prod", catalog=private_iowa)
     assert service(planned_private, "demo-iowa").inputs["invokerIamDisabled"] is False
-    assert by_policy(judged(planned_private, catalog=private_iowa), "public-invoker-only-where-marked") == {}
+    assert reported("public-invoker-only-where-marked", planned_private, private_iowa) == {}
 
 
 def test_a_public_service_the_catalog_does_not_declare_is_refused(small_prod):
@@ -354,8 +360,7 @@ def test_public_iam_grant_on_a_private_service_is_refused(small_prod, small_cata
         grant("cloudrunv2/serviceIamMember:ServiceIamMember", "oregon-public", name="demo-oregon-prod",
               location="us-west1", role=invoker, member="allUsers"),  # public in the catalog: allowed
     ]
-    found = by_policy(run_policies(plan.resources + grants, load_facts("prod", catalog=private_iowa), SETTINGS),
-                      "public-invoker-only-where-marked")
+    found = reported("public-invoker-only-where-marked", plan.resources + grants, private_iowa)
     assert sorted(found) == ["iowa-binding", "iowa-policy", "iowa-public", "iowa-v1"]
     assert found["iowa-public"].startswith(
         "iowa-public: anyone can invoke Cloud Run service demo-iowa-prod (roles/run.invoker is granted to allUsers or "
@@ -396,7 +401,7 @@ def test_which_labels_are_required_comes_from_the_pack_config_else_the_policys_d
 
 def test_deletion_protection_off_in_prod_is_refused_but_fine_in_dev(small_prod, small_catalog):
     off = edited(small_prod, "deletionProtection", value=False)
-    found = by_policy(judged(off, catalog=small_catalog), "deletion-protection-in-prod")
+    found = reported("deletion-protection-in-prod", off, small_catalog)
     assert list(found) == SMALL_SERVICES
     assert found["shared-iowa"] == ("shared-iowa (us-central1): deletion protection is off in the prod stack; set "
                                     "yolo-fleet:deletion_protection: true in Pulumi.prod.yaml")
@@ -419,9 +424,9 @@ def alerts_of(resources: list[RecordedResource], service_name: str) -> list[Reco
 def test_every_service_needs_its_three_alert_policies(small_prod, small_catalog):
     alerts = [r for r in small_prod.resources if r.type == ALERT_POLICY]
     assert len(alerts) == 3 * len(SMALL_SERVICES)  # the monitoring component's, as the real plan declares them
-    assert by_policy(judged(small_prod, catalog=small_catalog), "alert-policies") == {}
+    assert reported("alert-policies", small_prod, small_catalog) == {}
     without_alerts = [r for r in small_prod.resources if r.type != ALERT_POLICY]
-    found = by_policy(judged(without_alerts, catalog=small_catalog), "alert-policies")
+    found = reported("alert-policies", without_alerts, small_catalog)
     assert list(found) == SMALL_SERVICES
     assert found["demo-iowa"] == (
         "demo-iowa-prod (us-central1) lacks alert policies: error-ratio, latency-p95, max-instances; every Cloud Run "
@@ -429,8 +434,7 @@ def test_every_service_needs_its_three_alert_policies(small_prod, small_catalog)
         "declares them)")
     latency = alerts_of(small_prod.resources, "demo-oregon-prod")[1]
     assert latency.inputs["userLabels"]["alert"] == "latency-p95"
-    found = by_policy(judged([r for r in small_prod.resources if r is not latency], catalog=small_catalog),
-                      "alert-policies")
+    found = reported("alert-policies", [r for r in small_prod.resources if r is not latency], small_catalog)
     assert list(found) == ["demo-oregon"] and "lacks alert policies: latency-p95; every" in found["demo-oregon"]
 
 
@@ -438,7 +442,7 @@ def test_one_alert_policy_too_many_or_not_the_fleets_is_named(small_prod, small_
     oregon = alerts_of(small_prod.resources, "demo-oregon-prod")
     doubled = [*small_prod.resources, *(RecordedResource(ALERT_POLICY, f"{a.name}-again", copy.deepcopy(a.inputs), True)
                                         for a in oregon[:2])]
-    violations = [v for v in judged(doubled, catalog=small_catalog) if v.policy == "alert-policies"]
+    violations = judged(doubled, "alert-policies", catalog=small_catalog)
     assert [(v.resource, v.message) for v in violations] == [(
         "demo-oregon", "demo-oregon-prod (us-west1) has more than one error-ratio, latency-p95 alert policy; keep "
                        "exactly one")]
@@ -446,10 +450,10 @@ def test_one_alert_policy_too_many_or_not_the_fleets_is_named(small_prod, small_
     for label, value in (("region", "us-central1"), ("managed-by", "someone-else"), ("service", "demo-iowa-prod")):
         moved = [RecordedResource(r.type, r.name, changed(r, "userLabels", label, value=value), True)
                  if r is oregon[0] else r for r in small_prod.resources]
-        found = by_policy(judged(moved, catalog=small_catalog), "alert-policies")
+        found = reported("alert-policies", moved, small_catalog)
         assert found["demo-oregon"].startswith("demo-oregon-prod (us-west1) lacks alert policies: error-ratio;"), label
     both = [r for r in doubled if r is not oregon[2]]
-    assert [v.message[:55] for v in judged(both, catalog=small_catalog) if v.policy == "alert-policies"] == [
+    assert [v.message[:55] for v in judged(both, "alert-policies", catalog=small_catalog)] == [
         "demo-oregon-prod (us-west1) lacks alert policies: max-i",
         "demo-oregon-prod (us-west1) has more than one error-rat"]
 
@@ -458,15 +462,15 @@ def test_alert_labels_or_service_names_unknown_during_preview_are_not_violations
     first = next(r for r in small_prod.resources if r.type == ALERT_POLICY)
     unknown = [RecordedResource(r.type, r.name, {**r.inputs, "userLabels": UNKNOWN_STRING_VALUE}, True)
                if r is first else r for r in small_prod.resources if r.type != ALERT_POLICY or r is first]
-    assert by_policy(judged(unknown, catalog=small_catalog), "alert-policies") == {}
+    assert reported("alert-policies", unknown, small_catalog) == {}
     no_alerts = [r for r in small_prod.resources if r.type != ALERT_POLICY]
     for key in ("name", "location"):
         renamed = [RecordedResource(r.type, r.name, changed(r, key, value=UNKNOWN_STRING_VALUE), True)
                    if r.type == SERVICE else r for r in no_alerts]
-        assert by_policy(judged(renamed, catalog=small_catalog), "alert-policies") == {}, key
+        assert reported("alert-policies", renamed, small_catalog) == {}, key
     unnamed = [RecordedResource(r.type, r.name, changed(r, "name", value=None), True) if r.type == SERVICE else r
                for r in no_alerts]  # a service without a name: Pulumi names it after the resource
-    assert by_policy(judged(unnamed, catalog=small_catalog), "alert-policies")["demo-iowa"].startswith(
+    assert reported("alert-policies", unnamed, small_catalog)["demo-iowa"].startswith(
         "demo-iowa (us-central1) lacks alert policies")
 
 
@@ -482,11 +486,11 @@ def always_on(resources: list[RecordedResource], small_catalog: Path) -> tuple[f
 
 
 def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(small_prod, small_catalog):
-    assert by_policy(judged(small_prod, catalog=small_catalog), "monthly-budget") == {}
+    assert reported("monthly-budget", small_prod, small_catalog) == {}
     warm = edited(small_prod, *SCALING, "minInstanceCount", value=2.0)
     total, lines = always_on(warm, small_catalog)
     assert total > 400
-    [violation] = [v for v in judged(warm, catalog=small_catalog) if v.policy == "monthly-budget"]
+    [violation] = judged(warm, "monthly-budget", catalog=small_catalog)
     assert violation.resource == "(stack)"
     assert len([line for line in lines if line[1]]) > 5  # the message names the five largest
     largest = sorted(lines, key=lambda line: line[1], reverse=True)[:5]
@@ -517,12 +521,12 @@ def test_budget_counts_only_catalog_regions_and_waits_for_unknown_sizes(small_pr
     warm = edited(small_prod, *SCALING, "minInstanceCount", value=2.0)
     unknown = edited(Plan("prod", warm, {}), *SCALING, "minInstanceCount", value=UNKNOWN_NUMBER_VALUE,
                      names=("demo-iowa",))
-    assert by_policy(judged(unknown, catalog=small_catalog), "monthly-budget") == {}  # can't tell yet
+    assert reported("monthly-budget", unknown, small_catalog) == {}  # can't tell yet
     # demo-oregon moved out of the catalog: region-in-catalog reports it, the budget does not price it
     total, lines = always_on(warm, small_catalog)
     oregon = dict(lines)["demo-oregon-prod"]
     moved = edited(Plan("prod", warm, {}), "location", value="us-central2", names=("demo-oregon",))
-    [message] = by_policy(judged(moved, catalog=small_catalog), "monthly-budget").values()
+    [message] = reported("monthly-budget", moved, small_catalog).values()
     assert message.startswith(f"always-on cost ${total - oregon:,.2f}/month")
 
 
@@ -635,7 +639,7 @@ def test_unknown_values_during_preview_are_not_violations(small_prod, small_cata
     for policy in ("max-instances-cap", "min-within-max", "required-labels", "gpu-where-offered"):
         assert validate(policy, iowa, unknown_max) == [], policy
     unknown_min = edited(small_prod, *SCALING, "minInstanceCount", value=UNKNOWN_NUMBER_VALUE)
-    assert by_policy(judged(unknown_min, catalog=small_catalog), "monthly-budget") == {}
+    assert reported("monthly-budget", unknown_min, small_catalog) == {}
 
 
 def test_fleet_policy_exits_1_on_a_mandatory_violation_and_lists_it(write_catalog, capsys):
