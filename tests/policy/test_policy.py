@@ -468,6 +468,10 @@ def test_alert_labels_or_service_names_unknown_during_preview_are_not_violations
         renamed = [RecordedResource(r.type, r.name, changed(r, key, value=UNKNOWN_STRING_VALUE), True)
                    if r.type == SERVICE else r for r in no_alerts]
         assert reported("alert-policies", renamed, small_catalog) == {}, key
+    first = next(r for r in no_alerts if r.type == SERVICE)
+    one_unknown = [RecordedResource(r.type, r.name, changed(r, "name", value=UNKNOWN_STRING_VALUE), True)
+                   if r is first else r for r in no_alerts]
+    assert list(reported("alert-policies", one_unknown, small_catalog)) == SMALL_SERVICES[1:]  # the others still
     unnamed = [RecordedResource(r.type, r.name, changed(r, "name", value=None), True) if r.type == SERVICE else r
                for r in no_alerts]  # a service without a name: Pulumi names it after the resource
     assert reported("alert-policies", unnamed, small_catalog)["demo-iowa"].startswith(
@@ -494,12 +498,18 @@ def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(small_p
     assert violation.resource == "(stack)"
     assert len([line for line in lines if line[1]]) > 5  # the message names the five largest
     largest = sorted(lines, key=lambda line: line[1], reverse=True)[:5]
+    assert largest[0][0] == "shared-changhua-county-prod"  # shared: 4 vCPU, 8 GiB
     assert violation.message == (
         f"always-on cost ${total:,.2f}/month (min_instances kept warm, plus the load balancer's forwarding rules and "
         "Cloud Armor policy, stored images and secret versions) is above the prod stack's budget of $400.00 "
         "(yolo-fleet:monthly_budget_usd in Pulumi.prod.yaml); largest: "
         f"{', '.join(f'{name} ${cost:,.2f}' for name, cost in largest)}. Lower min_instances or raise the budget in "
         "a reviewed change")
+    # a service without a name (Pulumi names it after the resource) is listed by its resource name
+    unnamed = [RecordedResource(r.type, r.name, {k: v for k, v in r.inputs.items() if k != "name"}, True)
+               if r.name == "shared-changhua-county" else r for r in warm]
+    [message] = reported("monthly-budget", unnamed, small_catalog).values()
+    assert "; largest: shared-changhua-county $" in message
 
 
 def test_monthly_budget_equal_to_the_always_on_cost_passes_a_cent_under_fails(small_prod, small_catalog):
