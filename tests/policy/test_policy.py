@@ -91,6 +91,12 @@ def judged(plan: Plan | list[RecordedResource], policy: str | None = None, stack
     return run_policies(resources, load_facts(stack, catalog=catalog, config=config), settings)
 
 
+def as_engine_sends(resources: list[RecordedResource]) -> list[PolicyResource]:
+    """Resources as a stack policy's validate receives them (prod stack URNs)."""
+    return [PolicyResource(r.type, unknown_checking_proxy(r.inputs), f"urn:pulumi:prod::yolo-fleet::{r.type}::{r.name}",
+                           r.name, OPTS, None, None, [], {}) for r in resources]
+
+
 def by_policy(violations: list[Violation], policy: str) -> dict[str, str]:
     return {v.resource: v.message for v in violations if v.policy == policy}
 
@@ -505,6 +511,11 @@ def test_always_on_cost_within_the_budget_passes_and_above_it_is_refused(small_p
         "(yolo-fleet:monthly_budget_usd in Pulumi.prod.yaml); largest: "
         f"{', '.join(f'{name} ${cost:,.2f}' for name, cost in largest)}. Lower min_instances or raise the budget in "
         "a reviewed change")
+    # about the stack, not one of its resources: the engine is given no URN
+    urns: list[str | None] = []
+    POLICY["monthly-budget"].validate(StackValidationArgs(as_engine_sends(warm), {}),
+                                      lambda message, urn=None: urns.append(urn))
+    assert urns == [None]
     # a service without a name (Pulumi names it after the resource) is listed by its resource name
     unnamed = [RecordedResource(r.type, r.name, {k: v for k, v in r.inputs.items() if k != "name"}, True)
                if r.name == "shared-changhua-county" else r for r in warm]
@@ -627,9 +638,7 @@ def test_a_stack_rule_sees_every_resource_and_reports_where_it_says(small_prod):
     assert (policy.name, policy.description, policy.enforcement_level) == ("probe", "a probe",
                                                                           EnforcementLevel.MANDATORY)
     assert policy.config_schema is not None and "n" in policy.config_schema.properties
-    resources = [PolicyResource(r.type, unknown_checking_proxy(r.inputs),
-                                f"urn:pulumi:prod::yolo-fleet::{r.type}::{r.name}", r.name, OPTS, None, None, [], {})
-                 for r in small_prod.resources[:3]]
+    resources = as_engine_sends(small_prod.resources[:3])
     found: list[tuple[str, Any]] = []
     policy.validate(StackValidationArgs(resources, {"n": 5}), lambda message, urn=None: found.append((message, urn)))
     assert found == [("3 resources under prod with {'n': 5}", resources[-1].urn), ("about the stack", None)]
