@@ -16,8 +16,12 @@ from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from fleet.program import PROJECT_DIR
+from fleet.policy import run_policies
+from fleet.program import PROJECT_DIR, evaluate
+from policy.config import load_pack_config
+from policy.facts import load_facts
 from policy.policies import POLICIES
+from tests.conftest import deployable
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 
@@ -86,3 +90,16 @@ def test_the_pack_refuses_the_stock_placeholders_and_silent_alerts_over_grpc(ana
     messages = "\n".join(d.message for d in diagnostics)
     assert "key digest 00000000...0000 (one repeated character) in api-keys" in messages  # inside a Pulumi secret
     assert "tenant 'acme' in shared-tenants" in messages
+
+
+def test_the_stock_prod_and_dev_stacks_pass_every_policy_once_their_placeholders_are_replaced(prod_plan, dev_plan):
+    """The whole stock stacks (46 and 7 services) against the pack: the rules themselves are tested on a smaller
+    plan in test_policy.py; this keeps the shipped files and the pack in step."""
+    settings = load_pack_config()
+    for plan in (prod_plan, dev_plan):
+        ready = evaluate(plan.stack, config_overrides=deployable(plan.stack))
+        assert run_policies(ready.resources, load_facts(plan.stack), settings) == [], plan.stack
+        # The stock files as shipped: only what a first deploy must replace (tests/policy/test_readiness.py has
+        # the detail)
+        assert {v.policy for v in run_policies(plan.resources, load_facts(plan.stack), settings)} == {
+            "no-placeholders", "alert-notifications-in-prod" if plan.stack == "prod" else "alert-notifications"}

@@ -1,5 +1,6 @@
 """A first real deploy: `fleet policy` refuses the examples' placeholders (no-placeholders) and alerts that notify
-no one (mandatory in prod, a warning elsewhere), judged on the mocked program's real resources.
+no one (mandatory in prod, a warning elsewhere), judged on the mocked program's real resources (the prod stack's over
+the small catalog of tests/policy/conftest.py: its placeholders are the stock file's).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from pulumi_policy import EnforcementLevel
@@ -23,7 +25,7 @@ from policy.config import PolicySetting, load_pack_config
 from policy.facts import load_facts
 from policy.policies import POLICIES
 from policy.readiness import EMPTY_SHA256, SECRET_VERSION, placeholder_digest
-from tests.conftest import deployable
+from tests.conftest import CATALOG_KEY, deployable
 
 SETTINGS = load_pack_config()
 
@@ -46,13 +48,13 @@ def ready(stack: str, **changes: object) -> Plan:
     return evaluate(stack, config_overrides=overrides)
 
 
-@pytest.fixture(scope="module")
-def ready_prod() -> Plan:
-    return ready("prod")
+@pytest.fixture
+def ready_prod(small_catalog: Path) -> Plan:
+    return ready("prod", **{CATALOG_KEY: str(small_catalog)})
 
 
-def test_the_stock_prod_stack_is_refused_naming_each_placeholder(prod_plan):
-    found = judged(prod_plan, "no-placeholders")
+def test_the_stock_prod_stack_is_refused_naming_each_placeholder(small_prod):
+    found = judged(small_prod, "no-placeholders")
     assert all(v.level == "mandatory" for v in found)
     messages = "\n".join(v.message for v in found)
     assert len(found) == 6  # project, the example.com domain, the API key digest, three tenants
@@ -154,14 +156,14 @@ def secret_data(plan: Plan, name: str) -> RecordedResource:
     return next(r for r in plan.custom(SECRET_VERSION) if r.name == name)
 
 
-def test_digests_are_found_inside_pulumi_secrets_and_in_plain_payloads(prod_plan):
-    keys = secret_data(prod_plan, "api-keys")
+def test_digests_are_found_inside_pulumi_secrets_and_in_plain_payloads(small_prod):
+    keys = secret_data(small_prod, "api-keys")
     assert keys.inputs["secretData"][SECRET_SIG_KEY] == SECRET_SIG  # the plan carries it as a Pulumi secret
     # The engine hands the pack a secret's plain value: judged the same.
     plain = [replace(r, inputs={**r.inputs, "secretData": r.inputs["secretData"]["value"]})
-             if r.type == SECRET_VERSION else r for r in prod_plan.resources]
+             if r.type == SECRET_VERSION else r for r in small_prod.resources]
     found = run_policies(plain, load_facts("prod"), only("no-placeholders"))
-    assert sorted(v.resource for v in found) == sorted(v.resource for v in judged(prod_plan, "no-placeholders"))
+    assert sorted(v.resource for v in found) == sorted(v.resource for v in judged(small_prod, "no-placeholders"))
 
 
 def test_payloads_unknown_during_preview_are_not_violations(ready_prod):
@@ -201,8 +203,8 @@ def test_one_silent_alert_is_enough(ready_prod):
     assert channel_violations(without_channels(ready_prod, keep=len(alerts)), "prod") == []
 
 
-def test_the_stock_stacks_alerts_notify_no_one_mandatory_in_prod_advisory_in_dev(prod_plan, dev_plan):
-    [prod] = channel_violations(prod_plan.resources, "prod")
+def test_the_stock_stacks_alerts_notify_no_one_mandatory_in_prod_advisory_in_dev(small_prod, dev_plan):
+    [prod] = channel_violations(small_prod.resources, "prod")
     assert (prod.policy, prod.level) == ("alert-notifications-in-prod", "mandatory")
     [dev] = channel_violations(dev_plan.resources, "dev")
     assert (dev.policy, dev.level) == ("alert-notifications", "advisory")
@@ -224,16 +226,16 @@ def test_channels_unknown_during_preview_are_not_violations(ready_prod):
     assert channel_violations(unknown, "prod") == []
 
 
-def test_fleet_policy_on_the_stock_prod_stack_exits_1_listing_what_to_replace(capsys):
-    assert main(["policy", "--stack", "prod", "--json"]) == 1
+def test_fleet_policy_on_the_stock_prod_stack_exits_1_listing_what_to_replace(small_catalog, capsys):
+    assert main(["policy", "--stack", "prod", "--catalog", str(small_catalog), "--json"]) == 1
     violations = json.loads(capsys.readouterr().out)["violations"]
     assert sorted({(v["policy"], v["level"]) for v in violations}) == [
         ("alert-notifications-in-prod", "mandatory"), ("no-placeholders", "mandatory")]
 
 
-def test_fleet_policy_passes_the_stock_prod_stack_once_a_user_sets_their_values(monkeypatch, capsys):
+def test_fleet_policy_passes_the_stock_prod_stack_once_a_user_sets_their_values(small_catalog, monkeypatch, capsys):
     monkeypatch.setattr("fleet.policy.evaluate", functools.partial(evaluate, config_overrides=deployable("prod")))
-    assert main(["policy", "--stack", "prod"]) == 0
+    assert main(["policy", "--stack", "prod", "--catalog", str(small_catalog)]) == 0
     assert f"all {len(POLICIES)} policies pass" in capsys.readouterr().out
 
 
