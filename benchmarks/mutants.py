@@ -47,7 +47,7 @@ TARGETS: dict[str, list[str]] = {
     "fleet/pricing.py": ["tests/cli/test_cost.py"],
     "fleet/monitor.py": ["tests/cli/test_monitor_cli.py"],
     "inference_service/core.py": ["tests/server/test_inference_core.py"],
-    "components/monitoring.py": ["tests/components/test_monitoring.py"],
+    "components/monitoring.py": ["tests/components/test_monitoring.py", "tests/components/test_monitoring_filters.py"],
     "policy/policies.py": ["tests/policy/test_policy.py", "tests/policy/test_readiness.py"],
 }
 KILLED = {"killed", "timeout", "caught by type check"}

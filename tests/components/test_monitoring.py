@@ -1,19 +1,23 @@
-"""Alerts, uptime checks, SLOs and the dashboard, as the mocked program declares them."""
+"""Alerts, uptime checks, SLOs and the dashboard, as the mocked program declares them (over four regions: every
+case shows there, tests/conftest.py MONITORING_REGIONS) or as monitoring.py's builders make them."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from components.errors import FleetError
-from components.monitoring import FILTER_MAX_CHARS, REQUESTS, STARTUPS, ChartScope, chart_scopes
+from components.layout import ServicePlan
+from components.monitoring import FILTER_MAX_CHARS, REQUESTS, STARTUPS, ChartScope, chart_scopes, dashboard_document
 from fleet.cli import main
-from fleet.program import Plan, evaluate
+from fleet.program import Plan, evaluate, stack_config, stack_layout
 from policy.facts import load_facts
-from tests.conftest import region_entry
+from tests.conftest import monitoring_regions, region_entry
 from tests.fakes.queries import Dist, Series, chart, time_series_filter
 
 ALERT = "gcp:monitoring/alertPolicy:AlertPolicy"
@@ -31,10 +35,10 @@ def threshold(policy: dict) -> dict:
     return policy["conditions"][0]["conditionThreshold"]
 
 
-def test_every_service_has_its_three_alerts_on_itself_only(prod_plan):
-    for service in prod_plan.custom(SERVICE):
+def test_every_service_has_its_three_alerts_on_itself_only(small_prod):
+    for service in small_prod.custom(SERVICE):
         name, region = service.inputs["name"], service.inputs["location"]
-        policies = alerts(prod_plan, name)
+        policies = alerts(small_prod, name)
         assert set(policies) == {"error-ratio", "latency-p95", "max-instances"}, name
         for policy in policies.values():
             assert policy["userLabels"]["region"] == region and policy["userLabels"]["managed-by"] == "yolo-fleet"
@@ -44,10 +48,11 @@ def test_every_service_has_its_three_alerts_on_itself_only(prod_plan):
             assert service.name in policy["documentation"]["content"], "the runbook names the endpoint"
             assert f"fleet logs --endpoint {service.name}" in policy["documentation"]["content"]
             assert policy["displayName"].startswith(f"{service.name} (prod): "), "titled with the endpoint's name"
+    assert len(small_prod.custom(ALERT)) == 3 * len(small_prod.custom(SERVICE)), "no host alerts without a domain"
 
 
-def test_alert_conditions_measure_the_right_thing(prod_plan):
-    policies = alerts(prod_plan, "demo-iowa-prod")
+def test_alert_conditions_measure_the_right_thing(small_prod):
+    policies = alerts(small_prod, "demo-iowa-prod")
     ratio = threshold(policies["error-ratio"])
     assert 'response_code_class = "5xx"' in ratio["filter"] and "run.googleapis.com/request_count" in ratio["filter"]
     assert "response_code_class" not in ratio["denominatorFilter"], "5xx over all requests"
@@ -58,21 +63,25 @@ def test_alert_conditions_measure_the_right_thing(prod_plan):
     pinned = threshold(policies["max-instances"])
     assert 'metric.labels.state = "active"' in pinned["filter"]
     assert pinned["thresholdValue"] == 9.5, "fires once active instances reach max_instances (10)"
-    assert threshold(alerts(prod_plan, "demo-eemshaven-prod")["max-instances"])["thresholdValue"] == 19.5
+    assert threshold(alerts(small_prod, "demo-eemshaven-prod")["max-instances"])["thresholdValue"] == 19.5
 
 
 def test_thresholds_follow_overrides(write_catalog):
-    path = write_catalog(lambda d: region_entry(d, "us-east1").setdefault("overrides", {}).update(
-        alert_latency_p95_ms=3500, alert_duration_seconds=600, alert_error_ratio=0.01))
+    def overridden(data: dict) -> None:
+        monitoring_regions(data)
+        region_entry(data, "europe-west1").setdefault("overrides", {}).update(
+            alert_latency_p95_ms=3500, alert_duration_seconds=600, alert_error_ratio=0.01)
+
+    path = write_catalog(overridden)
     plan = evaluate("prod", catalog=path)
-    east = alerts(plan, "demo-south-carolina-prod")
-    assert threshold(east["latency-p95"])["thresholdValue"] == 3500
-    assert threshold(east["error-ratio"])["thresholdValue"] == 0.01
-    assert {threshold(p)["duration"] for p in east.values()} == {"600s"}
-    assert threshold(alerts(plan, "demo-oregon-prod")["latency-p95"])["thresholdValue"] == 2000
+    belgium = alerts(plan, "demo-st-ghislain-prod")
+    assert threshold(belgium["latency-p95"])["thresholdValue"] == 3500
+    assert threshold(belgium["error-ratio"])["thresholdValue"] == 0.01
+    assert {threshold(p)["duration"] for p in belgium.values()} == {"600s"}
+    assert threshold(alerts(plan, "demo-eemshaven-prod")["latency-p95"])["thresholdValue"] == 2000
     plan = evaluate("prod", catalog=path, config_overrides={"yolo-fleet:forced_settings": json.dumps(
         {"alert_latency_p95_ms": 900})})
-    assert threshold(alerts(plan, "demo-south-carolina-prod")["latency-p95"])["thresholdValue"] == 900, "forced wins"
+    assert threshold(alerts(plan, "demo-st-ghislain-prod")["latency-p95"])["thresholdValue"] == 900, "forced wins"
 
 
 def test_alert_duration_must_be_whole_minutes(write_catalog, capsys):
@@ -81,9 +90,9 @@ def test_alert_duration_must_be_whole_minutes(write_catalog, capsys):
     assert "alert_duration_seconds must be a multiple of 60 (got 90)" in capsys.readouterr().err
 
 
-def test_uptime_checks_only_where_instances_stay_warm(prod_plan):
-    checks = {r.inputs["userLabels"]["service"]: r.inputs for r in prod_plan.custom(UPTIME)}
-    warm = {s.inputs["name"] for s in prod_plan.custom(SERVICE)
+def test_uptime_checks_only_where_instances_stay_warm(small_prod):
+    checks = {r.inputs["userLabels"]["service"]: r.inputs for r in small_prod.custom(UPTIME)}
+    warm = {s.inputs["name"] for s in small_prod.custom(SERVICE)
             if s.inputs["template"]["scaling"]["minInstanceCount"] > 0}
     assert set(checks) == warm == {"demo-iowa-prod", "shared-iowa-prod", "shared-st-ghislain-prod",
                                    "shared-changhua-county-prod"}
@@ -95,24 +104,32 @@ def test_uptime_checks_only_where_instances_stay_warm(prod_plan):
 
 
 def test_raising_min_instances_adds_an_uptime_check(write_catalog):
-    plan = evaluate("prod", catalog=write_catalog(
-        lambda d: region_entry(d, "asia-northeast1").setdefault("overrides", {}).update(min_instances=1)))
-    assert "demo-tokyo-prod" in {r.inputs["userLabels"]["service"] for r in plan.custom(UPTIME)}
+    def warm_eemshaven(data: dict) -> None:
+        monitoring_regions(data)
+        region_entry(data, "europe-west4").setdefault("overrides", {}).update(min_instances=1)
+
+    plan = evaluate("prod", catalog=write_catalog(warm_eemshaven))
+    assert "demo-eemshaven-prod" in {r.inputs["userLabels"]["service"] for r in plan.custom(UPTIME)}
 
 
-def test_slos_when_enabled(prod_plan, dev_plan):
-    slos = [r.inputs for r in prod_plan.custom(SLO) if r.inputs["userLabels"]["service"] == "demo-iowa-prod"]
+def test_slos_when_enabled(small_prod, dev_plan):
+    slos = [r.inputs for r in small_prod.custom(SLO) if r.inputs["userLabels"]["service"] == "demo-iowa-prod"]
     assert sorted(s["goal"] for s in slos) == [0.95, 0.995]
     latency = next(s for s in slos if "distributionCut" in s["requestBasedSli"])
     assert latency["requestBasedSli"]["distributionCut"]["range"]["max"] == 1000
     assert 'service_name = "demo-iowa-prod"' in latency["requestBasedSli"]["distributionCut"]["distributionFilter"]
-    assert len(prod_plan.custom(SLO)) == 2 * len(prod_plan.custom(SERVICE))
+    assert len(small_prod.custom(SLO)) == 2 * len(small_prod.custom(SERVICE))
     assert not dev_plan.custom(SLO), "off unless enabled"
 
 
 def dashboard(plan: Plan) -> list[dict]:
     (resource,) = plan.custom("gcp:monitoring/dashboard:Dashboard")
     return [t["widget"] for t in json.loads(resource.inputs["dashboardJson"])["mosaicLayout"]["tiles"]]
+
+
+def document_widgets(services: Sequence[ServicePlan], url_map: str | None = None) -> list[dict]:
+    """The dashboard monitoring.py builds for these services, without planning the program."""
+    return [t["widget"] for t in dashboard_document("prod", services, url_map)["mosaicLayout"]["tiles"]]
 
 
 def queries(widget: dict) -> list[str]:
@@ -125,8 +142,8 @@ def stack_services(plan: Plan) -> dict[str, str]:
     return {r.inputs["name"]: r.inputs["location"] for r in plan.custom(SERVICE)}
 
 
-def test_one_dashboard_per_stack(prod_plan):
-    widgets = dashboard(prod_plan)
+def test_one_dashboard_per_stack(small_prod):
+    widgets = dashboard(small_prod)
     assert [w["title"] for w in widgets] == [
         "Requests/s by region", "5xx errors/s by region", "p50 latency by region", "p95 latency by region",
         "Active instances by region", "Cold starts by region (container startups per minute)",
@@ -138,14 +155,14 @@ def test_one_dashboard_per_stack(prod_plan):
     assert "container_startup_latencies_count" in queries(widgets[5])[0]
 
 
-def test_dashboard_charts_exactly_the_stacks_services(prod_plan):
-    services = stack_services(prod_plan)
+def test_dashboard_charts_exactly_the_stacks_services(small_prod):
+    services = stack_services(small_prod)
     # 1 request/s on each of the stack's services, and 7/s on another stack's service in Iowa
     data = [Series(REQUESTS, {"service_name": name, "location": region}, [(60, 60), (120, 60)],
                    {"response_code_class": "2xx"}) for name, region in services.items()]
     data.append(Series(REQUESTS, {"service_name": "other-iowa", "location": "us-central1"}, [(60, 420)]))
     data.append(Series(REQUESTS, {"service_name": "demo-iowa-dev", "location": "us-central1"}, [(60, 420)]))
-    lines = chart(dashboard(prod_plan)[0], data)
+    lines = chart(dashboard(small_prod)[0], data)
     per_region = Counter(services.values())
     assert lines == {region: {60: float(n), 120: float(n)} for region, n in per_region.items()}
     assert lines["us-central1"][60] == 2.0, "demo-iowa and shared-iowa of prod, not other-iowa or dev's"
@@ -157,16 +174,16 @@ def startups(name: str, region: str, counts: list[int]) -> Series:
                   [(60 * (i + 1), Dist(c)) for i, c in enumerate(counts) if c])
 
 
-def test_cold_starts_chart_counts_startups_not_series(prod_plan):
+def test_cold_starts_chart_counts_startups_not_series(small_catalog):
+    widgets = document_widgets(stack_layout("prod", catalog=small_catalog).layout.services)
     data = [startups("demo-iowa-prod", "us-central1", [3, 1, 0]),
             startups("shared-iowa-prod", "us-central1", [2, 0, 4]),
             startups("demo-st-ghislain-prod", "europe-west1", [5, 5, 5]),
             startups("demo-iowa-dev", "us-central1", [9, 9, 9])]  # the dev stack's, in the same project
-    cold_starts = dashboard(prod_plan)[5]
-    assert chart(cold_starts, data) == {"us-central1": {60: 5, 120: 1, 180: 4},
-                                        "europe-west1": {60: 5, 120: 5, 180: 5}}
+    assert chart(widgets[5], data) == {"us-central1": {60: 5, 120: 1, 180: 4},
+                                       "europe-west1": {60: 5, 120: 5, 180: 5}}
     # The former query, ALIGN_DELTA then REDUCE_COUNT on the distribution, counted series with a point
-    old = {"filter": queries(dashboard(prod_plan)[0])[0].replace(REQUESTS, STARTUPS), "aggregation": {
+    old = {"filter": queries(widgets[0])[0].replace(REQUESTS, STARTUPS), "aggregation": {
         "alignmentPeriod": "60s", "perSeriesAligner": "ALIGN_DELTA", "crossSeriesReducer": "REDUCE_COUNT",
         "groupByFields": ["resource.label.location"]}}
     assert time_series_filter(old, data) == {"us-central1": {60: 2, 120: 1, 180: 1},
@@ -176,10 +193,11 @@ def test_cold_starts_chart_counts_startups_not_series(prod_plan):
 def test_dashboard_filters_fit_with_three_models_in_every_region():
     models = [{"name": f"{kind}-{'x' * (24 - len(kind) - 1)}", "file": "models/demo-e2e.onnx", "regions": "all"}
               for kind in ("detect", "segment", "pose")]
-    plan = evaluate("prod", config_overrides={"yolo-fleet:models": json.dumps(models)})
-    services = stack_services(plan)
+    config = {**stack_config("prod"), "yolo-fleet:models": json.dumps(models)}
+    plans = stack_layout("prod", config=config).layout.services
+    services = {s.service_name: s.region.id for s in plans}
     assert len(services) == 3 * 43 + 3
-    widgets = dashboard(plan)
+    widgets = document_widgets(plans, url_map="yolo-fleet-prod")
     for w in widgets:
         assert all(len(q) <= FILTER_MAX_CHARS for q in queries(w)), w["title"]
     assert len(queries(widgets[0])) > 1, "more than one data set was needed"
@@ -209,11 +227,11 @@ def test_bad_notification_channel(channels, message):
         evaluate("dev", config_overrides={"yolo-fleet:notification_channels": json.dumps(channels)})
 
 
-def test_plan_shows_what_watches_each_service(capsys):
-    assert main(["plan"]) == 0
+def test_plan_shows_what_watches_each_service(small_prod, small_catalog: Path, capsys):
+    assert main(["plan", "--catalog", str(small_catalog)]) == 0  # small_prod's plan, from the run's cache
     out = capsys.readouterr().out
     assert re.search(r"^demo-iowa\s.*\s3 alerts, uptime, 2 SLOs\s", out, re.M)
-    assert re.search(r"^demo-tokyo\s.*\s3 alerts, 2 SLOs\s", out, re.M)
+    assert re.search(r"^demo-st-ghislain\s.*\s3 alerts, 2 SLOs\s", out, re.M)
 
 
 @pytest.mark.parametrize("spare", [0, 20, 160])
