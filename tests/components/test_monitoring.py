@@ -256,3 +256,183 @@ def test_chart_scopes_keep_every_filter_within_the_limit_and_draw_each_service_o
     assert split == too_big
     assert split if spare == 0 else True, "the tightest room splits the regions with two services"
     assert not split if spare == 160 else True, "ample room splits none"
+
+
+IOWA = ('resource.type = "cloud_run_revision" AND resource.labels.service_name = "demo-iowa-prod" AND '
+        'resource.labels.location = "us-central1" AND metric.type = ')
+IOWA_LABELS = {"service": "demo-iowa-prod", "region": "us-central1", "managed-by": "yolo-fleet", "stack": "prod"}
+CONSOLE = "https://console.cloud.google.com/run/detail/us-central1/demo-iowa-prod/metrics?project=my-gcp-project"
+
+
+def runbook(what: str, *checks: str) -> dict:
+    """The documentation on-call reads: what fires, what to check, and where to look, in markdown."""
+    return {"mimeType": "text/markdown", "subject": f"[yolo-fleet prod] demo-iowa: {what}", "content": "\n".join([
+        f"**demo-iowa** (dedicated, us-central1, Cloud Run service demo-iowa-prod): {what}", "", "Check:",
+        *[f"- {c}" for c in checks],
+        "- `fleet monitor --endpoint demo-iowa` and `fleet logs --endpoint demo-iowa --severity ERROR`",
+        f"- Cloud Run metrics: {CONSOLE}"])}
+
+
+def condition(filter_: str, aligner: str, reducer: str, value: float, denominator: str | None = None) -> dict:
+    """A threshold condition as the API receives it: fires when the value stays above `value` for 5 minutes."""
+    aggregations = [{"alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer}]
+    return {"filter": filter_, "aggregations": aggregations, "comparison": "COMPARISON_GT", "thresholdValue": value,
+            "duration": "300s", "trigger": {"count": 1}, "evaluationMissingData": "EVALUATION_MISSING_DATA_INACTIVE",
+            **({"denominatorFilter": denominator, "denominatorAggregations": aggregations} if denominator else {})}
+
+
+def test_each_alert_policy_as_the_api_receives_it(small_prod):
+    """Everything on-call sees of demo-iowa's three alerts: title, severity, condition, auto-close and runbook."""
+    requests = IOWA + '"run.googleapis.com/request_count"'
+    expected = {
+        "error-ratio": ("5xx ratio above 5.0% for 5 min", "ERROR", condition(
+            requests + ' AND metric.labels.response_code_class = "5xx"', "ALIGN_RATE", "REDUCE_SUM", 0.05, requests),
+            ["the latest revision and its logs: a bad image or model file fails every request",
+             "health: `curl https://<url>/health`", "recent deploys: `pulumi stack history`"]),
+        "latency-p95": ("p95 latency above 2000 ms for 5 min", "WARNING", condition(
+            IOWA + '"run.googleapis.com/request_latencies"', "ALIGN_PERCENTILE_95", "REDUCE_MAX", 2000),
+            ["cold starts (startup latency) if min_instances is 0: raise min_instances",
+             "CPU utilisation near 100%: raise cpu or lower concurrency",
+             "image sizes sent by clients (large uploads decode slowly)"]),
+        "max-instances": ("pinned at max_instances (10) for 5 min", "WARNING", condition(
+            IOWA + '"run.googleapis.com/container/instance_count" AND metric.labels.state = "active"', "ALIGN_MAX",
+            "REDUCE_SUM", 9.5),
+            ["requests queue or get 429 while pinned: raise max_instances in regions.yaml or the stack config",
+             "a traffic spike or a client retry loop in the request logs"]),
+    }
+    policies = alerts(small_prod, "demo-iowa-prod")
+    assert set(policies) == set(expected)
+    for kind, (what, severity, threshold_, checks) in expected.items():
+        assert policies[kind] == {
+            "project": "my-gcp-project", "displayName": f"demo-iowa (prod): {what}", "combiner": "OR",
+            "conditions": [{"displayName": what, "conditionThreshold": threshold_}],
+            "documentation": runbook(what, *checks), "severity": severity,
+            "alertStrategy": {"autoClose": "1800s"}, "userLabels": {**IOWA_LABELS, "alert": kind},
+            "notificationChannels": [],  # prod's stack file lists none yet (the policy pack refuses that)
+        }, kind
+
+
+def test_uptime_check_as_the_api_receives_it(small_prod):
+    (check,) = [r for r in small_prod.custom(UPTIME) if r.inputs["userLabels"]["service"] == "demo-iowa-prod"]
+    assert check.name == "demo-iowa-uptime"
+    assert check.inputs == {
+        "project": "my-gcp-project", "displayName": "demo-iowa (prod) /health", "period": "60s", "timeout": "10s",
+        "httpCheck": {"path": "/health", "port": 443, "useSsl": True, "validateSsl": True},
+        "monitoredResource": {"type": "uptime_url", "labels": {
+            "project_id": "my-gcp-project", "host": "demo-iowa-prod-PROJECT_NUMBER.us-central1.run.app"}},
+        "userLabels": IOWA_LABELS}
+
+
+def test_slos_as_the_api_receives_them(small_prod):
+    """demo-iowa's custom service and its two SLOs: 99.5% of requests not 5xx, 95% under 1000 ms, over 28 days."""
+    (service,) = [r for r in small_prod.custom("gcp:monitoring/customService:CustomService")
+                  if r.inputs["userLabels"]["service"] == "demo-iowa-prod"]
+    assert service.name == "demo-iowa"
+    assert service.inputs == {"project": "my-gcp-project", "serviceId": "yolo-fleet-demo-iowa-prod",
+                              "displayName": "yolo-fleet demo-iowa (us-central1, prod)", "userLabels": IOWA_LABELS}
+    slos = {r.name: r.inputs for r in small_prod.custom(SLO) if r.inputs["userLabels"]["service"] == "demo-iowa-prod"}
+    requests = IOWA + '"run.googleapis.com/request_count"'
+    common = {"project": "my-gcp-project", "service": "yolo-fleet-demo-iowa-prod", "rollingPeriodDays": 28,
+              "userLabels": IOWA_LABELS}
+    assert slos == {
+        "demo-iowa-availability": {
+            **common, "sloId": "demo-iowa-prod-availability", "goal": 0.995,
+            "displayName": "demo-iowa: 99.5% of requests not 5xx, 28 days",
+            "requestBasedSli": {"goodTotalRatio": {
+                "badServiceFilter": requests + ' AND metric.labels.response_code_class = "5xx"',
+                "totalServiceFilter": requests}}},
+        "demo-iowa-latency": {
+            **common, "sloId": "demo-iowa-prod-latency", "goal": 0.95,
+            "displayName": "demo-iowa: 95.0% of requests under 1000 ms, 28 days",
+            "requestBasedSli": {"distributionCut": {
+                "distributionFilter": IOWA + '"run.googleapis.com/request_latencies"', "range": {"max": 1000}}}},
+    }
+
+
+def test_a_model_host_alerts_on_its_clients_5xx_at_its_strictest_endpoints_threshold(write_catalog):
+    """With `domain`, each model's host has an error-ratio alert on the balancer's backend service of the model, at
+    the lowest ratio and shortest duration of its endpoints (St. Ghislain's here), notifying the stack's channels."""
+    def strict_belgium(data: dict) -> None:
+        monitoring_regions(data)
+        region_entry(data, "europe-west1").setdefault("overrides", {}).update(
+            alert_error_ratio=0.02, alert_duration_seconds=120)
+
+    channels = [{"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@example.com"}}]
+    plan = evaluate("prod", catalog=write_catalog(strict_belgium), config_overrides={
+        "yolo-fleet:domain": "models.example.com", "yolo-fleet:notification_channels": json.dumps(channels)})
+    (host,) = [r for r in plan.custom(ALERT) if r.inputs["userLabels"]["alert"] == "host-error-ratio"]
+    balancer = ('resource.type = "https_lb_rule" AND resource.labels.url_map_name = "yolo-fleet-prod" AND '
+                'resource.labels.backend_target_name = "yolo-fleet-prod-model-demo" AND '
+                'metric.type = "loadbalancing.googleapis.com/https/request_count"')
+    what = "5xx ratio on https://demo.models.example.com above 2.0% for 2 min"
+    aggregations = [{"alignmentPeriod": "60s", "perSeriesAligner": "ALIGN_RATE", "crossSeriesReducer": "REDUCE_SUM"}]
+    assert host.name == "host-demo-error-ratio"
+    assert host.inputs == {
+        "project": "my-gcp-project", "displayName": f"demo.models.example.com (prod): {what}", "combiner": "OR",
+        "conditions": [{"displayName": what, "conditionThreshold": {
+            "filter": balancer + " AND metric.labels.response_code_class = 500", "denominatorFilter": balancer,
+            "aggregations": aggregations, "denominatorAggregations": aggregations, "comparison": "COMPARISON_GT",
+            "thresholdValue": 0.02, "duration": "120s", "trigger": {"count": 1},
+            "evaluationMissingData": "EVALUATION_MISSING_DATA_INACTIVE"}}],
+        "documentation": {
+            "mimeType": "text/markdown", "subject": f"[yolo-fleet prod] demo.models.example.com: {what}",
+            "content": f"**demo.models.example.com** (model demo, backend service yolo-fleet-prod-model-demo): {what}"
+                       "\n\nCheck:\n- the dashboard's balancer charts: which backend region returns the 5xx\n"
+                       "- `fleet monitor --stack prod` for the model's endpoints, worst first"},
+        "notificationChannels": ["projects/my-gcp-project/notificationChannels/alerts-0-email"], "severity": "ERROR",
+        "alertStrategy": {"autoClose": "1800s"},
+        "userLabels": {"managed-by": "yolo-fleet", "stack": "prod", "model": "demo", "alert": "host-error-ratio"}}
+    (channel,) = plan.custom("gcp:monitoring/notificationChannel:NotificationChannel")
+    assert channel.name == "alerts-0-email"
+    assert channel.inputs == {"project": "my-gcp-project", "type": "email", "displayName": "On-call",
+                              "labels": {"email_address": "oncall@example.com"},
+                              "userLabels": {"managed-by": "yolo-fleet"}}
+
+
+def test_dashboard_tiles_and_queries(small_catalog):
+    """Nine charts two to a row, each query aggregated per minute and grouped by region (Cloud Run's location, the
+    balancer's backend scope); without a balancer, no balancer charts."""
+    services = stack_layout("prod", catalog=small_catalog).layout.services
+    document = dashboard_document("prod", services, url_map="yolo-fleet-prod")
+    assert document["displayName"] == "yolo-fleet prod" and document["mosaicLayout"]["columns"] == 12
+    tiles = document["mosaicLayout"]["tiles"]
+    assert [(t["xPos"], t["yPos"], t["width"], t["height"]) for t in tiles] == [
+        (x, y, 6, 4) for y in (0, 4, 8, 12) for x in (0, 6)] + [(0, 16, 6, 4)]
+    charts = {t["widget"]["title"]: t["widget"]["xyChart"] for t in tiles}
+    by_location, by_backend = ["resource.label.location"], ["resource.label.backend_scope"]
+    expected = {  # title: (y-axis label, aligner, reducer, group by)
+        "Requests/s by region": ("req/s", "ALIGN_RATE", "REDUCE_SUM", by_location),
+        "5xx errors/s by region": ("err/s", "ALIGN_RATE", "REDUCE_SUM", by_location),
+        "p50 latency by region": ("ms", "ALIGN_DELTA", "REDUCE_PERCENTILE_50", by_location),
+        "p95 latency by region": ("ms", "ALIGN_DELTA", "REDUCE_PERCENTILE_95", by_location),
+        "Active instances by region": ("instances", "ALIGN_MAX", "REDUCE_SUM", by_location),
+        "Balancer requests/s by backend region": ("req/s", "ALIGN_RATE", "REDUCE_SUM", by_backend),
+        "Balancer 5xx/s by backend region": ("err/s", "ALIGN_RATE", "REDUCE_SUM", by_backend),
+        "Balancer p95 latency by backend region": ("ms", "ALIGN_DELTA", "REDUCE_PERCENTILE_95", by_backend),
+    }
+    for title, (unit, aligner, reducer, group_by) in expected.items():
+        (data_set,) = charts[title]["dataSets"]
+        assert (data_set["plotType"], data_set["targetAxis"]) == ("LINE", "Y1"), title
+        assert data_set["timeSeriesQuery"]["timeSeriesFilter"]["aggregation"] == {
+            "alignmentPeriod": "60s", "perSeriesAligner": aligner, "crossSeriesReducer": reducer,
+            "groupByFields": group_by}, title
+        assert charts[title]["yAxis"] == {"label": unit, "scale": "LINEAR"}, title
+    balancer = 'resource.type = "https_lb_rule" AND resource.labels.url_map_name = "yolo-fleet-prod" AND metric.type = '
+    assert {title: queries({"xyChart": chart_})[0] for title, chart_ in charts.items()
+            if title.startswith("Balancer")} == {
+        "Balancer requests/s by backend region": balancer + '"loadbalancing.googleapis.com/https/request_count"',
+        "Balancer 5xx/s by backend region":
+            balancer + '"loadbalancing.googleapis.com/https/request_count" AND metric.labels.response_code_class = 500',
+        "Balancer p95 latency by backend region": balancer + '"loadbalancing.googleapis.com/https/total_latencies"'}
+    (cold,) = charts["Cold starts by region (container startups per minute)"]["dataSets"]
+    assert (cold["plotType"], cold["targetAxis"], cold["timeSeriesQuery"]["unitOverride"]) == ("LINE", "Y1", "1")
+    assert charts["Cold starts by region (container startups per minute)"]["yAxis"] == {
+        "label": "startups", "scale": "LINEAR"}
+    assert [w["title"] for w in document_widgets(services)] == list(charts)[:6], "no balancer, no balancer charts"
+
+
+def test_the_stack_declares_the_dashboard_of_all_its_services(small_prod, small_catalog):
+    (resource,) = small_prod.custom("gcp:monitoring/dashboard:Dashboard")
+    assert resource.name == "dashboard" and resource.inputs["project"] == "my-gcp-project"
+    services = stack_layout("prod", catalog=small_catalog).layout.services
+    assert json.loads(resource.inputs["dashboardJson"]) == dashboard_document("prod", services, "yolo-fleet-prod")
