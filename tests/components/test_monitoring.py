@@ -436,3 +436,24 @@ def test_the_stack_declares_the_dashboard_of_all_its_services(small_prod, small_
     assert resource.name == "dashboard" and resource.inputs["project"] == "my-gcp-project"
     services = stack_layout("prod", catalog=small_catalog).layout.services
     assert json.loads(resource.inputs["dashboardJson"]) == dashboard_document("prod", services, "yolo-fleet-prod")
+
+
+def test_monitoring_lives_under_the_component_it_watches(write_catalog):
+    """A service's alerts, uptime check and SLOs belong to its endpoint's component (or the shared API's), a host's
+    alert to the balancer, the dashboard to its own component: moving one elsewhere changes its URN, and `pulumi up`
+    would delete and recreate it (alert history and SLO burn lost)."""
+    plan = evaluate("prod", catalog=write_catalog(monitoring_regions),
+                    config_overrides={"yolo-fleet:domain": "models.example.com"})
+    parents = {(r.type.split(":")[-1], r.name): r.parent for r in plan.resources
+               if r.type.startswith(("gcp:monitoring/", "yolo-fleet:index:FleetDashboard"))}
+    watching_iowa = {(kind, name): parents[(kind, name)] for kind, name in parents if "-iowa" in name}
+    assert watching_iowa == {
+        **{("AlertPolicy", f"{service}-{kind}"): parent for service, parent in (("demo-iowa", "demo-iowa"),
+                                                                                ("shared-iowa", "shared"))
+           for kind in ("error-ratio", "latency-p95", "max-instances")},
+        **{(kind, f"{service}{suffix}"): parent for service, parent in (("demo-iowa", "demo-iowa"),
+                                                                          ("shared-iowa", "shared"))
+           for kind, suffix in (("UptimeCheckConfig", "-uptime"), ("CustomService", ""), ("Slo", "-availability"),
+                                ("Slo", "-latency"))}}
+    assert parents[("AlertPolicy", "host-demo-error-ratio")] == "lb"
+    assert parents[("Dashboard", "dashboard")] == "dashboard" and parents[("FleetDashboard", "dashboard")] is None
