@@ -457,3 +457,22 @@ def test_monitoring_lives_under_the_component_it_watches(write_catalog):
                                 ("Slo", "-latency"))}}
     assert parents[("AlertPolicy", "host-demo-error-ratio")] == "lb"
     assert parents[("Dashboard", "dashboard")] == "dashboard" and parents[("FleetDashboard", "dashboard")] is None
+
+
+def test_chart_scopes_share_a_data_set_up_to_the_exact_limit(small_catalog):
+    """As few data sets as fit: regions (or a region's services) whose filter reaches the limit exactly share one,
+    one character less splits them; a chart then draws more lines, each a request to Cloud Monitoring."""
+    services = [s for s in stack_layout("prod", catalog=small_catalog).layout.services
+                if s.region.id in ("europe-west4", "us-central1")]
+    extra = len(ChartScope((), ()).filter(STARTUPS, 'metric.labels.response_code_class = "5xx"'))
+    both = ChartScope(("europe-west4", "us-central1"), ("demo-eemshaven-prod", "demo-iowa-prod", "shared-iowa-prod"))
+    room = len("europe-west4|us-central1") + len("demo-eemshaven-prod|demo-iowa-prod|shared-iowa-prod")
+    assert chart_scopes(services, extra + room) == [both]
+    assert chart_scopes(services, extra + room - 1) == [
+        ChartScope(("europe-west4",), ("demo-eemshaven-prod",)),
+        ChartScope(("us-central1",), ("demo-iowa-prod", "shared-iowa-prod"))]
+    iowa = [s for s in services if s.region.id == "us-central1"]
+    room = len("us-central1") + len("demo-iowa-prod|shared-iowa-prod")
+    assert chart_scopes(iowa, extra + room) == [ChartScope(("us-central1",), ("demo-iowa-prod", "shared-iowa-prod"))]
+    assert chart_scopes(iowa, extra + room - 1) == [ChartScope(("us-central1",), ("demo-iowa-prod",)),
+                                                    ChartScope(("us-central1",), ("shared-iowa-prod",))]
