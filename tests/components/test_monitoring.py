@@ -476,3 +476,17 @@ def test_chart_scopes_share_a_data_set_up_to_the_exact_limit(small_catalog):
     assert chart_scopes(iowa, extra + room) == [ChartScope(("us-central1",), ("demo-iowa-prod", "shared-iowa-prod"))]
     assert chart_scopes(iowa, extra + room - 1) == [ChartScope(("us-central1",), ("demo-iowa-prod",)),
                                                     ChartScope(("us-central1",), ("shared-iowa-prod",))]
+
+
+def test_a_bug_in_the_program_does_not_break_the_next_plan(small_catalog, monkeypatch):
+    """A program that raises (here, the dashboard builder) fails its own plan only: the next evaluation in the same
+    process plans as usual, instead of awaiting the failed one's tasks on its closed event loop."""
+    def broken(*args: object) -> dict:
+        raise RuntimeError("a bug in the dashboard")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("components.monitoring.dashboard_document", broken)
+        with pytest.raises(RuntimeError, match="a bug in the dashboard"):
+            evaluate("prod", catalog=small_catalog)
+    plan = evaluate("prod", catalog=small_catalog, config_overrides={"yolo-fleet:slo": json.dumps({"enabled": False})})
+    assert len(plan.custom("gcp:monitoring/dashboard:Dashboard")) == 1 and not plan.custom(SLO)
