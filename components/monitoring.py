@@ -258,7 +258,7 @@ class ChartScope:
     locations: tuple[str, ...]
     services: tuple[str, ...]
 
-    def filter(self, metric: str, extra: str = "") -> str:
+    def filter(self, metric: str, extra: str) -> str:
         """A filter on the built-in labels every Cloud Run metric carries (not metadata.user_labels)."""
         base = ('resource.type = "cloud_run_revision" AND resource.labels.location = '
                 f'monitoring.regex.full_match("{_alternation(self.locations)}") AND resource.labels.service_name = '

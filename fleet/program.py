@@ -129,6 +129,12 @@ def _evaluate(stack: str, config: dict[str, str], project_dir: Path) -> Plan:
         except pulumi.RunError as error:
             loop.run_until_complete(wait_for_rpcs())  # let the stack's own registration finish quietly
             raise FleetError(str(error)) from None
+        except Exception:
+            # A bug in the program: settle what it had registered while its loop is open, or the next evaluation in
+            # this process awaits those tasks on a closed loop ("Event loop is closed") and fails whatever it plans.
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(wait_for_rpcs())
+            raise
         finally:
             sys.path.remove(str(project_dir))
         outputs = {k: loop.run_until_complete(_resolve(v)) for k, v in root.outputs.items()}

@@ -128,3 +128,29 @@ def prod_in(regions: Iterable[str] = FEW_REGIONS) -> dict[str, str]:
     and the same other inputs share one evaluation (plans_once_per_input)."""
     models = json.loads(stack_config("prod")[f"{NAMESPACE}:models"])
     return {f"{NAMESPACE}:models": json.dumps([{**model, "regions": list(regions)} for model in models])}
+
+
+# Iowa kept warm, Eemshaven's max_instances of 20, and the shared API's three regions (Iowa, St. Ghislain, Changhua
+# County): every case the monitoring tests check, in a sixth of prod's resources.
+MONITORING_REGIONS = ("us-central1", "europe-west1", "europe-west4", "asia-east1")
+
+
+def monitoring_regions(data: dict[str, Any]) -> None:
+    """write_catalog's mutation keeping only MONITORING_REGIONS."""
+    data["regions"] = [r for r in data["regions"] if r["id"] in MONITORING_REGIONS]
+
+
+@pytest.fixture
+def small_catalog(write_catalog: Callable[..., Path]) -> Path:
+    return write_catalog(monitoring_regions)
+
+
+@pytest.fixture
+def small_prod(small_catalog: Path, plans_once_per_input: dict[tuple[Any, ...], Plan]) -> Iterator[Plan]:
+    """The prod stack over MONITORING_REGIONS, planned afresh for each test and dropped from the run's cache after
+    it: mutation testing runs, for each mutant, only the tests whose own run reached the mutated code, and a plan
+    served from the cache reaches none of it."""
+    cached = set(plans_once_per_input)
+    yield evaluate("prod", catalog=small_catalog)
+    for key in set(plans_once_per_input) - cached:
+        del plans_once_per_input[key]

@@ -54,23 +54,23 @@ def alert_condition(plan: Plan, kind: str) -> dict:
     return policy["conditions"][0]["conditionThreshold"]
 
 
-def test_alert_filters_select_exactly_this_services_series(prod_plan):
-    ratio = alert_condition(prod_plan, "error-ratio")
+def test_alert_filters_select_exactly_this_services_series(small_prod):
+    ratio = alert_condition(small_prod, "error-ratio")
     assert selected(ratio["filter"]) == {"5xx"}
     assert selected(ratio["denominatorFilter"]) == {"2xx", "4xx", "5xx"}
     assert [(a["perSeriesAligner"], a["crossSeriesReducer"]) for a in ratio["aggregations"]] == \
         [(a["perSeriesAligner"], a["crossSeriesReducer"]) for a in ratio["denominatorAggregations"]] == \
         [("ALIGN_RATE", "REDUCE_SUM")], "numerator and denominator aggregated alike"
-    latency = alert_condition(prod_plan, "latency-p95")
+    latency = alert_condition(small_prod, "latency-p95")
     assert selected(latency["filter"]) == {"latency"}
-    pinned = alert_condition(prod_plan, "max-instances")
+    pinned = alert_condition(small_prod, "max-instances")
     assert selected(pinned["filter"]) == {"active"}
     assert (pinned["aggregations"][0]["perSeriesAligner"], pinned["aggregations"][0]["crossSeriesReducer"]) == (
         "ALIGN_MAX", "REDUCE_SUM")
 
 
-def test_availability_slo_counts_5xx_as_bad_among_all_requests(prod_plan):
-    slos = {r.inputs["sloId"].rsplit("-", 1)[-1]: r.inputs["requestBasedSli"] for r in prod_plan.custom(SLO)
+def test_availability_slo_counts_5xx_as_bad_among_all_requests(small_prod):
+    slos = {r.inputs["sloId"].rsplit("-", 1)[-1]: r.inputs["requestBasedSli"] for r in small_prod.custom(SLO)
             if r.inputs["userLabels"]["service"] == NAME}
     ratio = slos["availability"]["goodTotalRatio"]
     assert set(ratio) == {"badServiceFilter", "totalServiceFilter"}, "bad and total: 4xx count as good"
@@ -99,25 +99,25 @@ def look_alikes(metric: str, value: float | Dist, **labels: str) -> list[Series]
             Series(metric, {"service_name": NAME, "location": REGION}, [(60, value)], labels, "cloud_run_job")]
 
 
-def test_error_and_instance_charts_draw_only_the_stacks_5xx_and_active_instances(prod_plan):
-    charts = widgets(prod_plan)
-    per_region = Counter(r.inputs["location"] for r in prod_plan.custom(SERVICE))
-    requests = [*stack_series(prod_plan, REQUESTS, 600, response_code_class="2xx"),
-                *stack_series(prod_plan, REQUESTS, 6, response_code_class="5xx"),
+def test_error_and_instance_charts_draw_only_the_stacks_5xx_and_active_instances(small_prod):
+    charts = widgets(small_prod)
+    per_region = Counter(r.inputs["location"] for r in small_prod.custom(SERVICE))
+    requests = [*stack_series(small_prod, REQUESTS, 600, response_code_class="2xx"),
+                *stack_series(small_prod, REQUESTS, 6, response_code_class="5xx"),
                 *look_alikes(REQUESTS, 6000, response_code_class="5xx")]
     # a minute of 6 errors per service: 0.1 errors/s per service, summed by region
     assert chart(charts["5xx errors/s"], requests) == {r: {60: pytest.approx(0.1 * n)} for r, n in per_region.items()}
     assert chart(charts["Requests/s"], requests) == {r: {60: pytest.approx(10.1 * n)} for r, n in per_region.items()}
-    instances = [*stack_series(prod_plan, INSTANCES, 3, state="active"),
-                 *stack_series(prod_plan, INSTANCES, 50, state="idle"), *look_alikes(INSTANCES, 70, state="active")]
+    instances = [*stack_series(small_prod, INSTANCES, 3, state="active"),
+                 *stack_series(small_prod, INSTANCES, 50, state="idle"), *look_alikes(INSTANCES, 70, state="active")]
     assert chart(charts["Active instances"], instances) == {r: {60: 3 * n} for r, n in per_region.items()}
 
 
-def test_latency_charts_select_only_the_stacks_latencies(prod_plan):
-    charts = widgets(prod_plan)
-    mine = stack_series(prod_plan, LATENCIES, Dist(1))
-    others = [*look_alikes(LATENCIES, Dist(1)), *stack_series(prod_plan, REQUESTS, 1),
-              *stack_series(prod_plan, STARTUPS, Dist(1))]
+def test_latency_charts_select_only_the_stacks_latencies(small_prod):
+    charts = widgets(small_prod)
+    mine = stack_series(small_prod, LATENCIES, Dist(1))
+    others = [*look_alikes(LATENCIES, Dist(1)), *stack_series(small_prod, REQUESTS, 1),
+              *stack_series(small_prod, STARTUPS, Dist(1))]
     for title, percentile in (("p50 latency", "REDUCE_PERCENTILE_50"), ("p95 latency", "REDUCE_PERCENTILE_95")):
         data_sets = [d["timeSeriesQuery"]["timeSeriesFilter"] for d in charts[title]["xyChart"]["dataSets"]]
         assert {(d["aggregation"]["perSeriesAligner"], d["aggregation"]["crossSeriesReducer"])
