@@ -70,10 +70,10 @@ INFO = ModelInfo(name="yolo26n.onnx", task="detect", names={0: "person", 5: "bus
 
 def test_body_around_the_results(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shape is (height, width); speeds and call/alive times are milliseconds with two decimals."""
+    before = time.perf_counter()  # everything after this may be late by at most took_ms (a GC pause, preemption)
     monkeypatch.setattr(wire, "STARTED", time.time() - 12.345678)
     results = [{"name": "bus", "class": 5}]
-    started = time.perf_counter() - 1.234567
-    before = time.perf_counter()
+    started = before - 1.234567
     body = predict_body(INFO, (1080, 810), results, {"preprocess": 4.56789, "inference": 20.004, "postprocess": 0.5},
                         started)
     took_ms = (time.perf_counter() - before) * 1000
