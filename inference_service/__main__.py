@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         if settings.api_key_file:
             settings = settings.model_copy(update={"allow_anonymous": False})  # a key file always applies
         app = create_app(settings)
-    serve(app, sock, settings.request_timeout, settings.ready_message)
+    serve(app, sock, settings.request_timeout, settings.drain_seconds, settings.ready_message)
 
 
 def _shared_app(settings: ServerSettings) -> FastAPI:

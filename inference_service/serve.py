@@ -8,7 +8,7 @@
   instead of uvicorn's log line and exit 1 after the start-up work; the address is announced (``ready_message``)
   only once the server accepts requests, with the port it really bound (``--port 0`` picks a free one).
 - On SIGTERM (Cloud Run sends it, then SIGKILL 10 s later) uvicorn stops accepting connections, closes
-  idle ones and lets in-flight requests finish for up to ``DRAIN_S``; the process then exits 0.
+  idle ones and lets in-flight requests finish for up to ``--drain-seconds`` (8); the process then exits 0.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-DRAIN_S = 8  # Cloud Run's SIGKILL comes 10 s after SIGTERM; 2 s are left for lifespan shutdown and exit
 KEEP_ALIVE_S = 620  # longer than Cloud Run's front end keeps idle connections (600 s)
 
 log = logging.getLogger("inference_service")
@@ -86,8 +85,8 @@ class DrainingServer(uvicorn.Server):
             print(self.ready_message.replace("{url}", url_of(sockets[0])), flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        log.info("shutdown: draining %d in-flight request(s) for up to %d s; new connections are refused",
-                 len(self.server_state.tasks), DRAIN_S)
+        log.info("shutdown: draining %d in-flight request(s) for up to %s s; new connections are refused",
+                 len(self.server_state.tasks), self.config.timeout_graceful_shutdown)
         await super().shutdown(sockets)
 
 
@@ -122,16 +121,18 @@ def _exit_cleanly(signum: int, _: FrameType | None) -> None:
     sys.exit(0)
 
 
-def serve(app: FastAPI, sock: socket.socket, request_timeout: float, ready_message: str | None = None) -> None:
-    """Serve on ``sock`` (from ``bind``) until SIGTERM/SIGINT; print ``ready_message`` with ``{url}`` replaced
-    once listening. SIGTERM exits 0 whether it comes before, during or after serving (uvicorn re-raises it
-    after draining; the default action would end the process "killed by SIGTERM", and as a container's PID 1
-    would ignore it during startup)."""
+def serve(app: FastAPI, sock: socket.socket, request_timeout: float, drain_seconds: int,
+          ready_message: str | None = None) -> None:
+    """Serve on ``sock`` (from ``bind``) until SIGTERM/SIGINT, then drain for up to ``drain_seconds``; print
+    ``ready_message`` with ``{url}`` replaced once listening. SIGTERM exits 0 whether it comes before, during or
+    after serving (uvicorn re-raises it after draining; the default action would end the process "killed by
+    SIGTERM", and as a container's PID 1 would ignore it during startup)."""
     signal.signal(signal.SIGTERM, _exit_cleanly)
     protocol = type("Protocol", (DeadlineProtocol,), {"header_timeout": request_timeout})
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, http=protocol, log_config=None, access_log=False,
-                            server_header=False, timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=DRAIN_S)
+                            server_header=False, timeout_keep_alive=KEEP_ALIVE_S,
+                            timeout_graceful_shutdown=drain_seconds)
     server = DrainingServer(config)
     server.ready_message = ready_message
     server.run(sockets=[sock])

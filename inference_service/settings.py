@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from inference_service.lanes import InferenceGate
 from inference_service.recheck import RECHECK_SECONDS
 
+DRAIN_S = 8  # Cloud Run's SIGKILL comes 10 s after SIGTERM; 2 s are left for lifespan shutdown and exit
 MAX_WAIT_S = 5.0  # default wait limit: a burst is served with seconds of queueing, an overload refused in time
 QUEUE_PER_TURN = 16  # default hard bound on waiting predicts, per concurrent turn
 MIB = 1024 * 1024
@@ -66,6 +67,9 @@ class ServerSettings(BaseSettings):
     request_timeout: float = Field(
         60.0, gt=0, description="seconds a request may take: 408 if its body has not arrived, 504 if its answer is "
         "not ready (services get their Cloud Run request timeout)")
+    drain_seconds: int = Field(
+        DRAIN_S, ge=0, description="after SIGTERM, how long requests in flight may take before the process exits "
+        "(Cloud Run kills it 10 s after SIGTERM; other platforms' grace periods may allow more)")
     max_wait_seconds: float = Field(
         default_factory=lambda given: min(MAX_WAIT_S, given.get("request_timeout", 4 * MAX_WAIT_S) / 4), ge=0,
         description="a predict waits for a turn while its expected wait is at most this, else 503 + Retry-After "

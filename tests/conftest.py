@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,42 @@ from tests.stacks import AWKWARD_STACKS, plan_stack
 
 CATALOG = PROJECT_DIR / "regions.yaml"
 PLAN_CALLS: dict[str, list[int]] = {}  # stack -> [plans asked for, plans evaluated], for the summary line
+SKIP_IMAGE_ENV = "YOLO_FLEET_SKIP_IMAGE"  # "1": skip the tests marked `image` (the image build and its pip installs)
 CATALOG_KEY = f"{NAMESPACE}:catalog"
 # The regions the tests of a few prod endpoints look at: Iowa (warm, a shared region), South Carolina and Oregon
 # (plain defaults), Eemshaven (its own max_instances) and Tokyo; prod_in() plans prod's model in these only.
 FEW_REGIONS = ("us-central1", "us-east1", "us-west1", "europe-west4", "asia-northeast1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse two tests with one id: pytest-xdist's file scheduling (`make test`) keys tests by id and would run
+    only one of them, silently."""
+    seen: set[str] = set()
+    twice = sorted({item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)})
+    if twice:
+        raise pytest.UsageError(f"tests sharing an id (give each its own parameter id): {', '.join(twice)}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture: the image fixture would start building
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if os.environ.get(SKIP_IMAGE_ENV) == "1" and item.get_closest_marker("image"):
+        pytest.skip(f"{SKIP_IMAGE_ENV}=1: the server image is neither built nor installed")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its plan counts to the controller, which prints the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["plan_calls"] = PLAN_CALLS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The controller of a pytest-xdist run adds up its workers' plan counts."""
+    for stack, (asked, evaluated) in getattr(node, "workeroutput", {}).get("plan_calls", {}).items():
+        counts = PLAN_CALLS.setdefault(stack, [0, 0])
+        counts[0] += asked
+        counts[1] += evaluated
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -154,3 +188,10 @@ def small_prod(small_catalog: Path, plans_once_per_input: dict[tuple[Any, ...], 
     yield evaluate("prod", catalog=small_catalog)
     for key in set(plans_once_per_input) - cached:
         del plans_once_per_input[key]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure() -> None:
+    """Exit without the interpreter's last collections over everything the run built (plans, models, clients):
+    seconds per process that nobody waits for."""
+    gc.freeze()

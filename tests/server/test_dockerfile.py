@@ -138,6 +138,8 @@ def _image_layout(dest: Path, build: Path) -> None:
             subprocess.run(["sh", "-c", script], check=True, env={**os.environ, "MODEL_FILES": model_files})
 
 
+@pytest.mark.image  # the image's pip layer, installed for real (~12 s): it runs where the image builds
+@pytest.mark.slow
 def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serves(tmp_path: Path) -> None:
     """What the image does, without a container engine: a fresh venv gets only inference_service/requirements.txt,
     the Dockerfile's files and ENTRYPOINT serve from it, and nothing of the dev toolchain is importable."""

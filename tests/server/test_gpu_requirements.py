@@ -42,6 +42,7 @@ def test_the_gpu_runtime_is_the_cpu_runtime_with_onnxruntime_gpu_and_cuda_12() -
     assert {"nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= set(nvidia)
 
 
+@pytest.mark.image  # the GPU image's pip layer: resolving it costs ~13 s of pip, so it runs where the image builds
 @pytest.mark.slow
 def test_the_gpu_runtime_resolves_to_binary_wheels_for_the_image(tmp_path: Path) -> None:
     report = tmp_path / "report.json"

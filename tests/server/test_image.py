@@ -10,7 +10,6 @@ One build and one container serve every test; both are removed afterwards (the l
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 import warnings
@@ -22,11 +21,11 @@ import pytest
 
 from components.endpoint import model_path_in_image
 from fleet.build_image import STAND_IN_NOTE, BuildResult, Engine, ImageBuildError, build, find_engine
+from tests.conftest import SKIP_IMAGE_ENV
 from tests.helpers_server import MODELS, start_container, write_key_file
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 
-SKIP_ENV = "YOLO_FLEET_SKIP_IMAGE"
 STACK = "prod"
 STOP_TIMEOUT_S = 10  # Cloud Run's grace period before SIGKILL
 TELEMETRY_WARNING = "Failed to persist telemetry device ID"
@@ -51,14 +50,12 @@ class Container:
 
 @pytest.fixture(scope="module")
 def image() -> Iterator[BuildResult]:
-    if os.environ.get(SKIP_ENV) == "1":
-        pytest.skip(f"{SKIP_ENV}=1: the image is neither built nor run")
     tag = f"localhost/yolo-fleet-test/inference-server:{secrets.token_hex(4)}"
     try:
         engine = find_engine()
         result = build(STACK, tag, engine=engine, quiet=True, log=lambda _: None)
     except ImageBuildError as error:
-        pytest.fail(f"{error}\n(or set {SKIP_ENV}=1 to skip the image tests)", pytrace=False)
+        pytest.fail(f"{error}\n(or set {SKIP_IMAGE_ENV}=1 to skip the image tests)", pytrace=False)
     if result.stand_in_bases:
         warnings.warn(StandInBaseWarning(f"the image was built on a {STAND_IN_NOTE}: "
                                          f"{', '.join(result.stand_in_bases)} could not be pulled"), stacklevel=1)

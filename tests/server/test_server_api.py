@@ -225,6 +225,12 @@ def bomb_png() -> bytes:
     return data
 
 
+def truncated_png() -> bytes:
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    return encode(noise, "PNG")[:20000]
+
+
+PAYLOADS = {"truncated": truncated_png, "bomb": bomb_png}  # made by the case that sends them: the bomb takes ~1 s
 BAD_INPUTS = {
     "zero-byte": ({"file": ("e.jpg", b"", "image/jpeg")}, {}, 422, "file", "empty"),
     "truncated": ({"file": ("t.png", None, "image/png")}, {}, 422, "file", "could not be decoded"),
@@ -249,10 +255,8 @@ BAD_INPUTS = {
 def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(client: TestClient, auth: dict[str, str],
                                                               sample: bytes, case: str) -> None:
     files, data, status, field, message = BAD_INPUTS[case]
-    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8))
-    payloads = {"truncated": encode(noise, "PNG")[:20000], "bomb": bomb_png()}
     files = {k: (v if v is not None else ("s.jpg", sample, "image/jpeg")) for k, v in files.items()}
-    files = {k: (v[0], payloads[case], v[2]) if v[1] is None else v for k, v in files.items()}
+    files = {k: (v[0], PAYLOADS[case](), v[2]) if v[1] is None else v for k, v in files.items()}
     r = client.post("/predict", files=files or None, data=data, headers=auth)
     assert r.status_code == status, r.text
     assert r.json()["field"] == field and message in r.json()["error"]
