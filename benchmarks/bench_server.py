@@ -6,8 +6,9 @@ of benchmarks/RESULTS.md. Every contender runs in a process of its own, as the s
 decode (what any server must do at least), and ultralytics, each a worker started from this file with
 ``--worker`` that times its own call when told to. (Measured in this process
 instead, next to torch and two other sessions, raw onnxruntime came out ~20% slower than in a clean process,
-which flattered the server.) The latency series are interleaved (raw, tuned, decoding, ultralytics, server, ...)
-so that whatever else the machine does lands on all of them alike; throughput runs alternate the same way.
+which flattered the server.) The latency series are interleaved (raw, tuned, decoding, ultralytics, server, ...),
+the order rotating every round, so that whatever else the machine does (another contender's threads still
+spinning, say) lands on all of them alike; throughput runs alternate the same way.
 """
 
 from __future__ import annotations
@@ -257,20 +258,22 @@ def measure(args: argparse.Namespace, contenders: dict[str, Worker], post: Calla
     series: dict[str, list[float]] = {name: [] for name in (*contenders, "server", "single", "health")}
     single = connect_single()
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
-    for _ in range(args.n):
-        for name, contender in contenders.items():
-            time.sleep(SETTLE_S)
-            series[name].append(contender.ask("latency"))
-        time.sleep(SETTLE_S)
+    def server() -> float:
         t = time.perf_counter()
         speed = post()["images"][0]["speed"]
-        series["server"].append((time.perf_counter() - t) * 1000)
+        elapsed = (time.perf_counter() - t) * 1000
         for stage in stages:
             stages[stage].append(speed[stage])
-        time.sleep(SETTLE_S)
-        series["single"].append(timed(lambda: post(single)))
-        time.sleep(SETTLE_S)
-        series["health"].append(timed(health))
+        return elapsed
+
+    calls: list[tuple[str, Callable[[], float]]] = [
+        *((name, lambda c=contender: c.ask("latency")) for name, contender in contenders.items()),
+        ("server", server), ("single", lambda: timed(lambda: post(single))), ("health", lambda: timed(health))]
+    for i in range(args.n):
+        k = i % len(calls)  # each series takes every place in the order in turn: none always follows the same one
+        for name, call in calls[k:] + calls[:k]:
+            time.sleep(SETTLE_S)
+            series[name].append(call())
 
     def client(connect: Callable[[], http.client.HTTPConnection]) -> Callable[[], Callable[[], object]]:
         def make() -> Callable[[], object]:
@@ -360,7 +363,7 @@ show what the decode alone takes from it (and the server's clients run on the sa
 """
     print(body)
     write_section("server", "Inference server (bench_server.py)",
-                  f".venv/bin/python benchmarks/bench_server.py --n {args.n}", body)
+                  f".venv/bin/python benchmarks/bench_server.py {' '.join(sys.argv[1:])}".rstrip(), body)
 
 
 if __name__ == "__main__":
