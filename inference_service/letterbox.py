@@ -17,7 +17,6 @@ from inference_service import native
 from inference_service.resize import ResizePlan, resize_plan, resize_rows
 
 PAD_VALUE = 114  # the grey ultralytics pads with
-UNIT_SCALE = (np.arange(256, dtype=np.int32) / np.float32(255)).astype(np.float32)  # v / 255 exactly as numpy does it
 NATIVE = native.load()  # the C letterbox kernel, or None (then the numpy port runs)
 
 
@@ -53,14 +52,30 @@ def _letterbox_band(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int, dst: n
         rows = resize_rows(flat, plan, y0, y1).reshape(y1 - y0, -1, dst.shape[0])
         np.divide(rows.transpose(2, 0, 1), np.float32(255), out=dst[:, y0:y1])
         return
+    _check_kernel_call(flat, plan, y0, y1, dst)
     band, item = dst[:, y0:y1], dst.itemsize
     status = kernel.letterbox_rows(
-        flat.ctypes.data, flat.strides[0], plan.ys0.ctypes.data, plan.ys1.ctypes.data, plan.b0.ctypes.data,
-        plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data, plan.a1.ctypes.data,
-        dst.shape[2], y0, y1, band.ctypes.data, dst.strides[0] // item, dst.strides[1] // item,
-        UNIT_SCALE.ctypes.data)
+        flat.ctypes.data, flat.strides[0], flat.shape[1], plan.ys0.ctypes.data, plan.ys1.ctypes.data,
+        plan.b0.ctypes.data, plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data,
+        plan.a1.ctypes.data, dst.shape[2], y0, y1, band.ctypes.data, dst.strides[0] // item, dst.strides[1] // item)
     if status:
         raise MemoryError("letterbox kernel could not allocate its row buffers")
+
+
+def _check_kernel_call(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int, dst: np.ndarray) -> None:
+    """The C kernel trusts its arguments: rows beyond the plan or a destination smaller than the plan's output
+    would be read or written past their buffers and crash the server. A ValueError instead, for a few
+    microseconds."""
+    new_h, new_w = len(plan.ys0), len(plan.ix0) // 3
+    if not 0 <= y0 <= y1 <= new_h:
+        raise ValueError(f"letterbox rows {y0}:{y1} are outside the plan's {new_h} rows")
+    if dst.shape != (3, new_h, new_w) or dst.dtype != np.float32 or dst.strides[2] != dst.itemsize:
+        raise ValueError(f"letterbox destination {dst.shape} {dst.dtype}: the plan writes (3, {new_h}, {new_w}) "
+                         "float32 planes with contiguous rows")
+    rows, row_bytes = int(plan.ys1[-1]) + 1, int(plan.ix1[-1]) + 1
+    if flat.dtype != np.uint8 or flat.strides[1] != 1 or flat.shape[0] < rows or flat.shape[1] < row_bytes:
+        raise ValueError(f"letterbox source {flat.shape} {flat.dtype}: the plan reads {rows} rows of {row_bytes} "
+                         "contiguous bytes")
 
 
 def grid_cells(h: int, w: int, stride: int) -> int:

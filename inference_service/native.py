@@ -41,8 +41,8 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
         return None
     lib = ctypes.CDLL(str(path))
     lib.letterbox_rows.restype = ctypes.c_int
-    lib.letterbox_rows.argtypes = [_PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64,
-                                   _PTR, _I64, _I64, _PTR]
+    lib.letterbox_rows.argtypes = [_PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64,
+                                   _I64, _PTR, _I64, _I64]
     return lib
 
 

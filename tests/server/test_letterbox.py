@@ -14,6 +14,7 @@ from ultralytics.data.augment import LetterBox
 
 from inference_service import letterbox
 from inference_service.letterbox import PAD_VALUE, grid_cells, letterbox_shape, preprocess
+from inference_service.resize import resize_plan
 
 KERNELS = {"numpy": None, "c-kernel": letterbox.NATIVE}
 # (h, w) from slivers to squares, both orientations, odd sizes; shrunk, enlarged and kept by the imgsz below
@@ -168,3 +169,42 @@ def test_a_kernel_out_of_memory_is_an_error_not_a_tensor() -> None:
     rgb = np.zeros((100, 100, 3), dtype=np.uint8)
     with pytest.raises(MemoryError, match=r"^letterbox kernel could not allocate its row buffers$"):
         preprocess(rgb, (64, 64), 32, False, kernel=FailingKernel())  # type: ignore[arg-type]
+
+
+def planes(shape: tuple[int, ...] = (3, 8, 12), dtype: type = np.float32, step: int = 1) -> np.ndarray:
+    return np.zeros((*shape[:2], shape[2] * step), dtype=dtype)[:, :, ::step]
+
+
+def source(shape: tuple[int, int] = (16, 24), dtype: type = np.uint8, step: int = 1) -> np.ndarray:
+    return np.zeros((shape[0], shape[1] * step), dtype=dtype)[:, ::step]
+
+
+WRITES = r"the plan writes \(3, 8, 12\) float32 planes with contiguous rows"
+READS = "the plan reads 16 rows of 24 contiguous bytes"
+OVERRUNS = {  # rows, destination, source, the error
+    "rows-past-the-end": ((0, 9), planes(), source(), "outside the plan's 8 rows"),
+    "negative-row": ((-1, 4), planes(), source(), "outside the plan's 8 rows"),
+    "rows-reversed": ((5, 4), planes(), source(), "outside the plan's 8 rows"),
+    "short-destination": ((0, 8), planes((3, 7, 12)), source(), WRITES),
+    "narrow-destination": ((0, 8), planes((3, 8, 11)), source(), WRITES),
+    "float64-destination": ((0, 8), planes(dtype=np.float64), source(), WRITES),
+    "strided-destination": ((0, 8), planes(step=2), source(), WRITES),
+    "short-source": ((0, 8), planes(), source((15, 24)), READS),
+    "narrow-source": ((0, 8), planes(), source((16, 23)), READS),
+    "uint16-source": ((0, 8), planes(), source(dtype=np.uint16), READS),
+    "strided-source": ((0, 8), planes(), source(step=2), READS),
+}
+
+
+@pytest.mark.parametrize("case", OVERRUNS)
+def test_a_call_the_kernel_would_overrun_is_a_value_error(case: str) -> None:
+    """The kernel reads and writes where it is told: a call outside the plan raises instead of crashing the server.
+    The plan resizes a 16 x 8 RGB image (16 rows of 24 bytes) to 8 x 12 (three planes of 8 rows of 12 floats)."""
+    kernel = letterbox.NATIVE
+    assert kernel is not None, "make test builds the kernel"
+    plan = resize_plan(16, 8, 8, 12, 3)
+    rows, dst, src, message = OVERRUNS[case]
+    with pytest.raises(ValueError, match=message):
+        letterbox._letterbox_band(src, plan, *rows, dst, kernel)
+    for y0, y1 in ((0, 8), (3, 3), (8, 8)):  # the plan's own sizes pass, empty bands too
+        letterbox._letterbox_band(source(), plan, y0, y1, planes(), kernel)

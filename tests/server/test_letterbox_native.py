@@ -20,7 +20,8 @@ from ultralytics.data.augment import LetterBox
 
 from inference_service import native
 from inference_service.decode import decode_image
-from inference_service.letterbox import NATIVE, UNIT_SCALE, preprocess
+from inference_service.letterbox import NATIVE, _letterbox_band, preprocess
+from inference_service.resize import resize_plan
 from tests.helpers_server import ultralytics_assets
 
 
@@ -66,9 +67,14 @@ def test_kernel_tensor_equals_ultralytics_on_bus(kernel: ctypes.CDLL) -> None:
     np.testing.assert_array_equal(tensor, ref)
 
 
-def test_unit_scale_is_float32_division_by_255() -> None:
-    """The kernel's table is what torch's and numpy's float32 ``/ 255`` give for each byte value."""
-    np.testing.assert_array_equal(UNIT_SCALE, np.arange(256, dtype=np.float32) / np.float32(255))
+def test_every_byte_value_scales_to_numpys_float32_division_by_255(kernel: ctypes.CDLL) -> None:
+    """The kernel's 0..1 floats are what torch's and numpy's float32 ``/ 255`` give, for each byte value: two
+    equal rows of 0..255 halved vertically come out as the values themselves."""
+    image = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (2, 256, 3))
+    planes = np.empty((3, 1, 256), dtype=np.float32)
+    _letterbox_band(np.ascontiguousarray(image).reshape(2, -1), resize_plan(2, 256, 1, 256, 3), 0, 1, planes, kernel)
+    np.testing.assert_array_equal(planes, np.broadcast_to(np.arange(256, dtype=np.float32) / np.float32(255),
+                                                          (3, 1, 256)))
 
 
 def test_the_checkout_has_the_kernel_built() -> None:
