@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,7 @@ FEW_REGIONS = ("us-central1", "us-east1", "us-west1", "europe-west4", "asia-nort
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Refuse two tests with one id: pytest-xdist's file scheduling (`make test`) keys tests by id and would run
     only one of them, silently."""
-    seen: set[str] = set()
-    twice = sorted({item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)})
+    twice = sorted(nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1)
     if twice:
         raise pytest.UsageError(f"tests sharing an id (give each its own parameter id): {', '.join(twice)}")
 
