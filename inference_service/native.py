@@ -24,13 +24,14 @@ CFLAGS = ("-O3", "-std=c99", "-Wall", "-Werror", "-fPIC", "-shared")
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
-def build(out: Path = LIBRARY) -> Path:
-    """Compile letterbox.c into ``out``; raises CalledProcessError with the compiler's message on failure."""
+def build(out: Path = LIBRARY, defines: tuple[str, ...] = ()) -> Path:
+    """Compile letterbox.c into ``out`` with the preprocessor ``defines`` (``LETTERBOX_NO_AVX2`` leaves the AVX2
+    passes out); raises CalledProcessError with the compiler's message on failure."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise FileNotFoundError("no C compiler (cc or gcc) on PATH; set CC")
     tmp = out.with_suffix(".tmp")
-    subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(SOURCE)], check=True)
+    subprocess.run([cc, *CFLAGS, *(f"-D{d}" for d in defines), "-o", str(tmp), str(SOURCE)], check=True)
     tmp.replace(out)  # never a half-written library where the server looks
     return out
 
@@ -43,6 +44,8 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
     lib.letterbox_rows.restype = ctypes.c_int
     lib.letterbox_rows.argtypes = [_PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64,
                                    _I64, _PTR, _I64, _I64]
+    lib.letterbox_avx2.restype = ctypes.c_int
+    lib.letterbox_avx2.argtypes = []
     return lib
 
 

@@ -1,7 +1,9 @@
 """The C letterbox kernel (inference_service/letterbox.c) against the numpy port and ultralytics' own LetterBox.
 
 The kernel is compiled from the current source into a temporary directory, so these tests never judge a stale
-library; the server and the benchmarks load the one ``make`` builds next to native.py.
+library; the server and the benchmarks load the one ``make`` builds next to native.py. Every kernel test runs
+twice: on the library as built (its AVX2 passes, on a CPU that has AVX2) and on one built without them (the SSE2
+and scalar passes that other CPUs run).
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from inference_service.resize import resize_plan
 from tests.helpers_server import ultralytics_assets
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    lib = native.load(native.build(tmp_path_factory.mktemp("native") / "_letterbox.so"))
+def cpu_has_avx2() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.exists() and "avx2" in cpuinfo.read_text().split()
+
+
+@pytest.fixture(scope="module", params=["as-built", "without-avx2"])
+def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    defines = ("LETTERBOX_NO_AVX2",) if request.param == "without-avx2" else ()
+    lib = native.load(native.build(tmp_path_factory.mktemp("native") / "_letterbox.so", defines))
     assert lib is not None
+    assert lib.letterbox_avx2() == (request.param == "as-built" and cpu_has_avx2())
     return lib
 
 
@@ -80,6 +89,12 @@ def test_every_byte_value_scales_to_numpys_float32_division_by_255(kernel: ctype
 def test_the_checkout_has_the_kernel_built() -> None:
     """``make test``/``make serve`` build it, so servers started by the tests and benchmarks use it."""
     assert NATIVE is not None, f"{native.LIBRARY} is missing: run `make` or `python inference_service/native.py`"
+
+
+def test_the_built_kernel_takes_the_avx2_passes_where_the_cpu_has_them() -> None:
+    """The library is portable x86-64 code that picks its AVX2 passes at run time (~40% faster on bus.jpg)."""
+    assert NATIVE is not None
+    assert NATIVE.letterbox_avx2() == cpu_has_avx2()
 
 
 def test_a_missing_library_means_the_numpy_port(tmp_path: Path) -> None:
