@@ -6,9 +6,7 @@ port: the same floats either way.
 from __future__ import annotations
 
 import ctypes
-import itertools
 import math
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,15 +82,14 @@ def grid_cells(h: int, w: int, stride: int) -> int:
 
 
 def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: bool, min_cells: int = 0,
-               executor: Executor | None = None, bands: int = 1,
                kernel: ctypes.CDLL | None = NATIVE) -> tuple[np.ndarray, Letterbox]:
     """Letterbox an RGB image into a (1, 3, H, W) float32 tensor scaled to 0..1, padded with grey 114.
 
     ``min_cells``: an end-to-end export's top-k fails on an input with fewer anchors (a panorama's minimal
     rectangle, say), so such an image is padded to the full ``imgsz`` instead; ultralytics fails there.
-    ``executor`` and ``bands``: resize and scale that many horizontal bands concurrently (numpy and the C
-    kernel release the GIL), which cuts a lone request's letterbox time on a multi-core instance; the tensor is
-    the same. ``kernel``: the compiled letterbox (default: the one built next to native.py), None for numpy.
+    ``kernel``: the compiled letterbox (default: the one built next to native.py), None for numpy. One thread
+    does every row: split into bands over 2 vCPUs, the letterbox of bus.jpg took longer, not shorter (waking the
+    second thread, and the vCPUs slowing each other: benchmarks/RESULTS.md, server section).
     """
     new_w, new_h, top, bottom, left, right = letterbox_shape(image.shape[:2], imgsz, stride, auto)
     if auto and grid_cells(new_h + top + bottom, new_w + left + right, stride) < min_cells:
@@ -110,13 +107,5 @@ def preprocess(image: np.ndarray, imgsz: tuple[int, int], stride: int, auto: boo
     plan, flat = resize_plan(h, w, new_h, new_w, c), np.ascontiguousarray(image).reshape(h, w * c)
     if c != 3 or image.dtype != np.uint8:  # the kernel is written for what decode_image returns
         kernel = None
-
-    def band(y0: int, y1: int) -> None:
-        _letterbox_band(flat, plan, y0, y1, dst, kernel)
-
-    edges = [round(i * new_h / bands) for i in range(bands + 1)] if executor and new_h >= 2 * bands else [0, new_h]
-    others = [executor.submit(band, y0, y1) for y0, y1 in itertools.pairwise(edges[1:])] if executor else []
-    band(0, edges[1])  # the calling thread takes the first band: one thread wake-up fewer
-    for future in others:
-        future.result()
+    _letterbox_band(flat, plan, 0, new_h, dst, kernel)
     return tensor, lb

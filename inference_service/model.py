@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +24,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-@functools.cache
-def letterbox_pool() -> ThreadPoolExecutor:
-    """One pool for every model's letterbox bands beyond the first (which the calling thread does), so a lone
-    image is resized on every CPU. Never the pool that runs predicts, so a band can't wait behind the request
-    that is waiting for it."""
-    return ThreadPoolExecutor(max_workers=max(cpu_count() - 1, 1), thread_name_prefix="letterbox")
 
 
 def session_options(intra_op_threads: int, device: str = "cpu") -> ort.SessionOptions:
@@ -104,7 +94,6 @@ class Model:
                  device: str = "cpu") -> None:
         path = self.path = Path(path)
         self.threads = intra_op_threads or cpu_count()
-        self.letterbox_bands = cpu_count()  # read once: the affinity query is a syscall
         self.device = device
         self.session = open_session(path, self.threads, device)
         self.lane_session: ort.InferenceSession | None = None  # see open_lane
@@ -166,16 +155,10 @@ class Model:
                     f"{', '.join(SUPPORTED_TASKS)} models only")
         return None
 
-    def preprocess(self, image: np.ndarray, imgsz: tuple[int, int],
-                   alone: bool = True) -> tuple[np.ndarray, Letterbox]:
-        """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise.
-
-        ``alone``: nothing else is using the CPUs, so the resize is split across all of them; under load each
-        request resizes in its own thread, since splitting would only add hand-offs to CPUs that are busy anyway.
-        """
+    def preprocess(self, image: np.ndarray, imgsz: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise."""
         return letterbox.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic,
-                                    min_cells=self.info.max_det or 0, executor=letterbox_pool(),
-                                    bands=self.letterbox_bands if alone else 1)
+                                    min_cells=self.info.max_det or 0)
 
     def infer(self, tensor: np.ndarray, lane: bool = False) -> list[np.ndarray]:
         """The onnxruntime call, nothing else; ``lane``: on the one-thread session, if there is one."""

@@ -50,11 +50,10 @@ class CpuWork:
         ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
         with self._lock:
             self._busy += 1
-            alone = self._busy == 1
         try:
             t0 = time.perf_counter()
             image = decode_image(data, self.max_pixels)
-            tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz, alone=alone)
+            tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
             t1 = time.perf_counter()
             with self.gate.turn(alone=self._busy == 1) as lane:
                 if time.monotonic() > deadline:

@@ -70,8 +70,8 @@ def resize_bilinear(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
 
 
 def resize_rows(flat: np.ndarray, plan: ResizePlan, y0: int, y1: int) -> np.ndarray:
-    """Output rows ``y0:y1`` of ``resize_bilinear`` from the (h, w * c) image: each band reads only the source
-    rows it needs, so bands are independent (and run in parallel) and their buffers stay in cache."""
+    """Output rows ``y0:y1`` of ``resize_bilinear`` from the (h, w * c) image, reading only the source rows they
+    need: the C kernel's row range, so that a call for any rows checks against it."""
     r0, r1 = plan.ys0[y0], plan.ys1[y1 - 1] + 1  # both index lists grow with the output row
     src = flat[r0:r1]
     rows = np.take(src, plan.ix0, axis=1).astype(np.int32)

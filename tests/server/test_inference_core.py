@@ -238,14 +238,3 @@ def test_server_keeps_freed_buffers_in_the_heap_on_glibc() -> None:
     assert keep_freed_memory()
 
 
-@pytest.mark.parametrize("shape", [(1080, 810), (481, 640), (37, 1000), (2000, 30)])
-def test_letterbox_in_parallel_bands_is_the_same_tensor(shape: tuple[int, int]) -> None:
-    """Bands split at any row still read every source row they need: the tensor equals the one-pass tensor."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    one, lb_one = preprocess(image, (640, 640), 32, True)
-    with ThreadPoolExecutor(3) as pool:
-        for bands in (2, 3, 7):
-            many, lb_many = preprocess(image, (640, 640), 32, True, executor=pool, bands=bands)
-            assert lb_many == lb_one and np.array_equal(many, one), bands

@@ -5,8 +5,6 @@ actually produces."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 import torch
@@ -122,18 +120,6 @@ def test_a_rectangle_with_too_few_anchors_gets_the_full_square(kernel: str) -> N
     assert lb.input_shape == (640, 32)
 
 
-@pytest.mark.parametrize("kernel", KERNELS, ids=list(KERNELS))
-@pytest.mark.parametrize("shape", [(301, 180), (180, 301), (400, 7)])
-def test_bands_run_concurrently_give_the_one_pass_tensor(kernel: str, shape: tuple[int, int]) -> None:
-    rgb = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    one, _ = preprocess(rgb, (160, 160), 32, False, kernel=KERNELS[kernel])
-    np.testing.assert_array_equal(one, ultralytics_tensor(rgb, 160, auto=False))
-    with ThreadPoolExecutor(2) as pool:
-        for bands in (2, 3, 5, 80):
-            many, _ = preprocess(rgb, (160, 160), 32, False, executor=pool, bands=bands, kernel=KERNELS[kernel])
-            np.testing.assert_array_equal(many, one, err_msg=f"{bands} bands")
-
-
 def test_an_image_already_at_the_input_size_is_only_scaled() -> None:
     rgb = np.random.default_rng(4).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     tensor, lb = preprocess(rgb, (96, 96), 32, True)
@@ -148,13 +134,6 @@ def test_arrays_the_kernel_is_not_written_for_take_the_numpy_port(dtype: type) -
     ref, _ = preprocess(image, (64, 64), 32, False, kernel=None)
     out, _ = preprocess(image.astype(dtype), (64, 64), 32, False, kernel=letterbox.NATIVE)
     np.testing.assert_array_equal(out, ref)
-
-
-def test_bands_without_a_pool_are_one_pass() -> None:
-    """``bands`` only splits the work across ``executor``: without one, the calling thread does every row."""
-    rgb = np.random.default_rng(9).integers(0, 256, (301, 180, 3), dtype=np.uint8)
-    tensor, _ = preprocess(rgb, (160, 160), 32, False, bands=4, kernel=None)
-    np.testing.assert_array_equal(tensor, ultralytics_tensor(rgb, 160, auto=False))
 
 
 class FailingKernel:
