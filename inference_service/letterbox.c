@@ -66,40 +66,48 @@ static void hpass_pixels(const uint8_t *row, int64_t row_len, const int32_t *ix0
 }
 
 /* The pixels the AVX2 pass takes, 8 at a time: a run where every pixel's right source pixel is its left one's
- * neighbour and both can be read as 4-byte words inside the row. Per pixel: its left byte offset and its two
- * weights packed as 16-bit halves (left low), which is how the multiply-add takes them. */
+ * neighbour and both can be read as one 8-byte word inside the row. Per pixel: its left byte offset (within each
+ * block of 8 in gather order, pixels 0 1 4 5 2 3 6 7) and its two weights packed as 16-bit halves (left low),
+ * which is how the multiply-add takes them. */
 typedef struct {
     int avx2;        /* the CPU has AVX2: the vertical pass runs 8 wide too */
     int64_t x0, x1;  /* x0 + 8k <= x1: the run the AVX2 pass takes */
     int32_t *offset, *weights;
 } wide_run;
 
-/* Horizontal pass of pixels run->x0..run->x1-1, 8 per step: two gathers of 4 bytes per pixel (its left pixel and
- * the next byte; its right pixel and the next byte), then per channel the byte pair as 16-bit halves, one
- * multiply-add with the packed weights, >> 4 and a pack to 16 bits: OpenCV's integers, as hpass_pixels. */
+/* Horizontal pass of pixels run->x0..run->x1-1, 8 per step: two gathers of 4 words of 8 bytes (a pixel's left
+ * and right source pixels, 2 bytes more), pixels 0 1 4 5 and 2 3 6 7, so that per channel two in-lane byte
+ * shuffles put pixels 0-3 and 4-7 in the two lanes as 16-bit (left, right) pairs; one multiply-add with the
+ * packed weights, >> 4 and a pack to 16 bits: OpenCV's integers, as hpass_pixels. */
 #if LETTERBOX_AVX2
+static const int GATHER_ORDER[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+
+#define Z (-128) /* a shuffle index that writes 0 */
+#define PAIRS(c) _mm256_broadcastsi128_si256(_mm_setr_epi8((c), Z, (c) + 3, Z, 8 + (c), Z, 11 + (c), Z, Z, Z, Z, Z, Z, Z, Z, Z))
+#define PAIRS_HIGH(c) _mm256_broadcastsi128_si256(_mm_setr_epi8(Z, Z, Z, Z, Z, Z, Z, Z, (c), Z, (c) + 3, Z, 8 + (c), Z, 11 + (c), Z))
 #define HPASS_CHANNEL(c, plane)                                                                                  \
     do {                                                                                                         \
-        __m256i l_ = _mm256_and_si256(_mm256_srli_epi32(left, 8 * (c)), low_byte);                               \
-        __m256i r_ = _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(right, 8 * (c)), low_byte), 16);      \
-        __m256i h_ = _mm256_srai_epi32(_mm256_madd_epi16(_mm256_or_si256(l_, r_), w), 4);                       \
+        __m256i pairs_ = _mm256_or_si256(_mm256_shuffle_epi8(first, PAIRS(c)),                                   \
+                                         _mm256_shuffle_epi8(second, PAIRS_HIGH(c)));                            \
+        __m256i h_ = _mm256_srai_epi32(_mm256_madd_epi16(pairs_, w), 4);                                         \
         _mm_storeu_si128((__m128i *)((plane) + x),                                                               \
                          _mm_packs_epi32(_mm256_castsi256_si128(h_), _mm256_extracti128_si256(h_, 1)));         \
     } while (0)
 
 __attribute__((target("avx2"))) static void hpass_avx2(const uint8_t *row, const wide_run *run, int64_t new_w,
                                                        int16_t *out) {
-    const __m256i low_byte = _mm256_set1_epi32(0xff);
+    const long long *words = (const long long *)row;
     for (int64_t x = run->x0; x < run->x1; x += 8) {
         __m256i at = _mm256_loadu_si256((const __m256i *)(run->offset + x));
-        __m256i left = _mm256_i32gather_epi32((const int *)row, at, 1);        /* l0 l1 l2 r0 */
-        __m256i right = _mm256_i32gather_epi32((const int *)(row + 3), at, 1); /* r0 r1 r2 .  */
+        __m256i first = _mm256_i32gather_epi64(words, _mm256_castsi256_si128(at), 1);       /* pixels 0 1 | 4 5 */
+        __m256i second = _mm256_i32gather_epi64(words, _mm256_extracti128_si256(at, 1), 1); /* pixels 2 3 | 6 7 */
         __m256i w = _mm256_loadu_si256((const __m256i *)(run->weights + x));
         HPASS_CHANNEL(0, out);
         HPASS_CHANNEL(1, out + new_w);
         HPASS_CHANNEL(2, out + 2 * new_w);
     }
 }
+#undef Z
 #endif
 
 /* 1 when the AVX2 passes run: compiled in and the CPU has AVX2. For the start-up log and the tests. */
@@ -119,14 +127,16 @@ static wide_run plan_wide_run(int64_t row_len, const int32_t *ix0, const int32_t
 #if LETTERBOX_AVX2
     if (!run.avx2) return run;
     int64_t x = 0;
-    while (x < new_w && !(ix1[3 * x] == ix0[3 * x] + 3 && ix0[3 * x] + 7 <= row_len)) x++;
+    while (x < new_w && !(ix1[3 * x] == ix0[3 * x] + 3 && ix0[3 * x] + 8 <= row_len)) x++;
     run.x0 = run.x1 = x;
-    while (run.x1 < new_w && ix1[3 * run.x1] == ix0[3 * run.x1] + 3 && ix0[3 * run.x1] + 7 <= row_len) {
-        run.offset[run.x1] = ix0[3 * run.x1];
+    while (run.x1 < new_w && ix1[3 * run.x1] == ix0[3 * run.x1] + 3 && ix0[3 * run.x1] + 8 <= row_len) {
         run.weights[run.x1] = (int32_t)(((uint32_t)a1[3 * run.x1] << 16) | (uint32_t)a0[3 * run.x1]);
         run.x1++;
     }
     run.x1 = run.x0 + (run.x1 - run.x0) / 8 * 8;
+    for (x = run.x0; x < run.x1; x++) {
+        run.offset[x] = ix0[3 * (x - (x - run.x0) % 8 + GATHER_ORDER[(x - run.x0) % 8])];
+    }
 #else
     (void)row_len, (void)ix0, (void)ix1, (void)a0, (void)a1;
 #endif

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -33,12 +34,52 @@ def cpu_has_avx2() -> bool:
 
 
 @pytest.fixture(scope="module", params=["as-built", "without-avx2"])
-def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+def kernel_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     defines = ("LETTERBOX_NO_AVX2",) if request.param == "without-avx2" else ()
-    lib = native.load(native.build(tmp_path_factory.mktemp("native") / "_letterbox.so", defines))
+    path = native.build(tmp_path_factory.mktemp("native") / "_letterbox.so", defines)
+    lib = native.load(path)
     assert lib is not None
     assert lib.letterbox_avx2() == (request.param == "as-built" and cpu_has_avx2())
+    return path
+
+
+@pytest.fixture(scope="module")
+def kernel(kernel_path: Path) -> ctypes.CDLL:
+    lib = native.load(kernel_path)
+    assert lib is not None
     return lib
+
+
+# Each image ends where an unreadable page begins: a read past its last byte is a segfault, so it runs in a
+# process of its own. Widths that end in the wide run, in its tail, enlarged, shrunk, one pixel.
+GUARDED = """
+import ctypes, mmap, sys
+from pathlib import Path
+import numpy as np
+from inference_service import native
+from inference_service.letterbox import preprocess
+kernel, libc = native.load(Path(sys.argv[1])), ctypes.CDLL(None)
+for h, w, size in [(1080, 810, 640), (100, 37, 160), (7, 1000, 640), (300, 301, 160), (50, 3000, 640), (1, 1, 32)]:
+    nbytes = h * w * 3
+    pages = -(-nbytes // mmap.PAGESIZE) + 1
+    region = mmap.mmap(-1, pages * mmap.PAGESIZE)
+    guard = ctypes.addressof(ctypes.c_char.from_buffer(region)) + (pages - 1) * mmap.PAGESIZE
+    assert libc.mprotect(ctypes.c_void_p(guard), mmap.PAGESIZE, 0) == 0  # PROT_NONE
+    image = np.frombuffer(region, np.uint8, nbytes, (pages - 1) * mmap.PAGESIZE - nbytes).reshape(h, w, 3)
+    image[...] = np.random.default_rng(h + w).integers(0, 256, image.shape, dtype=np.uint8)
+    out, _ = preprocess(image, (size, size), 32, True, kernel=kernel)
+    ref, _ = preprocess(np.array(image), (size, size), 32, True, kernel=None)
+    assert np.array_equal(out, ref), (h, w)
+print("ok")
+"""
+
+
+def test_kernel_never_reads_past_the_image(kernel_path: Path) -> None:
+    """The wide passes read whole words: none may reach past the last source byte (the server's image buffers
+    end wherever the decoder's allocation does)."""
+    run = subprocess.run([sys.executable, "-c", GUARDED, str(kernel_path)], capture_output=True, text=True,
+                         cwd=Path(native.__file__).parents[1], timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])
 
 
 @settings(max_examples=150, deadline=None)
