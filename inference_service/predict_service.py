@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from inference_service.admission import Admission, AtCapacity
 from inference_service.decode import decode_image
 from inference_service.errors import InputError
+from inference_service.form import Part, plain_form
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, cpu_count
 from inference_service.params import FIELDS, PredictParams, parse_params
@@ -31,6 +31,8 @@ from inference_service.wire import predict_body, summarize
 
 if TYPE_CHECKING:
     from inference_service.settings import ServerSettings as Settings
+
+MAX_FILES = 2  # one more than the form takes: a second image gets "given more than once", a third "Too many files"
 
 
 class CpuWork:
@@ -98,11 +100,10 @@ class PredictService:
         """Read the multipart form and run ``model`` on it: the body of every predict route, shared mode's too."""
         started = time.perf_counter()
         deadline = asyncio.get_running_loop().time() + self.request_timeout
-        upload, fields = split_form(await self._read_form(request, deadline))
+        data, fields = split_form(await self._read_form(request, deadline))
         params = parse_params(fields, model.info, self.max_imgsz)
-        if upload is None:
+        if data is None:
             raise InputError("missing image: send it as the multipart 'file' part", "file")
-        data = await upload.read()
         try:
             async with asyncio.timeout_at(deadline), self.admission.slot():
                 return await self._run(model, data, params, started, deadline)
@@ -112,16 +113,24 @@ class PredictService:
             raise HTTPException(504, f"no result within the {self.request_timeout:g} s request timeout: the "
                                 "server is busier than it can answer in time; retry later") from None
 
-    async def _read_form(self, request: Request, deadline: float) -> FormData:
+    async def _read_form(self, request: Request, deadline: float) -> list[Part]:
+        """The form's parts: the body read within the request timeout, then parsed by ``plain_form``, or by
+        Starlette's parser (its answers and errors) when the body is anything but plain."""
         try:
-            self.admission.refuse_if_full()  # before parsing the body too: shedding must stay cheap when it matters
+            self.admission.refuse_if_full()  # before reading the body too: shedding must stay cheap when it matters
             async with asyncio.timeout_at(deadline):
-                return await request.form(max_files=2, max_fields=len(FIELDS))
+                body = await request.body()
         except AtCapacity as e:
             raise at_capacity(e) from None
         except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
             raise HTTPException(408, f"the request body did not arrive within the {self.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
+        parts = plain_form(request.headers.get("content-type", ""), body, MAX_FILES, len(FIELDS))
+        if parts is None:  # Starlette re-reads the body it already holds
+            form = await request.form(max_files=MAX_FILES, max_fields=len(FIELDS))
+            parts = [(key, value if isinstance(value, str) else await value.read())
+                     for key, value in form.multi_items()]
+        return parts
 
     async def _run(self, model: Model, data: bytes, params: PredictParams, started: float,
                    deadline: float) -> JSONResponse:
@@ -134,18 +143,18 @@ class PredictService:
         return JSONResponse(predict_body(model.info, shape, results, timings, started))
 
 
-def split_form(form: FormData) -> tuple[UploadFile | None, dict[str, str]]:
-    """The image part (if sent) and the text fields, refusing what the wire format does not allow: a field twice,
-    a file part other than ``file``, a URL ``source``, ``file`` as text."""
+def split_form(parts: list[Part]) -> tuple[bytes | None, dict[str, str]]:
+    """The image's bytes (if sent) and the text fields, refusing what the wire format does not allow: a field
+    twice, a file part other than ``file``, a URL ``source``, ``file`` as text."""
     fields: dict[str, str] = {}
-    upload = None
-    for key, value in form.multi_items():
-        if key in fields or (key == "file" and upload is not None):
+    image = None
+    for key, value in parts:
+        if key in fields or (key == "file" and image is not None):
             raise InputError(f"{key!r} is given more than once; send each field once", key)
-        if isinstance(value, UploadFile):
+        if isinstance(value, bytes):
             if key != "file":
                 raise InputError(f"unexpected file part {key!r}; send the image as 'file'", key)
-            upload = value
+            image = value
         else:
             fields[key] = value
     if "source" in fields:
@@ -153,7 +162,7 @@ def split_form(form: FormData) -> tuple[UploadFile | None, dict[str, str]]:
                          "source")
     if "file" in fields:
         raise InputError("'file' must be a file part (multipart/form-data upload), not a text field", "file")
-    return upload, fields
+    return image, fields
 
 
 def at_capacity(refusal: AtCapacity) -> HTTPException:
