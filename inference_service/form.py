@@ -4,9 +4,9 @@ clients send (the official client, requests, curl, the Test page), or None for a
 Starlette's parser (python-multipart, a byte-level state machine fed through callbacks and a spooled file) took
 ~0.25 ms of a predict's time on the event loop; this takes microseconds: a few ``find`` calls. It accepts only
 bodies it reads the way Starlette's parser does, and says None for every other body (a preamble, a charset, an
-odd header line, a text field over 1 MB, too many parts, non-UTF-8 names or text), which then goes to Starlette's parser:
-odd and bad bodies keep getting its answers and its errors. tests/server/test_form.py holds the two to the same
-parts on generated bodies.
+odd header line, a text field over 1 MB, too many parts, non-UTF-8 names or text), which then goes to Starlette's
+parser: odd and bad bodies keep getting its answers and its errors. tests/server/test_form.py holds the two to
+the same parts on generated bodies.
 """
 
 from __future__ import annotations
