@@ -52,6 +52,7 @@ TARGETS: dict[str, list[str]] = {
     "inference_service/resize.py": ["tests/server/test_inference_core.py", "tests/server/test_letterbox.py"],
     "inference_service/decode.py": ["tests/server/test_decode.py", "tests/server/test_inference_core.py"],
     "inference_service/letterbox.py": ["tests/server/test_letterbox.py"],
+    "inference_service/form.py": ["tests/server/test_form.py"],
     "components/monitoring.py": ["tests/components/test_monitoring.py", "tests/components/test_monitoring_filters.py"],
     "policy/policies.py": ["tests/policy/test_policy.py", "tests/policy/test_readiness.py"],
 }

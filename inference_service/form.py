@@ -39,8 +39,8 @@ def plain_form(content_type: str, body: bytes, max_files: int, max_fields: int) 
     start = len(delimiter)
     while True:
         headers_end = body.find(b"\r\n\r\n", start)
-        end = body.find(delimiter, headers_end + 4) if headers_end >= 0 else -1
-        options = _disposition(body[start:headers_end]) if end >= 0 else None
+        end = body.find(delimiter, headers_end + 4)
+        options = _disposition(body[start:headers_end]) if 0 <= headers_end < end else None
         if options is None:
             return None
         data = body[headers_end + 4 : end]
@@ -65,8 +65,9 @@ def plain_form(content_type: str, body: bytes, max_files: int, max_fields: int) 
 
 
 def _disposition(headers: bytes) -> dict[bytes, bytes] | None:
-    """The Content-Disposition options of a part's header block: ``form-data`` with a name and maybe a filename,
-    nothing else; None for any other block (no or two dispositions, a line python-multipart might read otherwise)."""
+    """The Content-Disposition options of a part's header block, which must name the part (Starlette reads only
+    its name and filename, whatever the type); None for any other block (no or two dispositions, no name, a line
+    python-multipart might read otherwise)."""
     disposition = None
     for line in headers.split(b"\r\n"):
         header = _HEADER.fullmatch(line)
@@ -78,7 +79,5 @@ def _disposition(headers: bytes) -> dict[bytes, bytes] | None:
             disposition = header[2]
     if disposition is None:
         return None
-    kind, options = parse_options_header(disposition)
-    if kind != b"form-data" or b"name" not in options or not set(options) <= {b"name", b"filename"}:
-        return None
-    return options
+    options = parse_options_header(disposition)[1]
+    return options if b"name" in options else None

@@ -65,6 +65,7 @@ def test_what_clients_send_takes_the_fast_parse_and_reads_as_starlette_reads_it(
     assert dict(fast)["file"] == IMAGE
 
 
+PART_LOOKALIKE = b'\r\nContent-Disposition: form-data; name="x"\r\n\r\nz'  # data that reads like a part
 NAMES = st.sampled_from(["file", "conf", "iou", "imgsz", "x", "a\"b", "fi\u00e9le", "a b", "", "file"])
 DATA = st.one_of(st.binary(max_size=64),
                  st.sampled_from([b"0.5", b"", b"\r\n\r\n", b"--", b"\r\n-", "\u00e9".encode()]),
@@ -93,12 +94,15 @@ def bodies(draw: st.DrawFn) -> tuple[str, bytes]:
         disposition = b'form-data; name="' + name + b'"' + (b'; filename="' + filename + b'"' if filename is not None
                                                              else b"")
         disposition = pick(disposition, disposition.replace(b"; ", b";"), b"form-data; name=" + name,
-                           b'attachment; name="x"', disposition + b"; filename*=utf-8''x.jpg")
+                           b'attachment; name="x"', disposition + b"; filename*=utf-8''x.jpg",
+                           b'form-data; filename="s.jpg"', disposition + b"; size=3")
         header_name = draw(st.sampled_from([b"Content-Disposition", b"content-disposition", b"CONTENT-DISPOSITION"]))
         lines = [header_name + pick(b": ", b":", b":  ", b": \t") + disposition]
         lines += draw(st.sampled_from([[], [b"Content-Type: image/jpeg"]]))
         lines += pick([], [b"X-Odd:value"], [b"Bad Header: x"], [header_name + b': form-data; name="conf"'], [b""])
-        data = draw(st.one_of(DATA, st.just(IMAGE), st.just(b"x\r\n" + dash + draw(st.sampled_from([b"y", b"\r\n"])))))
+        delimiter_in_data = (draw(st.sampled_from([b"x\r\n", b""])) + dash
+                             + draw(st.sampled_from([b"y", b"\r\n", b"--", PART_LOOKALIKE])))
+        data = draw(st.one_of(DATA, st.just(IMAGE), st.just(delimiter_in_data)))
         body += dash + b"\r\n" + b"\r\n".join(lines) + b"\r\n\r\n" + data + b"\r\n"
     body += dash + pick(b"--", b"--\r\n", b"--\r\nepilogue", b"", b"\r\n")
     return content_type, body
@@ -117,15 +121,28 @@ def test_a_body_the_fast_parse_accepts_reads_as_starlette_reads_it(body: tuple[s
 def test_only_form_data_with_just_a_boundary_takes_the_fast_parse() -> None:
     body = multipart([(b"file", b"s.jpg", IMAGE)])
     boundary = parse_options_header(MULTIPART["Content-Type"])[1][b"boundary"].decode()
+    assert plain_form(f"multipart/form-data; boundary={boundary}", body, MAX_FILES, len(FIELDS)) is not None
     for content_type in ("", "application/x-www-form-urlencoded", "multipart/form-data",
-                         f"multipart/form-data; boundary={boundary}; charset=latin-1", "multipart/mixed; boundary=x"):
+                         f"multipart/form-data; boundary={boundary}; charset=latin-1",
+                         f"multipart/mixed; boundary={boundary}", "multipart/form-data; boundary="):
         assert plain_form(content_type, body, MAX_FILES, len(FIELDS)) is None, content_type
 
 
+def test_a_form_at_every_limit_takes_the_fast_parse() -> None:
+    """As many files and fields as the form takes, a text field of the largest size Starlette's parser takes and a
+    file part larger than that: all read by the fast parse, as Starlette reads them."""
+    parts = [(b"file", b"s.jpg", IMAGE), (b"file", b"t.jpg", b"\xff" * (MAX_TEXT_BYTES + 1)),
+             (b"conf", None, b"0" * MAX_TEXT_BYTES)] + [(f"f{i}".encode(), None, b"1") for i in range(len(FIELDS) - 1)]
+    fast, reference = both(MULTIPART["Content-Type"], multipart(parts))
+    assert fast is not None and fast == reference
+    assert [name for name, _ in fast].count("file") == MAX_FILES and len(fast) == MAX_FILES + len(FIELDS)
+
+
 def test_limits_leave_the_body_to_starlette_which_refuses_it() -> None:
-    """More files or fields than the form takes: Starlette's parser gives its own error."""
+    """More files or fields than the form takes, or a text field over Starlette's cap: its own error."""
     too_many_files = multipart([(b"file", b"s.jpg", IMAGE)] * (MAX_FILES + 1))
     too_many_fields = multipart([(f"f{i}".encode(), None, b"1") for i in range(len(FIELDS) + 1)])
-    for body in (too_many_files, too_many_fields):
+    too_long = multipart([(b"file", b"s.jpg", IMAGE), (b"conf", None, b"0" * (MAX_TEXT_BYTES + 1))])
+    for body in (too_many_files, too_many_fields, too_long):
         fast, reference = both(MULTIPART["Content-Type"], body)
         assert fast is None and reference is None
