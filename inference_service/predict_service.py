@@ -26,6 +26,7 @@ from inference_service.form import Part, plain_form
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model, cpu_count
 from inference_service.params import FIELDS, PredictParams, parse_params
+from inference_service.placement import on_one_cpu
 from inference_service.telemetry import Metrics
 from inference_service.wire import predict_body, summarize
 
@@ -38,7 +39,8 @@ MAX_FILES = 2  # one more than the form takes: a second image gets "given more t
 class CpuWork:
     """The CPU-bound part of one predict, run whole in one worker thread: decode, letterbox, inference (at most
     the gate's turn, so other requests decode meanwhile), postprocess. One hop off the event loop instead of one
-    per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms."""
+    per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms. A lone request's work
+    runs on one CPU (placement.py)."""
 
     def __init__(self, gate: InferenceGate, max_pixels: int) -> None:
         self.max_pixels = max_pixels
@@ -52,20 +54,22 @@ class CpuWork:
         ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
         with self._lock:
             self._busy += 1
+            alone = self._busy == 1
         try:
-            t0 = time.perf_counter()
-            image = decode_image(data, self.max_pixels)
-            tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
-            t1 = time.perf_counter()
-            with self.gate.turn(alone=self._busy == 1) as lane:
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                t2 = time.perf_counter()
-                outputs = model.infer(tensor, lane=lane)
-                t3 = time.perf_counter()
-            det = model.postprocess(outputs, lb, params.conf, params.iou)
-            results = summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
-            t4 = time.perf_counter()
+            with on_one_cpu(alone):
+                t0 = time.perf_counter()
+                image = decode_image(data, self.max_pixels)
+                tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
+                t1 = time.perf_counter()
+                with self.gate.turn(alone=self._busy == 1) as lane:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                    t2 = time.perf_counter()
+                    outputs = model.infer(tensor, lane=lane)
+                    t3 = time.perf_counter()
+                det = model.postprocess(outputs, lb, params.conf, params.iou)
+                results = summarize(det, model.info.names, lb.orig_shape, params.normalize, params.decimals)
+                t4 = time.perf_counter()
         finally:
             with self._lock:
                 self._busy -= 1
