@@ -82,7 +82,7 @@ def bodies(draw: st.DrawFn) -> tuple[str, bytes]:
     def pick(plain: object, *others: object) -> object:
         return draw(st.sampled_from([plain, *others])) if odd and draw(st.integers(0, 3)) == 0 else plain
 
-    boundary = draw(st.sampled_from(["b0undary", "x", "------abc", "a b"]))
+    boundary = draw(st.sampled_from(["b0undary", "x", "------abc", "a b", "a: b"]))
     quoted = draw(st.booleans()) or " " in boundary
     content_type = f'multipart/form-data; boundary={chr(34) + boundary + chr(34) if quoted else boundary}'
     content_type += pick("", "; charset=utf-8", "; charset=latin-1", "; x=1")
