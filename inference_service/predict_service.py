@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive
 
 from inference_service.admission import Admission, AtCapacity
 from inference_service.decode import decode_image
@@ -119,21 +120,25 @@ class PredictService:
 
     async def _read_form(self, request: Request, deadline: float) -> list[Part]:
         """The form's parts: the body read within the request timeout, then parsed by ``plain_form``, or by
-        Starlette's parser (its answers and errors) when the body is anything but plain."""
+        Starlette's parser (its answers and errors) when the body is anything but plain. The body is read from
+        the stream, not cached on ``request``: once parsed, only the parts stay in memory."""
         try:
             self.admission.refuse_if_full()  # before reading the body too: shedding must stay cheap when it matters
             async with asyncio.timeout_at(deadline):
-                body = await request.body()
+                body = b"".join([chunk async for chunk in request.stream()])
         except AtCapacity as e:
             raise at_capacity(e) from None
         except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
             raise HTTPException(408, f"the request body did not arrive within the {self.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
         parts = plain_form(request.headers.get("content-type", ""), body, MAX_FILES, len(FIELDS))
-        if parts is None:  # Starlette re-reads the body it already holds
-            form = await request.form(max_files=MAX_FILES, max_fields=len(FIELDS))
-            parts = [(key, value if isinstance(value, str) else await value.read())
-                     for key, value in form.multi_items()]
+        if parts is None:
+            form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
+            try:
+                parts = [(key, value if isinstance(value, str) else await value.read())
+                         for key, value in form.multi_items()]
+            finally:
+                await form.close()  # its spooled files (on disk past 1 MB)
         return parts
 
     async def _run(self, model: Model, data: bytes, params: PredictParams, started: float,
@@ -167,6 +172,13 @@ def split_form(parts: list[Part]) -> tuple[bytes | None, dict[str, str]]:
     if "file" in fields:
         raise InputError("'file' must be a file part (multipart/form-data upload), not a text field", "file")
     return image, fields
+
+
+def replay(body: bytes) -> Receive:
+    """An ASGI receive that gives ``body`` whole: Starlette's parser reads a body already read."""
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
 
 
 def at_capacity(refusal: AtCapacity) -> HTTPException:
