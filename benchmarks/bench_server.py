@@ -176,11 +176,12 @@ def main() -> None:
     from ultralytics import YOLO
 
     from inference_service.letterbox import NATIVE
-    from inference_service.model import cpu_count
+    from inference_service.model import Model, cpu_count
 
     work = Path(tempfile.mkdtemp())
     os.chdir(work)  # ultralytics exports a yaml-built model into the working directory
     onnx = Path(YOLO("yolo26n.yaml").export(format="onnx", imgsz=640, dynamic=True)).resolve()
+    export = "end-to-end" if Model(onnx).info.end2end else "raw: the server runs its own NMS, as ultralytics does"
     bus = ultralytics_assets() / "bus.jpg"
     data = bus.read_bytes()
     threads = cpu_count()
@@ -218,7 +219,7 @@ def main() -> None:
     rate = {name: statistics.median(values) for name, values in rates.items()}
     share = {name: statistics.median(x / r for x, r in zip(rates[name], rates["raw"], strict=True))
              for name in ("decoding", "server", "single")}
-    report(args, p50, stage50, rate, share, start_ms, threads, NATIVE is not None)
+    report(args, p50, stage50, rate, share, start_ms, threads, NATIVE is not None, export)
 
 
 def start_to_first_predict(onnx: Path, body: bytes) -> float:
@@ -295,7 +296,7 @@ def measure(args: argparse.Namespace, contenders: dict[str, Worker], post: Calla
 
 
 def report(args: argparse.Namespace, p50: dict[str, float], stage50: dict[str, float], rate: dict[str, float],
-           share: dict[str, float], start_ms: float, threads: int, native: bool) -> None:
+           share: dict[str, float], start_ms: float, threads: int, native: bool, export: str) -> None:
     size = None if args.no_install else install_size_mb()
     # the baseline is the faster of the two raw onnxruntime series, so a slow moment in one cannot flatter the server
     raw50, srv50 = min(p50["raw"], p50["tuned"]), p50["server"]
@@ -342,7 +343,7 @@ def report(args: argparse.Namespace, p50: dict[str, float], stage50: dict[str, f
     ]
     table = "\n".join(f"| {' | '.join(row)} |" for row in rows)
     letterbox = "the C letterbox kernel" if native else "the numpy letterbox (kernel not built)"
-    body = f"""yolo26n (random weights) exported at 640 (dynamic, end-to-end), bus.jpg (810x1080, tensor 1x3x640x480),
+    body = f"""yolo26n (random weights) exported at 640 (dynamic; {export}), bus.jpg (810x1080, tensor 1x3x640x480),
 {args.n} interleaved requests per latency series, every contender in a process of its own on the same machine,
 onnxruntime with {threads} intra-op threads (the CPUs this process may use) unless said otherwise; the server
 used {letterbox}.
