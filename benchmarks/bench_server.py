@@ -1,7 +1,8 @@
 """Inference server vs raw onnxruntime and ultralytics in one run: yolo26n at 640 on bus.jpg over loopback HTTP.
 
-Run: ``.venv/bin/python benchmarks/bench_server.py [--n 40] [--no-install]``; rewrites the ``server`` section
-of benchmarks/RESULTS.md. Every contender runs in a process of its own, as the server does: raw onnxruntime
+Run: ``.venv/bin/python benchmarks/bench_server.py [--n 40] [--processes 3] [--no-install]``; rewrites the
+``server`` section of benchmarks/RESULTS.md. Every contender runs in processes of its own, as the server does, and
+each series takes its calls from ``--processes`` of them in turn (one process's luck is not a median): raw onnxruntime
 (default session options), raw onnxruntime with the server's session options, the same preceded by the JPEG
 decode (what any server must do at least), and ultralytics, each a worker started from this file with
 ``--worker`` that times its own call when told to. (Measured in this process
@@ -24,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -144,13 +145,17 @@ class Worker:
 
 
 @contextmanager
-def workers(onnx: Path, image: Path, kinds: tuple[str, ...]) -> Iterator[dict[str, Worker]]:
-    started = {kind: Worker(kind, onnx, image) for kind in kinds}
+def workers(onnx: Path, image: Path, kinds: tuple[str, ...], processes: int) -> Iterator[dict[str, list[Worker]]]:
+    """``processes`` worker processes of each kind."""
+    started: dict[str, list[Worker]] = {kind: [] for kind in kinds}
     try:
+        for kind in kinds:
+            started[kind] += [Worker(kind, onnx, image) for _ in range(processes)]
         yield started
     finally:
-        for w in started.values():
-            w.close()
+        for pool in started.values():
+            for w in pool:
+                w.close()
 
 
 def install_size_mb() -> float:
@@ -167,12 +172,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40, help="requests per latency series")
     ap.add_argument("--total", type=int, default=48, help="requests per throughput run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating throughput runs per contender")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="processes per contender and per server; each series takes its calls from them in turn")
     ap.add_argument("--no-install", action="store_true", help="skip the fresh-venv install size")
     ap.add_argument("--worker", nargs=3, metavar=("KIND", "ONNX", "IMAGE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker_main(*args.worker)
-    from helpers_server import MULTIPART, multipart, run_server, ultralytics_assets
+    from helpers_server import multipart, run_server, ultralytics_assets
     from ultralytics import YOLO
 
     from inference_service.letterbox import NATIVE
@@ -189,31 +196,18 @@ def main() -> None:
     body = multipart([(b"file", b"bus.jpg", data)])
     start_ms = statistics.median(start_to_first_predict(onnx, body) for _ in range(3))
     single = ["--inference-workers", "1"]  # the server before adaptive lanes: one inference at a time, all threads
-    with (run_server(["--model", str(onnx), "--allow-anonymous"]) as (url, _),
-          run_server(["--model", str(onnx), "--allow-anonymous", *single]) as (single_url, _)):
-        # the stdlib client with a body built once: httpx spends ~2 ms of CPU per request on this machine,
-        # the client's cost, not the server's, and it shares the two cores with the server
-        def connect(base: str = url) -> http.client.HTTPConnection:
-            return http.client.HTTPConnection(urlsplit(base).hostname or "", urlsplit(base).port, timeout=60)
+    with ExitStack() as stack:
+        def start(extra: list[str]) -> list[str]:
+            return [stack.enter_context(run_server(["--model", str(onnx), "--allow-anonymous", *extra]))[0]
+                    for _ in range(args.processes)]
 
-        conn = connect()
-
-        def post(conn: http.client.HTTPConnection = conn) -> dict:
-            conn.request("POST", "/predict", body, MULTIPART)
-            r = conn.getresponse()
-            payload = r.read()
-            if r.status != 200:
-                raise RuntimeError(f"predict answered {r.status}: {payload[:200]!r}")
-            return json.loads(payload)
-
-        def health() -> None:
-            conn.request("GET", "/health")
-            conn.getresponse().read()
-
-        post()
-        post(connect(single_url))
-        with workers(onnx, bus, ("raw", "tuned", "decoding", "ultralytics")) as contenders:
-            series, stages, rates = measure(args, contenders, post, health, connect, lambda: connect(single_url))
+        servers = {"server": start([]), "single": start(single)}
+        for urls in servers.values():
+            for url in urls:
+                post(connect(url), body)  # the first predict of each process, not timed
+        contenders = stack.enter_context(workers(onnx, bus, ("raw", "tuned", "decoding", "ultralytics"),
+                                                 args.processes))
+        series, stages, rates = measure(args, contenders, servers, body)
     p50 = {name: statistics.median(values) for name, values in series.items()}
     stage50 = {name: statistics.median(values) for name, values in stages.items()}
     rate = {name: statistics.median(values) for name, values in rates.items()}
@@ -250,48 +244,76 @@ def start_to_first_predict(onnx: Path, body: bytes) -> float:
         proc.wait(10)
 
 
-def measure(args: argparse.Namespace, contenders: dict[str, Worker], post: Callable[..., dict],
-            health: Callable[[], None], connect: Callable[[], http.client.HTTPConnection],
-            connect_single: Callable[[], http.client.HTTPConnection],
-            ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
-    """The interleaved latency series (ms), the server's own stage timings (ms) and the alternating throughput
-    rounds (calls/s); ``connect_single`` reaches the server started with ``--inference-workers 1``."""
+def connect(base: str) -> http.client.HTTPConnection:
+    """The stdlib client: httpx spends ~2 ms of CPU per request on this machine, the client's cost, not the
+    server's, and it shares the two cores with the server."""
+    return http.client.HTTPConnection(urlsplit(base).hostname or "", urlsplit(base).port, timeout=60)
+
+
+def post(conn: http.client.HTTPConnection, body: bytes) -> dict:
+    """One predict of ``body`` (a multipart form built once); its JSON answer."""
+    from helpers_server import MULTIPART
+
+    conn.request("POST", "/predict", body, MULTIPART)
+    r = conn.getresponse()
+    payload = r.read()
+    if r.status != 200:
+        raise RuntimeError(f"predict answered {r.status}: {payload[:200]!r}")
+    answer: dict = json.loads(payload)
+    return answer
+
+
+def measure(args: argparse.Namespace, contenders: dict[str, list[Worker]], servers: dict[str, list[str]],
+            body: bytes) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """The interleaved latency series (ms), the default server's own stage timings (ms) and the alternating
+    throughput rounds (calls/s). ``servers``: the URLs of the default server's processes and of the
+    ``--inference-workers 1`` one's. Call i of a series goes to process i % processes: two processes of one
+    program differed by up to 1.4 ms at p50 here, for as long as they ran (where their threads landed, their
+    heaps), so a series drawn from one process measured that process's luck as much as the program."""
+    conns = {name: [connect(url) for url in urls] for name, urls in servers.items()}
     series: dict[str, list[float]] = {name: [] for name in (*contenders, "server", "single", "health")}
-    single = connect_single()
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
-    def server() -> float:
+
+    def server(i: int) -> float:
         t = time.perf_counter()
-        speed = post()["images"][0]["speed"]
+        speed = post(conns["server"][i % args.processes], body)["images"][0]["speed"]
         elapsed = (time.perf_counter() - t) * 1000
         for stage in stages:
             stages[stage].append(speed[stage])
         return elapsed
 
-    calls: list[tuple[str, Callable[[], float]]] = [
-        *((name, lambda c=contender: c.ask("latency")) for name, contender in contenders.items()),
-        ("server", server), ("single", lambda: timed(lambda: post(single))), ("health", lambda: timed(health))]
+    def health(i: int) -> None:
+        conn = conns["server"][i % args.processes]
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+
+    calls: list[tuple[str, Callable[[int], float]]] = [
+        *((name, lambda i, pool=pool: pool[i % args.processes].ask("latency")) for name, pool in contenders.items()),
+        ("server", server), ("single", lambda i: timed(lambda: post(conns["single"][i % args.processes], body))),
+        ("health", lambda i: timed(lambda: health(i)))]
     for i in range(args.n):
         k = i % len(calls)  # each series takes every place in the order in turn: none always follows the same one
         for name, call in calls[k:] + calls[:k]:
             time.sleep(SETTLE_S)
-            series[name].append(call())
+            series[name].append(call(i))
 
-    def client(connect: Callable[[], http.client.HTTPConnection]) -> Callable[[], Callable[[], object]]:
+    def client(url: str) -> Callable[[], Callable[[], object]]:
         def make() -> Callable[[], object]:
-            own = connect()  # a connection per client thread
-            return lambda: post(own)
+            own = connect(url)  # a connection per client thread
+            return lambda: post(own, body)
         return make
 
     # each round: raw ORT (server's options, same threads), the same with a JPEG decode per call, then both
-    # servers; shares are medians of the rounds' ratios, which drift less with the machine than ratios of medians
+    # servers, each round on the next process of each; shares are medians of the rounds' ratios, which drift less
+    # with the machine than ratios of medians
     rates: dict[str, list[float]] = {"raw": [], "decoding": [], "server": [], "single": []}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for name, worker in (("raw", "tuned"), ("decoding", "decoding")):
             time.sleep(SETTLE_S)
-            rates[name].append(contenders[worker].ask(f"throughput {args.total}"))
-        for name, connecting in (("server", connect), ("single", connect_single)):
+            rates[name].append(contenders[worker][r % args.processes].ask(f"throughput {args.total}"))
+        for name in ("server", "single"):
             time.sleep(SETTLE_S)
-            rates[name].append(throughput(client(connecting), args.total))
+            rates[name].append(throughput(client(servers[name][r % args.processes]), args.total))
     return series, stages, rates
 
 
@@ -344,7 +366,8 @@ def report(args: argparse.Namespace, p50: dict[str, float], stage50: dict[str, f
     table = "\n".join(f"| {' | '.join(row)} |" for row in rows)
     letterbox = "the C letterbox kernel" if native else "the numpy letterbox (kernel not built)"
     body = f"""yolo26n (random weights) exported at 640 (dynamic; {export}), bus.jpg (810x1080, tensor 1x3x640x480),
-{args.n} interleaved requests per latency series, every contender in a process of its own on the same machine,
+{args.n} interleaved requests per latency series, each series taking them in turn from {args.processes} processes
+of its own (two processes of one program differ by up to 1.4 ms at p50 here), all on the same machine,
 onnxruntime with {threads} intra-op threads (the CPUs this process may use) unless said otherwise; the server
 used {letterbox}.
 
