@@ -34,6 +34,12 @@ static inline void hpixel(const uint8_t *l, const uint8_t *r, int32_t wl, int32_
     *out2 = (int16_t)((l[2] * wl + r[2] * wr) >> 4);
 }
 
+/* Whether output pixel x's two source pixels are neighbours and can be read as one 8-byte word inside the row:
+ * the pixels the SSE2 and AVX2 passes take (all but the clamped borders). */
+static inline int neighbours_in_word(const int32_t *ix0, const int32_t *ix1, int64_t x, int64_t row_len) {
+    return ix1[3 * x] == ix0[3 * x] + 3 && ix0[3 * x] + 8 <= row_len;
+}
+
 /* Horizontal pass of output pixels x0..x1-1 of one source row (`row_len` bytes) into three planes of `new_w`
  * values each (each fits in 16 bits, as in OpenCV), so that the vertical pass and the scaling run over contiguous
  * values of one channel. The plan's per-value arrays repeat each pixel's offsets and weights for its 3 channels:
@@ -48,7 +54,7 @@ static void hpass_pixels(const uint8_t *row, int64_t row_len, const int32_t *ix0
     for (int64_t x = x0; x < x1; x++) {
         int32_t i0 = ix0[3 * x], i1 = ix1[3 * x], wl = a0[3 * x], wr = a1[3 * x];
 #ifdef __SSE2__
-        if (i1 == i0 + 3 && i0 + 8 <= row_len) {
+        if (neighbours_in_word(ix0, ix1, x, row_len)) {
             int64_t bytes;
             memcpy(&bytes, row + i0, 8); /* left pixel, right pixel, 2 bytes more */
             __m128i px = _mm_unpacklo_epi8(_mm_cvtsi64_si128(bytes), zero);         /* l0 l1 l2 r0 r1 r2 . . */
@@ -131,9 +137,9 @@ static wide_run plan_wide_run(int64_t row_len, const int32_t *ix0, const int32_t
 #if LETTERBOX_AVX2
     if (!run.avx2) return run;
     int64_t x = 0;
-    while (x < new_w && !(ix1[3 * x] == ix0[3 * x] + 3 && ix0[3 * x] + 8 <= row_len)) x++;
+    while (x < new_w && !neighbours_in_word(ix0, ix1, x, row_len)) x++;
     run.x0 = run.x1 = x;
-    while (run.x1 < new_w && ix1[3 * run.x1] == ix0[3 * run.x1] + 3 && ix0[3 * run.x1] + 8 <= row_len) {
+    while (run.x1 < new_w && neighbours_in_word(ix0, ix1, run.x1, row_len)) {
         run.weights[run.x1] = (int32_t)(((uint32_t)a1[3 * run.x1] << 16) | (uint32_t)a0[3 * run.x1]);
         run.x1++;
     }
