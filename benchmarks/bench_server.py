@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,13 @@ CONCURRENCY = 4
 # last (in one process or another) takes CPU from the one measured next, and the baseline came out 2x slower
 # than alone. 50 ms lets every process go idle first.
 SETTLE_S = 0.05
+
+
+class Upload(NamedTuple):
+    """A predict's multipart body and its headers, built once for every request."""
+
+    body: bytes
+    headers: dict[str, str]
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -180,7 +188,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker_main(*args.worker)
-    from helpers_server import multipart, run_server, ultralytics_assets
+    from helpers_server import MULTIPART, multipart, run_server, ultralytics_assets
     from ultralytics import YOLO
 
     from inference_service.letterbox import NATIVE
@@ -194,8 +202,8 @@ def main() -> None:
     data = bus.read_bytes()
     threads = cpu_count()
 
-    body = multipart([(b"file", b"bus.jpg", data)])
-    start_ms = statistics.median(start_to_first_predict(onnx, body) for _ in range(3))
+    upload = Upload(multipart([(b"file", b"bus.jpg", data)]), MULTIPART)
+    start_ms = statistics.median(start_to_first_predict(onnx, upload) for _ in range(3))
     single = ["--inference-workers", "1"]  # the server before adaptive lanes: one inference at a time, all threads
     with ExitStack() as stack:
         def start(extra: list[str]) -> list[str]:
@@ -205,10 +213,10 @@ def main() -> None:
         servers = {"server": start([]), "single": start(single)}
         for urls in servers.values():
             for url in urls:
-                post(connect(url), body)  # the first predict of each process, not timed
+                post(connect(url), upload)  # the first predict of each process, not timed
         contenders = stack.enter_context(workers(onnx, bus, ("raw", "tuned", "decoding", "ultralytics"),
                                                  args.processes))
-        series, stages, rates = measure(args, contenders, servers, body)
+        series, stages, rates = measure(args, contenders, servers, upload)
     p50 = {name: statistics.median(values) for name, values in series.items()}
     stage50 = {name: statistics.median(values) for name, values in stages.items()}
     rate = {name: statistics.median(values) for name, values in rates.items()}
@@ -217,10 +225,10 @@ def main() -> None:
     report(args, p50, stage50, rate, share, start_ms, threads, NATIVE is not None, export)
 
 
-def start_to_first_predict(onnx: Path, body: bytes) -> float:
+def start_to_first_predict(onnx: Path, upload: Upload) -> float:
     """ms from spawning ``python -m inference_service`` to its first 200 predict, polling every 10 ms with the
     stdlib client (creating an httpx client per poll cost ~30 ms of CPU each, time taken from the server)."""
-    from helpers_server import MULTIPART, free_port
+    from helpers_server import free_port
 
     port = free_port()
     start = time.perf_counter()
@@ -231,7 +239,7 @@ def start_to_first_predict(onnx: Path, body: bytes) -> float:
         while proc.poll() is None:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                conn.request("POST", "/predict", body, MULTIPART)
+                conn.request("POST", "/predict", upload.body, upload.headers)
                 status = conn.getresponse().status
                 conn.close()
                 if status == 200:
@@ -251,11 +259,9 @@ def connect(base: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(urlsplit(base).hostname or "", urlsplit(base).port, timeout=60)
 
 
-def post(conn: http.client.HTTPConnection, body: bytes) -> dict:
-    """One predict of ``body`` (a multipart form built once); its JSON answer."""
-    from helpers_server import MULTIPART
-
-    conn.request("POST", "/predict", body, MULTIPART)
+def post(conn: http.client.HTTPConnection, upload: Upload) -> dict:
+    """One predict of ``upload``; its JSON answer."""
+    conn.request("POST", "/predict", upload.body, upload.headers)
     r = conn.getresponse()
     payload = r.read()
     if r.status != 200:
@@ -265,7 +271,7 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> dict:
 
 
 def measure(args: argparse.Namespace, contenders: dict[str, list[Worker]], servers: dict[str, list[str]],
-            body: bytes) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+            upload: Upload) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
     """The interleaved latency series (ms), the default server's own stage timings (ms) and the alternating
     throughput rounds (calls/s). ``servers``: the URLs of the default server's processes and of the
     ``--inference-workers 1`` one's. Call i of a series goes to process i % processes: two processes of one
@@ -277,7 +283,7 @@ def measure(args: argparse.Namespace, contenders: dict[str, list[Worker]], serve
 
     def server(i: int) -> float:
         t = time.perf_counter()
-        speed = post(conns["server"][i % args.processes], body)["images"][0]["speed"]
+        speed = post(conns["server"][i % args.processes], upload)["images"][0]["speed"]
         elapsed = (time.perf_counter() - t) * 1000
         for stage in stages:
             stages[stage].append(speed[stage])
@@ -290,7 +296,7 @@ def measure(args: argparse.Namespace, contenders: dict[str, list[Worker]], serve
 
     calls: list[tuple[str, Callable[[int], float]]] = [
         *((name, lambda i, pool=pool: pool[i % args.processes].ask("latency")) for name, pool in contenders.items()),
-        ("server", server), ("single", lambda i: timed(lambda: post(conns["single"][i % args.processes], body))),
+        ("server", server), ("single", lambda i: timed(lambda: post(conns["single"][i % args.processes], upload))),
         ("health", lambda i: timed(lambda: health(i)))]
     # A fresh order every round. A rotation kept each series behind the same one: the server always came 50 ms
     # after ultralytics' predict and was 1.7-1.8 ms slower than the `--inference-workers 1` server that always came
@@ -304,7 +310,7 @@ def measure(args: argparse.Namespace, contenders: dict[str, list[Worker]], serve
     def client(url: str) -> Callable[[], Callable[[], object]]:
         def make() -> Callable[[], object]:
             own = connect(url)  # a connection per client thread
-            return lambda: post(own, body)
+            return lambda: post(own, upload)
         return make
 
     # each round: raw ORT (server's options, same threads), the same with a JPEG decode per call, then both
