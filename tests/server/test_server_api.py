@@ -9,8 +9,10 @@ import subprocess
 import time
 import typing
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+import anyio.to_thread
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -151,6 +153,31 @@ def test_health_and_deployment_health_need_no_key(client: TestClient) -> None:
         body = client.get(path).json()
         assert body["healthy"] is True and body["status"] == "ready" and body["error"] is None
         assert isinstance(body["latencyMs"], float) and body["latencyMs"] > 0
+
+
+def test_health_answers_while_every_worker_thread_is_taken(client: TestClient) -> None:
+    """Cloud Run's probes get an answer while blocking work (shared mode's model loads, the Test page's files)
+    holds every thread of the app's pool: /health waits for none."""
+    limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+    tokens, borrower = limiter.total_tokens, object()
+
+    async def take_every_thread() -> None:
+        limiter.total_tokens = 1
+        await limiter.acquire_on_behalf_of(borrower)
+
+    async def give_back() -> None:
+        limiter.release_on_behalf_of(borrower)
+        limiter.total_tokens = tokens
+
+    client.portal.call(take_every_thread)
+    pool = ThreadPoolExecutor(1)
+    try:
+        probe = pool.submit(client.get, "/health")
+        answered, _ = wait([probe], timeout=10)
+    finally:
+        client.portal.call(give_back)
+        pool.shutdown()
+    assert answered and probe.result().status_code == 200
 
 
 def test_health_is_503_until_the_model_is_loaded(tmp_path: Path) -> None:
