@@ -13,7 +13,7 @@ from typing import Any
 from components.catalog import Catalog, Region
 from components.errors import FleetError
 from components.layout import FleetLayout, ServicePlan
-from components.precedence import BUILT_IN_LAYER
+from components.precedence import BUILT_IN_LAYER, applied
 from fleet.render import table
 
 
@@ -42,15 +42,17 @@ def find_region(catalog: Catalog, layout: FleetLayout, wanted: str, stack: str, 
 
 
 def explain_service(service: ServicePlan) -> list[dict[str, Any]]:
-    """One row per setting: its value, the layer that set it, and the lower layers whose value it beat."""
+    """One row per setting: its value, the layer that set it, and the lower layers whose value it beat (only
+    layers that apply: a service without a GPU never had the catalog's gpu_defaults to beat)."""
     origin = service.origins()
+    layers = applied(service.layers)
     rows = []
     for name in type(service.settings).model_fields:
         value = getattr(service.settings, name)
         layer = origin[name]
+        below = layers[:next((i for i, each in enumerate(layers) if each is layer), 0)]  # the built-in: none
         beaten = [{"layer": lower.kind, "source": lower.source, "value": lower.values.changes()[name]}
-                  for lower in service.layers
-                  if lower is not layer and name in lower.values.changes() and lower.values.changes()[name] != value]
+                  for lower in below if name in lower.values.changes() and lower.values.changes()[name] != value]
         rows.append({"setting": name, "value": value, "layer": layer.kind, "source": layer.source,
                      "beats": beaten})
     return rows
@@ -68,7 +70,7 @@ def render_explain(layout: FleetLayout, region: Region, stack: str) -> str:
     for name, rows in explain(layout, region).items():
         service = services[name]
         role = f"dedicated, model {service.model.name}" if service.model else "shared"
-        order = " < ".join(layer.kind for layer in (BUILT_IN_LAYER, *service.layers))
+        order = " < ".join(layer.kind for layer in (BUILT_IN_LAYER, *applied(service.layers)))
         out += [f"{name} ({service.service_name}, {role}): {order}",
                 table(["SETTING", "VALUE", "SET BY", "WHERE", "BEATS"],
                       [[r["setting"], _text(r["value"]), r["layer"], r["source"],

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from fleet.cli import main
-from tests.conftest import region_entry
+from fleet.explain import explain
+from fleet.program import stack_config, stack_layout
+from tests.conftest import deployable, region_entry
 
 
 def explained(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
@@ -71,3 +73,27 @@ def test_a_disabled_region_is_named_as_such(capsys, write_catalog):
     path = write_catalog(lambda d: region_entry(d, "us-east1").update(enabled=False))
     assert main(["plan", "--catalog", str(path), "--explain", "us-east1"]) == 2
     assert "us-east1: it is disabled in regions.yaml (enabled: false)" in capsys.readouterr().err
+
+
+def test_a_cpu_service_beats_only_layers_below_it_that_apply(capsys):
+    out = explained(capsys, "--stack", "dev", "--explain", "us-central1")
+    cpu = row(out["services"], "demo-iowa", "cpu")
+    assert [(b["layer"], b["value"]) for b in cpu["beats"]] == [("catalog default", 2)], \
+        "the catalog's gpu_defaults never applied to a CPU service: nothing beat them"
+    assert row(out["services"], "demo-iowa", "concurrency")["beats"] == [], "gpu_defaults sit above catalog defaults"
+    assert main(["plan", "--stack", "dev", "--explain", "us-central1"]) == 0
+    order = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("demo-iowa "))
+    assert order.endswith("built-in default < catalog default < stack setting < region override < model setting "
+                          "< forced")
+
+
+def test_a_gpu_service_says_which_stack_settings_its_gpu_defaults_beat():
+    model = {"name": "big", "regions": ["us-central1"], "settings": {"gpu": True, "concurrency": 8}}
+    facts = stack_layout("dev", config={**stack_config("dev"), **deployable("dev"),  # dev's settings: cpu 1, 2Gi
+                                        "yolo-fleet:models": json.dumps([model]), "yolo-fleet:forced_settings": "{}"})
+    rows = {r["setting"]: r for r in explain(facts.layout, facts.catalog.region("us-central1"))["big-iowa"]}
+    assert (rows["cpu"]["value"], rows["cpu"]["layer"]) == (4, "catalog gpu default")
+    assert [(b["layer"], b["value"]) for b in rows["cpu"]["beats"]] == [("catalog default", 2), ("stack setting", 1)]
+    assert (rows["concurrency"]["value"], rows["concurrency"]["layer"]) == (8, "model setting")
+    assert [(b["layer"], b["value"]) for b in rows["concurrency"]["beats"]] == [
+        ("catalog default", 4), ("catalog gpu default", 16)]
