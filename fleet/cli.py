@@ -14,7 +14,7 @@ from pathlib import Path
 
 from components.catalog import load_catalog
 from components.errors import FleetError
-from fleet.program import PROJECT_DIR, evaluate, stack_config, stopped_plan
+from fleet.program import PROJECT_DIR, SHOW_SECRETS_ENV, evaluate, stack_config, stopped_plan
 from fleet.render import render_plan, render_regions
 
 EXIT_INPUT_ERROR = 2
@@ -35,7 +35,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     catalog = catalog_path(args)
     plan = evaluate(args.stack, catalog=catalog)
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2, sort_keys=False))
+        print(json.dumps(plan.to_json(os.environ.get(SHOW_SECRETS_ENV) == "1"), indent=2, sort_keys=False))
     else:
         print(render_plan(plan, load_catalog(catalog)))
     return 0

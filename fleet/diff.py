@@ -27,7 +27,7 @@ from fleet.cost import add_pricing_args, platform_costs, stack_costs, traffic_fr
 from fleet.mocks import RecordedResource
 from fleet.policy import Violation, run_policies
 from fleet.pricing import COVERS, PlatformCost, PriceBook, ServiceCost, Traffic, load_prices, service_shape
-from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
+from fleet.program import CLOUD_RUN, PROJECT_DIR, SHOW_SECRETS_ENV, Plan, evaluate
 from fleet.props import dig
 from fleet.render import table
 from fleet.traffic import revision, split
@@ -63,10 +63,11 @@ def export_tree(commit: str, dest: Path) -> None:
 
 
 def plan_at(tree: Path, stack: str, label: str) -> Plan:
-    """Run the tree's own `fleet plan --json`; a stack that did not exist there plans to nothing."""
+    """Run the tree's own `fleet plan --json`, secret inputs shown (a tree older than that option masks them); a
+    stack that did not exist there plans to nothing."""
     if not (tree / f"Pulumi.{stack}.yaml").is_file():
         return Plan(stack, [], {})
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), SHOW_SECRETS_ENV: "1"}
     try:
         done = subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--json", "--stack", stack], cwd=tree,
                               env=env, capture_output=True, text=True, timeout=PLAN_TIMEOUT_S, check=False)

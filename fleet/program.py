@@ -30,6 +30,9 @@ ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 PLAN_STOPPED = "the program stopped before declaring anything"  # the note evaluate() adds to its FleetErrors
 # How a secret value travels in resource inputs (pulumi.runtime.rpc's special signature).
 SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+# Set to 1 by `fleet diff` for the plan it has another tree's code print: the policies must see the same secret inputs
+# (placeholder digests) on both sides, or every masked value looks like a violation the change brings.
+SHOW_SECRETS_ENV = "FLEET_PLAN_SHOW_SECRETS"
 
 
 @dataclass
@@ -42,9 +45,11 @@ class Plan:
     def custom(self, type_token: str | None = None) -> list[RecordedResource]:
         return [r for r in self.resources if r.custom and (type_token is None or r.type == type_token)]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, show_secrets: bool = False) -> dict[str, Any]:
+        """The plan as `fleet plan --json` prints it: secret inputs masked unless ``show_secrets``."""
         return {"stack": self.stack,
-                "resources": [{"type": r.type, "name": r.name, "inputs": redact(r.inputs)} for r in self.resources],
+                "resources": [{"type": r.type, "name": r.name, "inputs": r.inputs if show_secrets else redact(r.inputs)}
+                              for r in self.resources],
                 "outputs": self.outputs}
 
 

@@ -133,3 +133,17 @@ def test_a_price_file_missing_a_tier_exits_2(repo, tmp_path):
     assert done.returncode == 2
     assert done.stdout == ""
     assert "no prices for pricing tier 2" in done.stderr
+
+
+def test_an_unchanged_tree_brings_no_new_violations(repo):
+    """The stock stack's placeholders (all-zero key digests, example tenants) are violations on both sides, so
+    they are 'still' there, never 'new': the plan at the ref shows its secret inputs to the policies too."""
+    done = fleet(repo, "diff", "--against", "HEAD", "--stack", "dev")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    summary = next(line for line in lines if "endpoint(s) added" in line)
+    assert summary.startswith("0 endpoint(s) added, 0 removed, 0 changed")
+    count = summary.split("policy violations ")[1].split()
+    assert count[0] == count[2] != "0", summary
+    assert not [line for line in lines if line.split()[:1] in (["new"], ["resolved"])]
+    assert f"{count[0]} violation(s) unchanged (`fleet policy --stack dev` lists them)." in lines
