@@ -271,6 +271,9 @@ def build(stack: str = "prod", tag: str | None = None, *, no_cache: bool = False
     return BuildResult(engine, tag, files, stand_ins, seconds)
 
 
+SERVE_KEYS_DIR = ".serve/8080"  # where `make serve` on its default port keeps its key digests file (Makefile)
+
+
 def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = None) -> list[str]:
     """`run` arguments that start the image as Cloud Run does, and stricter: detached, on the host's `port`,
     read-only root with a tmpfs /tmp, the key digests file (`sha256.txt`, readable by uid 10001) mounted."""
@@ -280,9 +283,9 @@ def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = 
 
 
 def run_command(result: BuildResult) -> str:
-    """How to start the image just built, with the key digests file `make serve` writes (.serve/sha256.txt)."""
+    """How to start the image just built, with the key digests file `make serve` writes for its default port."""
     env = [f"{k}={v}" for k, v in result.engine.env.items()]
-    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / ".serve")])
+    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / SERVE_KEYS_DIR)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make image: {error}", file=sys.stderr)
         return 2
     print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it, with the key digests in "
-          f".serve/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}")
+          f"{SERVE_KEYS_DIR}/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}")
     return 0
 
 

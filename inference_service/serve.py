@@ -117,8 +117,10 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _exit_cleanly(signum: int, _: FrameType | None) -> None:
-    sys.exit(0)
+def _exit_quietly(signum: int, _: FrameType | None) -> None:
+    """SIGTERM is the platform's "stop": exit 0. SIGINT is Ctrl-C: 130, as a shell reports it, without
+    KeyboardInterrupt's traceback through asyncio."""
+    sys.exit(0 if signum == signal.SIGTERM else 128 + signum)
 
 
 def serve(app: FastAPI, sock: socket.socket, request_timeout: float, drain_seconds: int,
@@ -126,8 +128,10 @@ def serve(app: FastAPI, sock: socket.socket, request_timeout: float, drain_secon
     """Serve on ``sock`` (from ``bind``) until SIGTERM/SIGINT, then drain for up to ``drain_seconds``; print
     ``ready_message`` with ``{url}`` replaced once listening. SIGTERM exits 0 whether it comes before, during or
     after serving (uvicorn re-raises it after draining; the default action would end the process "killed by
-    SIGTERM", and as a container's PID 1 would ignore it during startup)."""
-    signal.signal(signal.SIGTERM, _exit_cleanly)
+    SIGTERM", and as a container's PID 1 would ignore it during startup); Ctrl-C exits 130, quietly too."""
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup, &)
+        signal.signal(signal.SIGINT, _exit_quietly)
     protocol = type("Protocol", (DeadlineProtocol,), {"header_timeout": request_timeout})
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, http=protocol, log_config=None, access_log=False,

@@ -61,7 +61,7 @@ function renderSnippets() {
   const data = Object.entries(f).map(([k, v]) => `"${k}": ${v}`).join(", ");
   const headers = key ? `\n        headers={"Authorization": f"Bearer {os.environ['API_KEY']}"},` : "";
   const imports = key ? "import os\n\n" : "";
-  $("python").textContent = `${setKey}${imports}import requests\n\nwith open(${JSON.stringify(name)}, "rb") as f:\n` +
+  $("python").textContent = `# needs requests: pip install requests\n${setKey}${imports}import requests\n\nwith open(${JSON.stringify(name)}, "rb") as f:\n` +
     `    r = requests.post(\n        "${endpoint()}",${headers}\n        files={"file": f},\n        data={${data}},\n    )\n` +
     `r.raise_for_status()\nfor det in r.json()["images"][0]["results"]:\n    print(det["name"], det["confidence"], det["box"])`;
   const download = $("download");

@@ -135,6 +135,7 @@ def test_snippets_run_as_shown_with_the_downloaded_sample(page, keyed: tuple[str
     curl, python = page.locator("#curl").inner_text(), page.locator("#python").inner_text()
     assert f"'file=@{SAMPLES[0]}'" in curl and f'open("{SAMPLES[0]}", "rb")' in python
     assert "export API_KEY=" in curl and "export API_KEY=" in python
+    assert python.startswith("# needs requests: pip install requests\n")  # not in make serve's venv
 
     link = page.locator("#download")
     assert link.is_visible() and link.get_attribute("download") == SAMPLES[0]

@@ -66,13 +66,19 @@ def make_serve(port: int, key_dir: Path, *variables: str) -> subprocess.Popen[st
                             start_new_session=True)
 
 
-def test_make_serve_on_a_busy_port_prints_no_url_and_exits_2(busy_port: int, tmp_path: Path) -> None:
+def test_make_serve_on_a_busy_port_prints_no_url_exits_2_and_keeps_the_running_servers_key(busy_port: int,
+                                                                                           tmp_path: Path) -> None:
+    keys = tmp_path / str(busy_port) / "sha256.txt"
+    keys.parent.mkdir()
+    keys.write_text("digest of the key the server on that port was started with\n")
     proc = make_serve(busy_port, tmp_path)
     out, err = proc.communicate(timeout=60)
     assert "http://" not in out + err
-    assert f"cannot listen on 0.0.0.0:{busy_port}: Address already in use" in err
+    assert (f"make serve: port {busy_port} is in use (a server already listens there): stop it, or pick another "
+            f"port: make serve SERVE_PORT={busy_port + 1}") in err
     assert "Traceback" not in err
     assert proc.returncode == 2
+    assert keys.read_text() == "digest of the key the server on that port was started with\n"
 
 
 @pytest.mark.parametrize("compiler", ["cc", "none"])
@@ -93,7 +99,7 @@ def test_make_serve_prints_the_address_it_serves_once_it_answers(tmp_path: Path,
         url = line.removeprefix("Test page: ").strip()
         assert url == f"http://127.0.0.1:{port}/", lines
         key = next(proc.stdout).removeprefix("API key:").strip()
-        assert hashlib.sha256(key.encode()).hexdigest() in (tmp_path / "sha256.txt").read_text()
+        assert hashlib.sha256(key.encode()).hexdigest() in (tmp_path / str(port) / "sha256.txt").read_text()
         assert f"-F file=@models/samples/shapes-1.jpg {url}predict" in next(proc.stdout)
         health = httpx.get(f"{url}health", timeout=5)  # listening: 200, or 503 while the model still loads
         assert health.status_code in (200, 503) and "status" in health.json()
@@ -130,3 +136,23 @@ def test_connections_send_each_response_at_once_without_waiting_for_an_ack(host:
             server.close()
 
     assert asyncio.run(accepted_nodelay()) == 1
+
+
+def test_ctrl_c_drains_and_exits_130_without_a_traceback() -> None:
+    """How a user stops `make serve`: the drain is logged, then exit 130 as a shell reports Ctrl-C, no
+    KeyboardInterrupt traceback through asyncio."""
+    proc = subprocess.Popen([PYTHON, "-m", "inference_service", "--model", str(demo_model()), "--allow-anonymous",
+                             "--port", "0", "--ready-message", READY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        assert proc.stdout is not None
+        ready = next(line for line in proc.stdout if line.startswith("READY "))
+        wait_healthy(ready.split()[1].rstrip("/"), proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert "shutdown: draining 0 in-flight request(s)" in out
