@@ -131,9 +131,17 @@ class PredictService:
         except TimeoutError:  # the rest of the body may still trickle in: close rather than read it
             raise HTTPException(408, f"the request body did not arrive within the {self.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
-        parts = plain_form(request.headers.get("content-type", ""), body, MAX_FILES, len(FIELDS))
+        content_type = request.headers.get("content-type", "")
+        parts = plain_form(content_type, body, MAX_FILES, len(FIELDS))
         if parts is None:
-            form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
+            try:
+                form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
+            except HTTPException as e:  # a urlencoded body: an image sent raw (curl --data-binary) has many '&'
+                if content_type.lower().startswith("multipart/"):
+                    raise
+                raise InputError(f"missing image: the body is {content_type.split(';')[0] or 'not a form'}, not a "
+                                 f"multipart/form-data form ({e.detail}); send the image as the multipart 'file' part "
+                                 "(curl -F file=@image.jpg)", "file") from None
             try:
                 parts = [(key, value if isinstance(value, str) else await value.read())
                          for key, value in form.multi_items()]

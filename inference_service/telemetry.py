@@ -178,7 +178,8 @@ def content_length(headers: dict[str, str]) -> int:
 
 
 def too_large_message(max_body: int) -> str:
-    return f"request body is over the {max_body / 1e6:g} MB limit"
+    """In the unit the limit is set in (MAX_UPLOAD_MB is MiB): a 20 MiB cap reads 20, not 20.9715."""
+    return f"request body is over the {max_body / 2**20:g} MiB limit (MAX_UPLOAD_MB)"
 
 
 async def send_error(send: Send, status: int, message: str, field: str | None = None) -> None:

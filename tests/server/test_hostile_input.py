@@ -105,6 +105,11 @@ REQUESTS = {
                       "missing image"),
     "urlencoded-file": Bad(b"file=%FF%D8%FF", {"Content-Type": "application/x-www-form-urlencoded"}, 422, "file",
                            "must be a file part"),
+    # `curl --data-binary @image.jpg`: the raw image as a urlencoded body, whose '&' bytes make many fields
+    "raw-image-as-body": Bad(IMAGE + b"&a=1" * 20, {"Content-Type": "application/x-www-form-urlencoded"}, 422, "file",
+                             "missing image: the body is application/x-www-form-urlencoded, not a multipart/form-data "
+                             "form (Too many fields. Maximum number of fields is 9.); send the image as the multipart "
+                             "'file' part (curl -F file=@image.jpg)"),
     "multipart-without-boundary": Bad(multipart([FILE]), {"Content-Type": "multipart/form-data"}, 400, None,
                                       "Missing boundary"),
     "multipart-wrong-boundary": Bad(multipart([FILE]), {"Content-Type": "multipart/form-data; boundary=other"},
@@ -186,7 +191,8 @@ def raw_post(url: str, headers: dict[str, str], chunks: Iterable[bytes]) -> tupl
 
 def test_declared_length_over_the_cap_is_413_before_the_body_is_sent(server: Server) -> None:
     status, body = raw_post(server.url, {**server.auth, **MULTIPART, "Content-Length": str(CAP + 1)}, [])
-    assert status == 413 and body == {"error": f"request body is over the {CAP / 1e6:g} MB limit", "field": "file"}
+    assert status == 413 and body == {"error": f"request body is over the {MAX_UPLOAD_MB:g} MiB limit (MAX_UPLOAD_MB)",
+                                      "field": "file"}
 
 
 def test_chunked_body_over_the_cap_is_413_while_it_streams(server: Server) -> None:
@@ -194,7 +200,7 @@ def test_chunked_body_over_the_cap_is_413_while_it_streams(server: Server) -> No
     block = b"\0" * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(data), data) for data in [head] + [block] * (2 * CAP // len(block))]
     status, body = raw_post(server.url, {**server.auth, **MULTIPART, "Transfer-Encoding": "chunked"}, chunks)
-    assert status == 413 and "MB limit" in body["error"] and body["field"] == "file"
+    assert status == 413 and f" {MAX_UPLOAD_MB:g} MiB limit" in body["error"] and body["field"] == "file"
 
 
 @pytest.mark.parametrize("path", [

@@ -294,7 +294,7 @@ def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(client: TestClient
 def test_upload_over_the_cap_is_413(client: TestClient, auth: dict[str, str], sample: bytes) -> None:
     big = b"\xff\xd8\xff" + b"\0" * (MAX_BODY + 10)
     r = client.post("/predict", files={"file": ("big.jpg", big, "image/jpeg")}, headers=auth)
-    assert r.status_code == 413 and "MB limit" in r.json()["error"]
+    assert r.status_code == 413 and "MiB limit" in r.json()["error"]
     assert client.post("/predict", files={"file": sample}, headers=auth).status_code == 200
 
 
