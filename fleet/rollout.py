@@ -23,6 +23,7 @@ from typing import Any
 from components.catalog import GEOGRAPHIES
 from components.errors import FleetError
 from components.layout import ServicePlan
+from components.model_files import Refused, read_model_file
 from fleet.cloud import Endpoint
 from fleet.deployer import AutomationDeployer, Deployer
 from fleet.monitor import Summary, metric_client, summarize
@@ -258,6 +259,10 @@ def start(rollout: Rollout, runner_for: Callable[[Rollout], Runner], resume: boo
     if model is None:
         raise FleetError(f"--model {rollout.model}: no such model in Pulumi.{rollout.stack}.yaml "
                          f"({', '.join(m.name for m in config.models)})")
+    try:  # as the program will read it at the first step: a dry run is where a wrong path should show
+        read_model_file(model.name, rollout.to, PROJECT_DIR)
+    except Refused as reason:
+        raise FleetError(f"--to {rollout.to}: {reason}") from None
     least = load_pack_config()["rollout-bake"]
     if least.level.value == "mandatory" and rollout.stack in least.options.get("stacks", ["prod"]) \
             and rollout.bake_s < 60 * float(least.options.get("minBakeMinutes", 5)):

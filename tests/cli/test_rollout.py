@@ -196,6 +196,8 @@ def test_a_dry_run_changes_nothing(stack_dir: Path, capsys: pytest.CaptureFixtur
     (["--canary", "us-east1"], "--canary us-east1: not one of the model's regions"),
     (["--bake", "ten"], "--bake ten: give a duration like 30s, 10m or 1h"),
     (["--model", "nope"], "--model nope: no such model in Pulumi.dev.yaml"),
+    (["--to", "models/demo-v2.onnx"], "--to models/demo-v2.onnx: 'models/demo-v2.onnx' not found in the repository"),
+    (["--to", "README.md"], "--to README.md: 'README.md' is not an ONNX model"),
 ])
 def test_bad_options_are_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
                                              ) -> None:
