@@ -96,8 +96,9 @@ def main() -> None:
         f"CPU ({verdict(monitor_s)}). "
         "It reads the endpoints from the stack's layout (`fleet.cloud.stack_layout`) instead of evaluating the "
         "program.",
-        "Each dedicated endpoint adds the same resources (service, account, key access, alerts, SLOs), so time grows "
-        "about linearly with endpoints; timings share the machine with other work, so compare ratios.",
+        "Each dedicated endpoint adds the same resources (its service, alerts, SLO service and SLOs; each model "
+        "adds an account and its grants), so time grows about linearly with endpoints; timings share the machine "
+        "with other work, so compare ratios.",
         f"Machine load when the cold processes ran: {during} (wall times stretch with it; CPU times much less).",
     ])
     write_section("plan", "Offline plan (fleet plan) and cold fleet monitor",

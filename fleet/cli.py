@@ -1,9 +1,11 @@
-"""`fleet`: plan and inspect a yolo-fleet stack offline. Exit 0 on success, 2 on a catalog/config mistake."""
+"""`fleet`: plan, check and price a yolo-fleet stack offline; watch and roll out a deployed one.
+Exit 0 on success, 1 on a mandatory policy violation or a rolled-back rollout, 2 on a mistake in the input."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import difflib
 import gc
 import importlib
 import json
@@ -11,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from components.catalog import load_catalog
 from components.errors import FleetError
@@ -83,19 +86,42 @@ COMMAND_MODULES: tuple[str, ...] = ("fleet.cli", "fleet.policy", "fleet.cost", "
                                     "fleet.logs", "fleet.apis", "fleet.rollout")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A wrong option or value is one line naming the command (`fleet monitor: error: ...`), as every other input
+    mistake is, with where to read more, not argparse's usage block; exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml (default: prod)")
     common.add_argument("--catalog", help="region catalog file (default: the stack's, else regions.yaml)")
-    p = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    p = OneLineErrors(prog="fleet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, common)
+    for choice in sub._choices_actions:  # `fleet plan --help` opens with what `fleet --help` says of plan
+        command = sub.choices[choice.dest]
+        command.description = command.description or choice.help
     return p
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an option the command does not have is its error (with a close match), not the top level's."""
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        command = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        options = [o for action in command._actions for o in action.option_strings]
+        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}" + (f"; did you mean {close[0]}?" if close else ""))
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)

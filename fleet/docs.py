@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from components.catalog import Catalog
 from components.settings import EndpointSettings
-from inference_service.settings import ServerSettings
+from inference_service.settings import ServerSettings, flag
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = "regions.schema.json"
@@ -28,6 +28,7 @@ REGENERATE = "make docs"  # what a stale file's message tells you to run (`pytho
 # README section -> the model whose fields its table lists. A model with an `env_prefix` (pydantic-settings) is
 # listed by environment variable.
 TABLES: dict[str, type[BaseModel]] = {"settings": EndpointSettings, "server-settings": ServerSettings}
+FLAGS: dict[str, Callable[[str], str]] = {"server-settings": flag}  # tables of settings that are flags too
 
 
 class MarkerMissing(Exception):
@@ -67,18 +68,21 @@ def allowed(prop: dict[str, Any]) -> str:
     return ", ".join(bounds) or str(prop.get("type", "any"))
 
 
-def settings_table(model: type[BaseModel]) -> str:
-    """A Markdown table of `model`'s fields: name (or environment variable), default, allowed values, description."""
+def settings_table(model: type[BaseModel], flag_of: Callable[[str], str] | None = None) -> str:
+    """A Markdown table of `model`'s fields: name (or environment variable), its command-line flag (with
+    `flag_of`), default, allowed values, description."""
     schema = model.model_json_schema()
     prefix = model.model_config.get("env_prefix")
-    rows = ["| setting | default | allowed | what it does |", "|---|---|---|---|"]
+    header = ["setting", *(["flag"] if flag_of else []), "default", "allowed", "what it does"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, prop in schema["properties"].items():
         key = f"{prefix}{name}".upper() if prefix is not None else name
         field = model.model_fields.get(name)
         derived = field is not None and not field.is_required()  # a default_factory or one computed from others
         default = _yaml(prop["default"]) if "default" in prop else "see text" if derived else "required"
         description = prop.get("description", "").replace("|", "\\|")
-        rows.append(f"| `{key}` | {default} | {allowed(prop)} | {description} |")
+        cells = [f"`{key}`", *([f"`{flag_of(name)}`"] if flag_of else []), default, allowed(prop), description]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -96,7 +100,7 @@ def generated(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
     """Each generated file's path -> the content the models give it now."""
     readme = (project_dir / README).read_text(encoding="utf-8")
     for name, model in TABLES.items():
-        readme = with_section(readme, name, settings_table(model))
+        readme = with_section(readme, name, settings_table(model, FLAGS.get(name)))
     return {project_dir / SCHEMA_FILE: catalog_schema(), project_dir / README: readme}
 
 

@@ -2,7 +2,7 @@
 
 The thread that calls onnxruntime is one of the session's intra-op threads. Left to the scheduler, it and the
 pool threads (and the event loop's wake-ups) were placed differently from one server process to the next, and
-a lone predict took up to 1.9 ms longer at the median on 2 vCPUs than with the caller pinned to one CPU and the
+a lone predict took about 0.7 ms longer at the median on 2 vCPUs than with the caller pinned to one CPU and the
 pool threads left free (interleaved A/B of server processes: benchmarks/RESULTS.md, server section). Only a
 lone request is pinned, and only for its CPU work: under load every thread may run anywhere, since pinning would
 queue requests behind each other on one CPU.

@@ -94,3 +94,25 @@ def test_range_help_names_its_default(capsys) -> None:
         parser().parse_args(["monitor", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--range {1h,6h,24h,7d,30d} how far back (default 1h)" in help_text
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["plan", "--jsn"], "fleet plan: error: unrecognized arguments: --jsn; did you mean --json? "
+                        "(`fleet plan --help` lists the options)"),
+    (["monitor", "--range", "2h"], "fleet monitor: error: argument --range: invalid choice: '2h' (choose from '1h', "
+                                   "'6h', '24h', '7d', '30d') (`fleet monitor --help` lists the options)"),
+    (["cost", "--requests-per-second", "abc"], "fleet cost: error: argument --requests-per-second: invalid float "
+                                               "value: 'abc' (`fleet cost --help` lists the options)"),
+])
+def test_a_wrong_option_is_one_line_naming_the_command_and_exit_2(capsys, argv: list[str], line: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", line + "\n")
+
+
+def test_each_commands_help_opens_with_what_it_does(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["cost", "--help"])
+    assert "\nmonthly cost at list prices" in capsys.readouterr().out

@@ -86,3 +86,17 @@ def test_missing_markers_are_named(project: Path):
     readme.write_text(readme.read_text().replace("<!-- settings:end -->", ""))
     with pytest.raises(docs.MarkerMissing, match="<!-- settings:end -->"):
         docs.generated(project)
+
+
+def test_the_server_settings_table_gives_each_settings_real_flag():
+    """The flag column is what `python -m inference_service` parses: MODEL_PATH is --model, not --model-path."""
+    from inference_service.__main__ import _parser
+    from inference_service.settings import ServerSettings
+
+    readme = (PROJECT_DIR / "README.md").read_text()
+    section = readme.split("<!-- server-settings:start -->")[1].split("<!-- server-settings:end -->")[0]
+    rows = {r.split("`")[1]: r.split("`")[3] for r in section.splitlines() if r.startswith("| `")}
+    assert list(rows) == [name.upper() for name in ServerSettings.model_fields]
+    assert rows["MODEL_PATH"] == "--model" and rows["MAX_QUEUE"] == "--max-queue"
+    accepted = {option: action.dest for action in _parser()._actions for option in action.option_strings}
+    assert {env: accepted.get(option) for env, option in rows.items()} == {env: env.lower() for env in rows}
