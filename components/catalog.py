@@ -126,7 +126,8 @@ class Catalog(_Strict):
         cities: dict[str, str] = {}
         for i, region in enumerate(self.regions):
             if region.id in seen:
-                raise ValueError(f"regions[{region.id}]: duplicate id (entries {seen[region.id]} and {i})")
+                raise ValueError(f"regions[{region.id}]: duplicate id (entries {seen[region.id] + 1} and {i + 1} of "
+                                 "the list, counting from 1)")
             seen[region.id] = i
             if region.city_slug in cities:
                 raise ValueError(f"regions[{region.id}]: city '{region.city}' names an endpoint the same as "
@@ -184,19 +185,29 @@ def _unique_key_loader() -> type[yaml.SafeLoader]:
 
 def read_yaml(path: Path, error: type[FleetError]) -> Any:
     """Parse a YAML file; a missing file or bad syntax is an `error` naming the file and line."""
+    shown = _shown(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise error(f"{shown}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise error(f"{path}: not UTF-8 text") from None
+        raise error(f"{shown}: not UTF-8 text") from None
     try:
         return yaml.load(text, Loader=_unique_key_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{path}:{where} invalid YAML: {problem}") from None
+        raise error(f"{shown}:{where} invalid YAML: {problem}") from None
+
+
+def _shown(path: Path) -> Path:
+    """A file as messages name it: relative to the working directory when inside it (`regions.yaml`, as the
+    validation errors say), else as given."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def load_catalog(path: str | Path) -> Catalog:

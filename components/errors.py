@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -65,5 +66,9 @@ def describe(source: str, error: ValidationError, data: Any, models: Iterable[ty
             continue
         if err["type"] not in ("value_error", "assertion_error") and "input" in err:
             msg = f"{msg} (got {err['input']!r})"
+        if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+            close = difflib.get_close_matches(err["input"], choices, n=1)
+            msg += f"; did you mean '{close[0]}'?" if close else ""
         lines.append(line(loc, msg))
     return "\n".join(dict.fromkeys(lines))

@@ -9,6 +9,8 @@ without one, min > max after overrides) stops the run before anything is declare
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -18,6 +20,7 @@ from components import names
 from components.catalog import Catalog, Region
 from components.errors import FleetError, describe
 from components.precedence import (
+    BUILT_IN_LAYER,
     STACK_CHOICES,
     Layer,
     catalog_file_name,
@@ -80,10 +83,18 @@ class FleetLayout:
 
 
 def _resolve(source: str, where: str, layers: Sequence[Layer]) -> EndpointSettings:
+    """The service's settings; FleetError naming the service and, for each setting a line mentions, the layer its
+    value came from (a forced memory that cpu 1 cannot hold is not the model's mistake)."""
     try:
         return resolve(layers)
     except ValidationError as exc:
-        raise FleetError(describe(f"{source}: {where}", exc, {}, [EndpointSettings])) from None
+        found = origins(layers)
+        lines = []
+        for line in describe(f"{source}: {where}", exc, {}, [EndpointSettings]).splitlines():
+            named = [n for n in EndpointSettings.model_fields
+                     if found[n] is not BUILT_IN_LAYER and re.search(rf"\b{n}\b", line.split(where, 1)[1])]
+            lines.append(line + (f" ({'; '.join(f'{n} from {found[n].source}' for n in named)})" if named else ""))
+        raise FleetError("\n".join(lines)) from None
 
 
 def fit_gpu_quota(services: list[ServicePlan], defaulted: set[str], quota: int) -> list[ServicePlan]:
@@ -124,8 +135,10 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
         if isinstance(model.regions, list):
             unknown = [r for r in model.regions if r not in known]
             if unknown:
+                close = [m for r in unknown for m in difflib.get_close_matches(r, known, n=1)]
+                hint = f"did you mean {' and '.join(close)}?" if close else "`fleet regions` lists the ids"
                 raise FleetError(f"{source}: models[{model.name}].regions: {', '.join(unknown)} not in the "
-                                 f"catalog ({config.catalog}); `fleet regions` lists the ids")
+                                 f"catalog ({catalog_file}); {hint}")
         if model.rollout:
             outside = sorted(set(model.rollout.regions) - {r.id for r in catalog.select(model.regions)})
             if outside:

@@ -6,6 +6,7 @@ Keys live in the `yolo-fleet:` namespace (snake_case, as in the catalog) plus `g
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import re
 from typing import Any, Literal
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.catalog import GEOGRAPHIES
 from components.errors import FleetError, describe
 from components.settings import MAX_INSTANCES_CAP, EndpointSettings, SettingsOverride
 
@@ -55,6 +57,9 @@ class RolloutSpec(_Strict):
         return v
 
 
+REGION_SETS = ("all", *GEOGRAPHIES)  # what a model's `regions` may name instead of a list of ids
+
+
 class ModelSpec(_Strict):
     """One model of the stack and where its dedicated endpoints run."""
 
@@ -71,6 +76,16 @@ class ModelSpec(_Strict):
         if self.rollout and self.rollout.to == self.file:
             raise ValueError(f"rollout.to: '{self.file}' is already the model's file; roll out another file")
         return self
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _a_known_set(cls, v: Any) -> Any:
+        """One line for a misspelt set, not one per branch of the union (a name, then 'a valid list')."""
+        if isinstance(v, str) and v not in REGION_SETS:
+            close = difflib.get_close_matches(v, REGION_SETS, n=1)
+            raise ValueError(f"'{v}' is neither 'all' nor a geography ({', '.join(GEOGRAPHIES)})"
+                             + (f"; did you mean '{close[0]}'?" if close else "; or give a list of region ids"))
+        return v
 
     @field_validator("regions")
     @classmethod

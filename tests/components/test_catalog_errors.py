@@ -36,7 +36,10 @@ CASES = [
     pytest.param(set_in("us-east1", id="us-eastt1"), ["regions.yaml", "regions[us-eastt1].id",
                  "unknown Cloud Run region 'us-eastt1'", "did you mean 'us-east1'"], id="unknown-region-id"),
     pytest.param(lambda d: d["regions"].append(dict(region_entry(d, "us-east1"), city="Elsewhere")),
-                 ["regions[us-east1]", "duplicate id"], id="duplicate-id"),
+                 ["regions[us-east1]", "duplicate id (entries 2 and 44 of the list, counting from 1)"],
+                 id="duplicate-id"),
+    pytest.param(set_in("us-east1", geography="americs"), ["regions[us-east1].geography", "(got 'americs'); did "
+                 "you mean 'americas'?"], id="misspelt-geography"),
     pytest.param(override("us-west1", min_instances=5, max_instances=3),
                  ["regions[us-west1].overrides", "min_instances (5) is greater than max_instances (3)"],
                  id="min-greater-than-max"),
@@ -114,6 +117,11 @@ def test_unknown_stack(capsys):
      "models[demo].regions: atlantis-1 not in the catalog"),
     ("yolo-fleet:models", [{"name": "Demo_Model"}], "models[Demo_Model].name"),
     ("yolo-fleet:models", [{"name": "demo", "regions": "antarctica"}], "models[demo].regions"),
+    ("yolo-fleet:models", [{"name": "demo", "regions": ["us-centrl1"]}],
+     "models[demo].regions: us-centrl1 not in the catalog (regions.yaml); did you mean us-central1?"),
+    ("yolo-fleet:models", [{"name": "demo", "regions": "europ"}],
+     "models[demo].regions: 'europ' is neither 'all' nor a geography (americas, europe, asia-pacific, middle-east, "
+     "africa); did you mean 'europe'?"),
     ("yolo-fleet:models", [{"name": "demo"}, {"name": "demo"}], "demo given twice"),
     ("yolo-fleet:models", [{"name": "demo", "file": "models/missing.onnx"}],
      "models[demo].file: 'models/missing.onnx' not found in the repository"),
@@ -122,6 +130,9 @@ def test_unknown_stack(capsys):
      "models[demo] in regions[us-east1]: gpu: us-east1 has no GPU"),
     ("yolo-fleet:models", [{"name": "demo", "settings": {"max_instances": 0}}], "models[demo].settings.max_instances"),
     ("yolo-fleet:settings", {"min_instances": 20}, "min_instances (20) is greater than max_instances"),
+    ("yolo-fleet:forced_settings", {"memory": "16Gi"},
+     "memory 16Gi needs more vCPU: cpu 2 allows at most 8Gi (cpu from regions.yaml: defaults; memory from "
+     "Pulumi.prod.yaml: yolo-fleet:forced_settings)"),
     ("yolo-fleet:api_key_sha256", ["my-secret-key"], "is not a sha256 hex digest"),
     ("yolo-fleet:api_key_sha256", [], "api_key_sha256"),
     ("yolo-fleet:image", "gcr.io/x/server:latest", "image: String should match pattern"),
@@ -133,6 +144,7 @@ def test_stack_config_mistake(key, value, expected):
         evaluate("prod", config_overrides={key: json.dumps(value) if not isinstance(value, str) else value})
     assert "Pulumi.prod.yaml" in str(info.value)
     assert expected in str(info.value)
+    assert len(str(info.value).splitlines()) == 1, "one mistake, one line"
 
 
 def test_installed_command_exits_2_without_traceback(write_catalog):

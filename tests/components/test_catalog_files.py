@@ -36,6 +36,14 @@ def test_a_syntax_error_names_line_and_column_counted_from_one(tmp_path: Path) -
     assert str(e.value).startswith(f"{path}: line 4, column 7: invalid YAML: expected ',' or ']'")
 
 
+def test_a_file_in_the_working_directory_is_named_as_the_other_errors_name_it(tmp_path: Path, monkeypatch) -> None:
+    path = write(tmp_path, "defaults:\n  cpu: 2\n  memory: [4Gi\nshared: {}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CatalogError) as e:
+        load_catalog(path)
+    assert str(e.value).startswith("regions.yaml: line 4, column 7: invalid YAML")
+
+
 def test_a_key_given_twice_names_the_second_one(tmp_path: Path) -> None:
     path = write(tmp_path, "defaults:\n  cpu: 2\n    \n  cpu: 4\n")
     with pytest.raises(CatalogError) as e:
