@@ -105,9 +105,9 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    gcp_project, client = project(args), logging_client()  # credentials first, before reading the stack
+    since = datetime.now(UTC) - parse_since(args.since)  # the command line first: a typo is not a login problem
+    gcp_project, client = project(args), logging_client()  # then credentials, before reading the stack
     endpoints = {e.service: e.name for e in stack_endpoints(args)}
-    since = datetime.now(UTC) - parse_since(args.since)
     from google.api_core import exceptions
 
     while True:

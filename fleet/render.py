@@ -181,8 +181,9 @@ def render_plan(plan: Plan, catalog: Catalog) -> str:
     out.append(
         f"Summary: {len(custom)} resources to create; {len(services)} Cloud Run services "
         f"({len(dedicated)} dedicated in {len({s.inputs['location'] for s in dedicated})} regions, "
-        f"{len(services) - len(dedicated)} shared); {warm} instances kept warm (min_instances), "
-        f"the rest scale to zero.")
+        f"{len(services) - len(dedicated)} shared); "
+        + (f"{warm} instance{'s' if warm > 1 else ''} kept warm (min_instances), the rest scale to zero." if warm
+           else "every service scales to zero (no min_instances)."))
     return "\n".join(out)
 
 

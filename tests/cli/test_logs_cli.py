@@ -270,6 +270,8 @@ def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, 
     err = capsys.readouterr().err
     assert f"GOOGLE_APPLICATION_CREDENTIALS={tmp_path / 'missing.json'}: no such file" in err
     assert "Traceback" not in err
+    assert main(["logs", "--stack", "dev", "--since", "2x"]) == 2, "a typo in the command line comes first"
+    assert capsys.readouterr().err == "fleet logs: --since 2x: expected a number and a unit, e.g. 30m, 1h, 2d\n"
 
 
 def minutes_ago(*minutes: int) -> FakeLogging:

@@ -276,6 +276,8 @@ def test_plan_table_for_people(capsys):
     assert re.search(r"^europe-west1\s+europe\s+2\s+", out, re.M), "per-region table: endpoint + shared service"
     assert "46 Cloud Run services (43 dedicated in 43 regions, 3 shared)" in out
     assert "4 instances kept warm" in out
+    assert main(["plan", "--stack", "dev"]) == 0  # dev forces min_instances 0 everywhere
+    assert capsys.readouterr().out.rstrip().endswith("every service scales to zero (no min_instances).")
 
 
 def test_regions_command_counts_geographies(capsys):
