@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from inference_service import letterbox, native
 from inference_service.errors import NotReady
 from inference_service.model import Model, ModelInfo
+from inference_service.params import min_imgsz
 from inference_service.telemetry import Metrics
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class SingleModel:
 
 
 def model_facts(info: ModelInfo) -> dict[str, Any]:
-    """What the Test page shows of a model; ``end2end`` disables its iou control (NMS-free models ignore iou)."""
+    """What the Test page shows of a model; ``end2end`` disables its iou control (NMS-free models ignore iou), and
+    ``minImgsz`` is the smallest imgsz a predict accepts (an end-to-end model's top-k needs that grid)."""
     return {"model": info.name, "task": info.task, "imgsz": info.imgsz[0], "stride": info.stride,
-            "end2end": info.end2end}
+            "end2end": info.end2end, "minImgsz": min_imgsz(info)}

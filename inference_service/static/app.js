@@ -304,6 +304,8 @@ function describe() {
     : (info.mode === "shared" ? "a tenant key and the owner, project and model of one of the tenant's models" : "model loading…");
   $("model-meta").textContent = [where, model, `server ${info.version}`].filter(Boolean).join(" · ");
   $("imgsz").placeholder = facts?.imgsz ? `${facts.imgsz} (model default)` : "model default";
+  $("imgsz").min = facts?.minImgsz ?? 32;  // the browser flags a size the model refuses before it is sent
+  $("imgsz").step = facts?.stride ?? 32;
   $("iou").disabled = isEndToEnd();
   $("iou-note").textContent = isEndToEnd()
     ? "This model is end-to-end (NMS-free): it ignores iou, as ultralytics does."

@@ -186,6 +186,7 @@ def test_iou_control_follows_the_model(browser, kind: str) -> None:
         note = page.locator("#iou-note")
         if kind == "e2e":
             assert page.locator("#iou").is_disabled() and "ignores iou" in note.inner_text()
+            assert page.locator("#imgsz").get_attribute("min") == "128", "its top 300 boxes need a 128 grid"
         else:
             assert page.locator("#iou").is_enabled() and not note.is_visible()
         page.locator("#conf").fill("0.01")
