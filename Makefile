@@ -87,14 +87,31 @@ clean:
 # `make serve` gets a venv of its own with only the server's runtime requirements (the image's, ~200 MB): no
 # torch, ultralytics or Playwright (~7 GB), and it proves the server runs on exactly what the image installs.
 # The server prints the address once it listens (--ready-message), so a failed start (busy port: exit 2)
-# never shows a URL. Each port has its own key file, written only once the port is found free: a second
-# `make serve`, on another port or failing on a busy one, never replaces the key of a server already running.
+# never shows a URL. Each port has its own key file (port 0, any free port, one per run), written only once the
+# port is found free: a second `make serve`, on another port or failing on a busy one, never replaces the key of
+# a server already running.
 SERVE_VENV   := .venv-serve
 SERVE_DEPS   := $(SERVE_VENV)/.serve-deps
 SERVE_PYTHON ?= $(SERVE_VENV)/bin/python
 SERVE_PORT   ?= 8080
 SERVE_DIR    ?= .serve
-SERVE_KEYS    = $(SERVE_DIR)/$(SERVE_PORT)/sha256.txt
+
+# Binds as the server will (all IPv4 addresses, SO_REUSEADDR), so what would stop it stops make serve first.
+define SERVE_PORT_CHECK
+import socket, sys
+port = sys.argv[1]
+if not port.isdigit() or int(port) > 65535:
+    sys.exit(print(f"make serve: SERVE_PORT={port} is not a port (0-65535; 0 picks a free one)", file=sys.stderr) or 2)
+if int(port):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("0.0.0.0", int(port)))
+    except OSError as error:
+        sys.exit(print(f"make serve: cannot listen on port {port} ({error.strerror}): stop what runs there, or pick "
+                       f"another port: make serve SERVE_PORT={8081 if port == '8080' else 8080}", file=sys.stderr) or 2)
+endef
+export SERVE_PORT_CHECK
 
 $(SERVE_DEPS): inference_service/requirements.txt
 	$(PYTHON) -m venv $(SERVE_VENV)
@@ -103,19 +120,19 @@ $(SERVE_DEPS): inference_service/requirements.txt
 
 # The C letterbox kernel is optional here: without a compiler the server runs its numpy port (same answers).
 serve: $(SERVE_DEPS)  ## run the inference server on the demo model with a fresh random key
-	@$(MAKE) --no-print-directory $(NATIVE) || echo "NOTE: no C letterbox kernel; the server uses its numpy port" \
+	@$(MAKE) -s --no-print-directory $(NATIVE) || echo "NOTE: no C letterbox kernel; the server uses its numpy port" \
 	  "(same answers, about 8 ms slower per camera image)" >&2
-	@$(PYTHON) -c "import socket, sys; port = int(sys.argv[1]); port and not socket.socket().connect_ex(('127.0.0.1', \
-	  port)) and sys.exit(print(f'make serve: port {port} is in use (a server already listens there): stop it, or' \
-	  f' pick another port: make serve SERVE_PORT={port + 1}', file=sys.stderr) or 2)" $(SERVE_PORT)
-	@mkdir -p $(dir $(SERVE_KEYS)) && key=$$($(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))") && \
+	@$(PYTHON) -c "$$SERVE_PORT_CHECK" "$(SERVE_PORT)"
+	@mkdir -p $(SERVE_DIR) && keys=$(SERVE_DIR)/$(SERVE_PORT) && \
+	  { [ "$(SERVE_PORT)" != 0 ] || keys=$$(mktemp -d $(SERVE_DIR)/0-XXXXXX); } && mkdir -p $$keys && \
+	  key=$$($(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))") && \
 	  $(PYTHON) -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())" "$$key" \
-	    > $(SERVE_KEYS) && \
-	  echo "Starting the inference server on port $(SERVE_PORT) (demo model, key digest in $(SERVE_KEYS))" && \
+	    > $$keys/sha256.txt && \
+	  echo "Starting the inference server on port $(SERVE_PORT) (demo model, key digest in $$keys/sha256.txt)" && \
 	  READY_MESSAGE="$$(printf '%s\n' "Test page: {url}" "API key:   $$key" \
 	    "Try:       curl -H 'Authorization: Bearer $$key' -F file=@models/samples/shapes-1.jpg {url}predict")" \
 	  exec $(SERVE_PYTHON) -m inference_service --model models/demo-e2e.onnx --port $(SERVE_PORT) \
-	    --api-key-file $(SERVE_KEYS)
+	    --api-key-file $$keys/sha256.txt
 
 # Files generated from the code, committed and checked by the tests (each test's failure names its target):
 # regions.schema.json and README's settings table from the pydantic models; tests/plans/<stack>.names.json, every

@@ -56,7 +56,7 @@ def test_a_busy_port_is_one_error_and_exit_2_before_anything_is_announced(busy_p
     assert "Traceback" not in r.stdout and "READY" not in r.stdout
 
 
-def make_serve(port: int, key_dir: Path, *variables: str) -> subprocess.Popen[str]:
+def make_serve(port: int | str, key_dir: Path, *variables: str) -> subprocess.Popen[str]:
     """``make serve`` as written in the Makefile, on the test venv's Python (its own venv is taken as made:
     ``-o``), with its key file in ``key_dir`` (not the user's .serve/), in a process group of its own so the
     test can stop it."""
@@ -74,8 +74,8 @@ def test_make_serve_on_a_busy_port_prints_no_url_exits_2_and_keeps_the_running_s
     proc = make_serve(busy_port, tmp_path)
     out, err = proc.communicate(timeout=60)
     assert "http://" not in out + err
-    assert (f"make serve: port {busy_port} is in use (a server already listens there): stop it, or pick another "
-            f"port: make serve SERVE_PORT={busy_port + 1}") in err
+    assert (f"make serve: cannot listen on port {busy_port} (Address already in use): stop what runs there, or pick "
+            "another port: make serve SERVE_PORT=8080") in err
     assert "Traceback" not in err
     assert proc.returncode == 2
     assert keys.read_text() == "digest of the key the server on that port was started with\n"
@@ -156,3 +156,30 @@ def test_ctrl_c_drains_and_exits_130_without_a_traceback() -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
     assert "shutdown: draining 0 in-flight request(s)" in out
+
+
+@pytest.mark.parametrize(("port", "line"), [
+    ("80a", "make serve: SERVE_PORT=80a is not a port (0-65535; 0 picks a free one)"),
+    ("70000", "make serve: SERVE_PORT=70000 is not a port (0-65535; 0 picks a free one)"),
+])
+def test_make_serve_with_a_port_that_is_not_one_is_one_line(tmp_path: Path, port: str, line: str) -> None:
+    proc = make_serve(port, tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and line in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir()), "no key is made"
+
+
+def test_make_serve_on_any_free_port_makes_a_key_file_per_run(tmp_path: Path) -> None:
+    """SERVE_PORT=0 twice is two servers on two ports: neither replaces the other's key."""
+    dirs = []
+    for _ in range(2):
+        proc = make_serve(0, tmp_path)
+        try:
+            assert proc.stdout is not None
+            started = next(line for line in proc.stdout if line.startswith("Starting the inference server"))
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.communicate(timeout=30)
+        dirs.append(Path(started.rsplit("key digest in ", 1)[1].rstrip(")\n")).parent)
+    assert dirs[0] != dirs[1] and all(d.parent == tmp_path and d.name.startswith("0-") for d in dirs)
+    assert all((d / "sha256.txt").is_file() for d in dirs)
