@@ -135,10 +135,10 @@ def plan_fleet(catalog: Catalog, config: StackConfig, source: str, stack: str) -
         if isinstance(model.regions, list):
             unknown = [r for r in model.regions if r not in known]
             if unknown:
-                close = [m for r in unknown for m in difflib.get_close_matches(r, known, n=1)]
-                hint = f"did you mean {' and '.join(close)}?" if close else "`fleet regions` lists the ids"
-                raise FleetError(f"{source}: models[{model.name}].regions: {', '.join(unknown)} not in the "
-                                 f"catalog ({catalog_file}); {hint}")
+                named = [r + "".join(f" (did you mean {m}?)" for m in difflib.get_close_matches(r, known, n=1))
+                         for r in unknown]
+                raise FleetError(f"{source}: models[{model.name}].regions: {', '.join(named)} not in the catalog "
+                                 f"({catalog_file}); `fleet regions` lists the ids")
         if model.rollout:
             outside = sorted(set(model.rollout.regions) - {r.id for r in catalog.select(model.regions)})
             if outside:

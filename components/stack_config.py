@@ -82,9 +82,11 @@ class ModelSpec(_Strict):
     def _a_known_set(cls, v: Any) -> Any:
         """One line for a misspelt set, not one per branch of the union (a name, then 'a valid list')."""
         if isinstance(v, str) and v not in REGION_SETS:
+            if any(c.isdigit() for c in v):  # a region id: 'europe-west1' must not be steered to all of europe
+                raise ValueError(f"'{v}' is neither 'all' nor a geography; one region is a list: [{v}]")
             close = difflib.get_close_matches(v, REGION_SETS, n=1)
             raise ValueError(f"'{v}' is neither 'all' nor a geography ({', '.join(GEOGRAPHIES)})"
-                             + (f"; did you mean '{close[0]}'?" if close else "; or give a list of region ids"))
+                             + (f"; did you mean '{close[0]}'?" if close else "") + " A list names region ids.")
         return v
 
     @field_validator("regions")

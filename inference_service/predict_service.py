@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from inference_service.settings import ServerSettings as Settings
 
 MAX_FILES = 2  # one more than the form takes: a second image gets "given more than once", a third "Too many files"
+URLENCODED = "application/x-www-form-urlencoded"  # curl's type for --data-binary: a form of ASCII text, never an image
 
 
 class CpuWork:
@@ -132,16 +133,13 @@ class PredictService:
             raise HTTPException(408, f"the request body did not arrive within the {self.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
         content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() == URLENCODED and not body.isascii():
+            raise InputError(f"missing image: the body is {URLENCODED} with binary bytes, an image sent raw (as curl "
+                             "--data-binary does); send the image as the multipart 'file' part (curl -F "
+                             "file=@image.jpg)", "file")
         parts = plain_form(content_type, body, MAX_FILES, len(FIELDS))
         if parts is None:
-            try:
-                form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
-            except HTTPException as e:  # a urlencoded body: an image sent raw (curl --data-binary) has many '&'
-                if content_type.lower().startswith("multipart/"):
-                    raise
-                raise InputError(f"missing image: the body is {content_type.split(';')[0] or 'not a form'}, not a "
-                                 f"multipart/form-data form ({e.detail}); send the image as the multipart 'file' part "
-                                 "(curl -F file=@image.jpg)", "file") from None
+            form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
             try:
                 parts = [(key, value if isinstance(value, str) else await value.read())
                          for key, value in form.multi_items()]
