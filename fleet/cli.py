@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from components.catalog import load_catalog
 from components.errors import FleetError
-from fleet.program import PROJECT_DIR, SHOW_SECRETS_ENV, evaluate, stack_config, stopped_plan
+from fleet.program import PROJECT_DIR, evaluate, stack_config, stopped_plan
 from fleet.render import render_plan, render_regions
 
 EXIT_INPUT_ERROR = 2
@@ -38,7 +38,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     catalog = catalog_path(args)
     plan = evaluate(args.stack, catalog=catalog)
     if args.json:
-        print(json.dumps(plan.to_json(os.environ.get(SHOW_SECRETS_ENV) == "1"), indent=2, sort_keys=False))
+        print(json.dumps(plan.to_json(args.show_secrets), indent=2, sort_keys=False))
     else:
         print(render_plan(plan, load_catalog(catalog)))
     return 0
@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     """Add this module's commands; other command modules (fleet/<command>.py) offer the same function."""
     plan = sub.add_parser("plan", parents=[common], help="what `pulumi up` would create, evaluated offline")
     plan.add_argument("--json", action="store_true", help="resources with inputs as the provider receives them")
+    # `fleet diff` plans another tree with it: its policies must see the same secret inputs (placeholder digests) on
+    # both sides, or every masked value looks like a violation the change brings. Not for people: hidden.
+    plan.add_argument("--show-secrets", action="store_true", help=argparse.SUPPRESS)
     plan.add_argument("--explain", metavar="REGION",
                       help="instead of the plan: each setting of each service in REGION (id or city) and the layer "
                            "that set it")

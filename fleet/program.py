@@ -30,9 +30,6 @@ ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 PLAN_STOPPED = "the program stopped before declaring anything"  # the note evaluate() adds to its FleetErrors
 # How a secret value travels in resource inputs (pulumi.runtime.rpc's special signature).
 SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
-# Set to 1 by `fleet diff` for the plan it has another tree's code print: the policies must see the same secret inputs
-# (placeholder digests) on both sides, or every masked value looks like a violation the change brings.
-SHOW_SECRETS_ENV = "FLEET_PLAN_SHOW_SECRETS"
 
 
 @dataclass

@@ -147,3 +147,17 @@ def test_an_unchanged_tree_brings_no_new_violations(repo):
     assert count[0] == count[2] != "0", summary
     assert not [line for line in lines if line.split()[:1] in (["new"], ["resolved"])]
     assert f"{count[0]} violation(s) unchanged (`fleet policy --stack dev` lists them)." in lines
+
+
+def test_a_ref_whose_fleet_predates_show_secrets_is_planned_masked_and_the_review_is_told(repo):
+    cli = repo / "fleet" / "cli.py"
+    current = cli.read_text()
+    older = "\n".join(line for line in current.splitlines() if '"--show-secrets"' not in line)
+    cli.write_text(older.replace("plan.to_json(args.show_secrets)", "plan.to_json()") + "\n")
+    git(repo, "commit", "-qam", "a fleet without --show-secrets")
+    cli.write_text(current)
+    git(repo, "commit", "-qam", "and with it again")
+    done = fleet(repo, "diff", "--against", "HEAD~1", "--stack", "dev")
+    assert done.returncode == 0, done.stderr
+    assert "note: the plan at HEAD~1" in done.stderr and "masks secret inputs" in done.stderr
+    assert any(line.split()[:2] == ["new", "no-placeholders"] for line in done.stdout.splitlines())
