@@ -15,7 +15,7 @@ from typing import Any, Literal, Self, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
-from components.errors import FleetError, describe
+from components.errors import FleetError, describe, file_label
 from components.settings import EndpointSettings, SettingsOverride, merge
 
 # Cloud Run regions and those offering nvidia-l4 GPUs (Google Cloud "Cloud Run locations" and
@@ -185,7 +185,7 @@ def _unique_key_loader() -> type[yaml.SafeLoader]:
 
 def read_yaml(path: Path, error: type[FleetError]) -> Any:
     """Parse a YAML file; a missing file or bad syntax is an `error` naming the file and line."""
-    shown = _shown(path)
+    shown = file_label(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -201,21 +201,12 @@ def read_yaml(path: Path, error: type[FleetError]) -> Any:
         raise error(f"{shown}:{where} invalid YAML: {problem}") from None
 
 
-def _shown(path: Path) -> Path:
-    """A file as messages name it: relative to the working directory when inside it (`regions.yaml`, as the
-    validation errors say), else as given."""
-    try:
-        return path.resolve().relative_to(Path.cwd())
-    except ValueError:
-        return path
-
-
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate the catalog; raises CatalogError with one line per mistake."""
     path = Path(path)
     data = read_yaml(path, CatalogError)
     if not isinstance(data, dict):
-        raise CatalogError(f"{path}: expected a mapping with defaults, shared, registries and regions")
+        raise CatalogError(f"{file_label(path)}: expected a mapping with defaults, shared, registries and regions")
     try:
         catalog = Catalog.model_validate(data)
     except ValidationError as exc:

@@ -5,13 +5,23 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 class FleetError(Exception):
     """A mistake in user input (catalog, stack config): the message says where and how to fix it."""
+
+
+def file_label(path: str | Path) -> str:
+    """A file as messages name it: relative to the project when in it (`regions.yaml`, `fleet/prices.yaml`, however
+    the program was given it), else as given. Symlinks are not followed: the name is the one the user wrote."""
+    absolute = Path(path).absolute()
+    return str(absolute.relative_to(PROJECT_ROOT)) if absolute.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def _known_fields(models: Iterable[type[BaseModel]]) -> set[str]:

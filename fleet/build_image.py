@@ -49,6 +49,7 @@ DEBIAN_SOURCES = ("deb http://deb.debian.org/debian bookworm main",
                   "deb http://deb.debian.org/debian bookworm-updates main",
                   "deb http://deb.debian.org/debian-security bookworm-security main")
 STAND_IN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "netbase", "tzdata")
+SERVE_KEYS_DIR = ".serve/8080"  # where `make serve` on its default port keeps its key digests file (Makefile)
 BUILD_STAGE_PACKAGES = ("gcc", "libc6-dev")  # the full python image's compiler, for the native stage
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PIP_CA_BUNDLE = "/usr/local/lib/python3.11/site-packages/pip/_vendor/certifi/cacert.pem"
@@ -271,9 +272,6 @@ def build(stack: str = "prod", tag: str | None = None, *, no_cache: bool = False
     return BuildResult(engine, tag, files, stand_ins, seconds)
 
 
-SERVE_KEYS_DIR = ".serve/8080"  # where `make serve` on its default port keeps its key digests file (Makefile)
-
-
 def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = None) -> list[str]:
     """`run` arguments that start the image as Cloud Run does, and stricter: detached, on the host's `port`,
     read-only root with a tmpfs /tmp, the key digests file (`sha256.txt`, readable by uid 10001) mounted."""
@@ -283,9 +281,11 @@ def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = 
 
 
 def run_command(result: BuildResult) -> str:
-    """How to start the image just built, with the key digests file `make serve` writes for its default port."""
+    """How to start the image just built on the stack's first model (the Dockerfile's default is the demo's, which
+    another stack's image may not hold), with the key digests file `make serve` writes for its default port."""
     env = [f"{k}={v}" for k, v in result.engine.env.items()]
-    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / SERVE_KEYS_DIR)])
+    model = f"/app/{result.model_files[0]}" if result.model_files else None
+    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / SERVE_KEYS_DIR, model)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as error:  # the stack's config or a model file: the user's input
         print(f"make image: {error}", file=sys.stderr)
         return 2
-    print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it, with the key digests in "
+    others = result.model_files[1:]
+    held = f" (it holds {', '.join(others)} too: MODEL_PATH=/app/<file> serves another)" if others else ""
+    print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it on "
+          f"{result.model_files[0] if result.model_files else 'its default model'}{held}, with the key digests in "
           f"{SERVE_KEYS_DIR}/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}")
     return 0
 

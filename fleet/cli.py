@@ -1,5 +1,7 @@
 """`fleet`: plan, check and price a yolo-fleet stack offline; watch and roll out a deployed one.
-Exit 0 on success, 1 on a mandatory policy violation or a rolled-back rollout, 2 on a mistake in the input."""
+Exit 0 on success; 1 when the answer is bad news (a mandatory policy violation, a rolled-back rollout, resource
+types with no known API, Cloud Monitoring or Logging failing); 2 on a mistake in the input; 141 when the reader of
+the output went away (`| head`)."""
 
 from __future__ import annotations
 

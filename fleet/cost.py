@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.catalog import Catalog, load_catalog
-from components.errors import FleetError
+from components.errors import FleetError, file_label
 from fleet.cli import catalog_path
 from fleet.pricing import (
     COVERS,
@@ -33,7 +33,7 @@ from fleet.pricing import (
     price_services,
     service_shape,
 )
-from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
+from fleet.program import CLOUD_RUN, Plan, evaluate
 from fleet.render import table
 
 
@@ -96,7 +96,7 @@ def cost_report(stack: str, costs: Sequence[ServiceCost], platform: Sequence[Pla
                         "response_kib": traffic.response_kib,
                         "secrets_recheck_seconds": traffic.secrets_recheck_seconds,
                         "image_size_gb": IMAGE_SIZE_GB, "seconds_per_month": book.seconds_per_month,
-                        "prices": shown(book.path), "free_tier": "not subtracted"},
+                        "prices": file_label(book.path), "free_tier": "not subtracted"},
         "services": [{"name": c.shape.name, "region": c.shape.region, "tier": c.tier, "model": c.shape.model,
                       "geography": c.geography, "min_instances": c.shape.min_instances,
                       "max_instances": c.shape.max_instances, "cpu": c.shape.cpu, "memory_gib": c.shape.memory_gib,
@@ -114,12 +114,6 @@ def cost_report(stack: str, costs: Sequence[ServiceCost], platform: Sequence[Pla
     }
 
 
-def shown(path: str) -> str:
-    """The price file relative to the project when it is in it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(PROJECT_DIR)) if resolved.is_relative_to(PROJECT_DIR) else path
-
-
 def usd(value: float) -> str:
     return f"${value:,.2f}"
 
@@ -130,7 +124,7 @@ def render_cost(stack: str, costs: Sequence[ServiceCost], platform: Sequence[Pla
              f"{c.shape.memory_gib:g}Gi", c.shape.gpus or "-", "request" if c.shape.request_based else "instance",
              usd(c.always_on), usd(c.traffic) + (" (capped)" if c.capped else ""), usd(c.total)]
             for c in sorted(costs, key=lambda c: (-c.total, c.shape.name))]
-    out = [f"yolo-fleet cost for stack '{stack}', USD per month at list prices ({shown(book.path)})", "",
+    out = [f"yolo-fleet cost for stack '{stack}', USD per month at list prices ({file_label(book.path)})", "",
            table(["SERVICE", "REGION", "TIER", "MIN", "MAX", "CPU", "MEMORY", "GPU", "BILLING", "ALWAYS-ON",
                   "TRAFFIC", "TOTAL"], rows), ""]
     for name, key in GROUPS.items():

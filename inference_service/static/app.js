@@ -304,7 +304,7 @@ function describe() {
     : (info.mode === "shared" ? "a tenant key and the owner, project and model of one of the tenant's models" : "model loading…");
   $("model-meta").textContent = [where, model, `server ${info.version}`].filter(Boolean).join(" · ");
   $("imgsz").placeholder = facts?.imgsz ? `${facts.imgsz} (model default)` : "model default";
-  $("imgsz").min = facts?.minImgsz ?? 32;  // the browser flags a size the model refuses before it is sent
+  $("imgsz").min = facts?.minImgsz ?? 32;  // the spinner starts at the smallest size the model accepts
   $("imgsz").step = facts?.stride ?? 32;
   $("iou").disabled = isEndToEnd();
   $("iou-note").textContent = isEndToEnd()

@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from components.catalog import CatalogError, load_catalog, slug
+from components.errors import file_label
+from fleet.program import PROJECT_DIR
 
 IOWA = {"id": "us-central1", "city": "Iowa", "country": "US", "geography": "americas", "tier": 1,
         "gpu_available": True}
@@ -36,12 +38,14 @@ def test_a_syntax_error_names_line_and_column_counted_from_one(tmp_path: Path) -
     assert str(e.value).startswith(f"{path}: line 4, column 7: invalid YAML: expected ',' or ']'")
 
 
-def test_a_file_in_the_working_directory_is_named_as_the_other_errors_name_it(tmp_path: Path, monkeypatch) -> None:
-    path = write(tmp_path, "defaults:\n  cpu: 2\n  memory: [4Gi\nshared: {}\n")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(CatalogError) as e:
-        load_catalog(path)
-    assert str(e.value).startswith("regions.yaml: line 4, column 7: invalid YAML")
+def test_a_file_of_the_project_is_named_from_the_project_however_it_was_given(tmp_path: Path) -> None:
+    """`fleet` reads the project's regions.yaml by an absolute path; its messages say `regions.yaml` all the same.
+    A file elsewhere keeps the name it was given, and a symlink is not followed."""
+    assert file_label(PROJECT_DIR / "regions.yaml") == "regions.yaml"
+    assert file_label(PROJECT_DIR / "fleet" / "prices.yaml") == "fleet/prices.yaml"
+    assert file_label(tmp_path / "regions.yaml") == str(tmp_path / "regions.yaml")
+    (tmp_path / "link.yaml").symlink_to(PROJECT_DIR / "regions.yaml")
+    assert file_label(tmp_path / "link.yaml") == str(tmp_path / "link.yaml")
 
 
 def test_a_key_given_twice_names_the_second_one(tmp_path: Path) -> None:

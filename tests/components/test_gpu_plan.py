@@ -188,3 +188,15 @@ def test_make_image_runtime_gpu_builds_the_gpu_variant(monkeypatch) -> None:
     gpu, cpu = commands
     assert f"{RUNTIME_ARG}=gpu" in gpu and gpu[gpu.index("-t") + 1] == f"{build_image.IMAGE}:dev-gpu"
     assert f"{RUNTIME_ARG}=cpu" in cpu and cpu[cpu.index("-t") + 1] == f"{build_image.IMAGE}:dev"
+
+
+def test_the_printed_run_command_serves_a_model_the_image_holds(monkeypatch, capsys) -> None:
+    """The Dockerfile's default MODEL_PATH is the demo's: an image of a stack without it must be run on its own."""
+    docker = build_image.Engine("docker", ("docker",))
+    built = build_image.BuildResult(docker, "img:solo", ["models/demo-raw.onnx", "models/other.onnx"], [], 1.0)
+    monkeypatch.setattr(build_image, "build", lambda *_, **__: built)
+    assert build_image.main(["--stack", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert "-e MODEL_PATH=/app/models/demo-raw.onnx" in out.splitlines()[-1]
+    assert "run it on models/demo-raw.onnx (it holds models/other.onnx too: MODEL_PATH=/app/<file> serves another)" \
+        in out
