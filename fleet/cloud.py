@@ -64,6 +64,18 @@ def project(args: argparse.Namespace) -> str:
     return found
 
 
+# Transient errors (UNAVAILABLE, 429) are retried this long per call before the call is reported as failed.
+RETRY_SECONDS = 20.0
+QUERY_TIMEOUT_SECONDS = 30.0
+
+
+def call_limits() -> dict[str, Any]:
+    """`retry` and `timeout` for one Google API call: an unreachable API is an answer in seconds, not a minute."""
+    from google.api_core.retry import Retry
+
+    return {"retry": Retry(initial=0.2, maximum=2.0, timeout=RETRY_SECONDS), "timeout": QUERY_TIMEOUT_SECONDS}
+
+
 def google_client(client_type: type, transport_type: type, endpoint_variable: str) -> Any:
     """`client_type` on an insecure channel to $endpoint_variable (host:port, tests), else Google's with ADC."""
     endpoint = os.environ.get(endpoint_variable)

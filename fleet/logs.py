@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from components.errors import FleetError
-from fleet.cloud import google_client, project, stack_endpoints
+from fleet import cloud
+from fleet.cloud import call_limits, google_client, project, stack_endpoints
 from fleet.render import table
 
 SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
@@ -86,7 +87,7 @@ def fetch(client: Any, project: str, filter_: str, limit: int, endpoints: Mappin
     request = ListLogEntriesRequest(resource_names=[f"projects/{project}"], filter=filter_,
                                     order_by="timestamp desc", page_size=min(limit, MAX_PAGE_SIZE))
     rows = []
-    for entry in client.list_log_entries(request=request):
+    for entry in client.list_log_entries(request=request, **call_limits()):
         rows.append(entry_row(entry, endpoints))
         if len(rows) >= limit:
             break
@@ -115,6 +116,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
             rows = fetch(client, gcp_project, log_filter(list(endpoints), since, args.severity), args.limit, endpoints)
         except exceptions.GoogleAPICallError as error:
             print(f"fleet logs: Cloud Logging answered {error.code}: {error.message}", file=sys.stderr)
+            return 1
+        except exceptions.RetryError as error:  # unreachable (network, DNS, endpoint): retried, then given up
+            cause = error.cause or error
+            print(f"fleet logs: Cloud Logging did not answer within {cloud.RETRY_SECONDS:g} s: {type(cause).__name__}: "
+                  f"{getattr(cause, 'message', None) or cause}", file=sys.stderr)
             return 1
         if args.json:
             for row in rows:  # JSON lines: one entry per line, so --follow output streams into jq

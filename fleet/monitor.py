@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from fleet.cloud import Endpoint, google_client, project, stack_endpoints
+from fleet.cloud import Endpoint, call_limits, google_client, project, stack_endpoints
 from fleet.render import table
 
 if TYPE_CHECKING:
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400, "30d": 30 * 86400}
 PLOT_TOP = 12
 POINTS_PER_RANGE = 24  # alignment periods per range: the resolution of --plot
-# Transient errors (UNAVAILABLE, 429) are retried this long per query before the endpoint is reported as failed.
-RETRY_SECONDS = 20.0
-QUERY_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -104,10 +101,7 @@ def _query(client: Any, project: str, endpoint: Endpoint, metric: str, seconds: 
             alignment_period={"seconds": period},
             per_series_aligner=getattr(monitoring_v3.Aggregation.Aligner, aligner)),
         view=monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL)
-    from google.api_core.retry import Retry
-
-    retry = Retry(initial=0.2, maximum=2.0, timeout=RETRY_SECONDS)
-    return list(client.list_time_series(request=request, retry=retry, timeout=QUERY_TIMEOUT_SECONDS))
+    return list(client.list_time_series(request=request, **call_limits()))
 
 
 def _end(point: Any) -> float:

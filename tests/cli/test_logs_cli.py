@@ -308,3 +308,13 @@ def test_a_limit_above_the_apis_page_size_is_read_in_pages(monkeypatch, capsys):
     assert (code, err) == (0, "")
     assert messages(out) == [f"s{s}" for s in range(1, 1201)]
     assert all(0 < r.page_size <= 1000 for r in fake.requests)
+
+
+def test_an_unreachable_logging_api_is_one_line_and_exit_1(monkeypatch, capsys):
+    """Network down, DNS, a wrong endpoint: retried for RETRY_SECONDS, then one line (was a RetryError traceback)."""
+    monkeypatch.setattr("fleet.cloud.RETRY_SECONDS", 0.5)
+    monkeypatch.setenv("FLEET_LOGGING_ENDPOINT", "127.0.0.1:1")  # nothing listens there
+    assert main(["logs", "--stack", "dev"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fleet logs: Cloud Logging did not answer within 0.5 s: ServiceUnavailable: ")
+    assert err.count("\n") == 1 and "Traceback" not in err

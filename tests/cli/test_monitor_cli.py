@@ -81,7 +81,7 @@ def fake_fleet(failing: dict[str, grpc.StatusCode] | None = None) -> FakeMetricS
 
 
 def run_monitor(monkeypatch, capsys, fake: FakeMetricService, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr("fleet.monitor.RETRY_SECONDS", 0.5)  # the fake's UNAVAILABLE is not transient
+    monkeypatch.setattr("fleet.cloud.RETRY_SECONDS", 0.5)  # the fake's UNAVAILABLE is not transient
     with serve(fake) as endpoint:
         monkeypatch.setenv("FLEET_MONITORING_ENDPOINT", endpoint)
         code = main(["monitor", "--stack", "dev", *args])

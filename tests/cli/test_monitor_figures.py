@@ -153,7 +153,7 @@ class Stalled(FakeMetricService):
 
 
 def test_a_stalled_query_is_cut_at_the_query_timeout_and_reported(monkeypatch):
-    monkeypatch.setattr("fleet.monitor.QUERY_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr("fleet.cloud.QUERY_TIMEOUT_SECONDS", 0.3)
     s = summary_of(monkeypatch, Stalled(3.0))
     assert s.error is not None and s.error.startswith("DeadlineExceeded: ")
 
