@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.errors import FleetError
 from fleet.cloud import Endpoint, call_limits, google_client, project, stack_endpoints
 from fleet.render import table
 
@@ -195,9 +197,10 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def render(summaries: list[Summary]) -> str:
-    rows = [[s.name, s.region, s.totalRequests, s.errorCount, fmt(s.errorRate * 100, ".2f") + "%",
-             fmt(s.avgLatencyMs), fmt(s.p50LatencyMs), fmt(s.p95LatencyMs), fmt(s.p99LatencyMs),
-             s.instanceCount, s.coldStarts,
+    """One row per endpoint; one that could not be read shows '-' for every figure, never zeros that look read."""
+    rows = [[s.name, s.region, *(["-"] * 9 if s.error else [
+             s.totalRequests, s.errorCount, fmt(s.errorRate * 100, ".2f") + "%", fmt(s.avgLatencyMs),
+             fmt(s.p50LatencyMs), fmt(s.p95LatencyMs), fmt(s.p99LatencyMs), s.instanceCount, s.coldStarts]),
              s.error or ("no data" if not s.totalRequests and not s.instanceCount else "")]
             for s in summaries]
     return table(["ENDPOINT", "REGION", "REQUESTS", "ERRORS", "ERR%", "AVG ms", "P50 ms", "P95 ms", "P99 ms",
@@ -230,13 +233,29 @@ def figure(summaries: list[Summary]) -> Figure:
     return fig
 
 
+def check_plot_path(path: str) -> None:
+    """Before any query: a --plot file in a directory that exists, of a format matplotlib writes (by its suffix)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise FleetError(f"--plot {path}: no such directory {target.parent}")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if target.suffix.lower().lstrip(".") not in formats:
+        raise FleetError(f"--plot {path}: not an image file name; end it in .png (or {', '.join(sorted(formats))})")
+
+
 def plot(summaries: list[Summary], path: str) -> None:
-    """Write ``figure(summaries)`` to a PNG."""
+    """Write ``figure(summaries)`` to ``path`` (checked by ``check_plot_path``)."""
     import matplotlib.pyplot as plt
 
     fig = figure(summaries)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path)
+    except OSError as error:
+        raise FleetError(f"--plot {path}: cannot write it ({error.strerror or error})") from None
+    finally:
+        plt.close(fig)
 
 
 def _progress(done: int, total: int) -> None:
@@ -245,7 +264,9 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    gcp_project, client = project(args), metric_client()  # credentials first, before reading the stack
+    if args.plot:
+        check_plot_path(args.plot)  # a typo in the command line first, not after every query
+    gcp_project, client = project(args), metric_client()  # then credentials, before reading the stack
     summaries = worst_first(collect(client, gcp_project, stack_endpoints(args), RANGES[args.range], _progress))
     for s in summaries:
         if s.error:

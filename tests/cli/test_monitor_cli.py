@@ -167,6 +167,21 @@ def test_monitor_exits_nonzero_only_when_nothing_could_be_read(monkeypatch, caps
                                                                             grpc.StatusCode.DEADLINE_EXCEEDED)))
     assert code == 1
     assert err.count("DeadlineExceeded: deadline exceeded for") == len(DEV_SERVICES) and "Traceback" not in err
+    code, out, _ = run_monitor(monkeypatch, capsys, fake_fleet(failing=dict.fromkeys({f"{s}-dev" for s in DEV_SERVICES},
+                                                                                 grpc.StatusCode.DEADLINE_EXCEEDED)))
+    row = next(line.split() for line in out.splitlines() if line.startswith("demo-iowa "))
+    assert row[2:11] == ["-"] * 9, "nothing read is not zero requests and 0.00% errors"
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("no/such/dir/x.png", "--plot no/such/dir/x.png: no such directory no/such/dir"),
+    ("x.txt", "--plot x.txt: not an image file name; end it in .png (or "),
+])
+def test_a_plot_file_it_cannot_write_is_one_line_before_any_query(monkeypatch, capsys, name: str, message: str):
+    fake = fake_fleet()
+    code, out, err = run_monitor(monkeypatch, capsys, fake, "--plot", name)
+    assert code == 2 and out == "" and err.startswith(f"fleet monitor: {message}") and err.count("\n") == 1
+    assert fake.requests == [], "the command line is checked before Cloud Monitoring is asked anything"
 
 
 def test_unknown_endpoint_and_missing_credentials_are_clear_errors(monkeypatch, capsys, tmp_path):
