@@ -173,8 +173,11 @@ class TlsSpec(_Strict):
     profile: Literal["MODERN", "RESTRICTED"] = "MODERN"
 
 
+PROJECT_ID = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"  # Google Cloud's rule for project ids
+
+
 class StackConfig(_Strict):
-    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="gcp:project")
+    project: str = Field(pattern=PROJECT_ID, description="gcp:project")
     catalog: str = "regions.yaml"
     models: list[ModelSpec] = Field(default_factory=list)
     settings: SettingsOverride = Field(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fleet.program import Plan, evaluate, stack_config
+from fleet.cloud import project
+from fleet.program import Plan, evaluate
 
 # Type token (or its module, `gcp:compute`) -> the APIs its create/read calls go to; the longest match wins.
 APIS_BY_TYPE: dict[str, tuple[str, ...]] = {
@@ -59,9 +60,9 @@ def unknown_warning(unknown: list[str]) -> str:
 
 
 def cmd_apis(args: argparse.Namespace) -> int:
-    plan = evaluate(args.stack, catalog=args.catalog)
-    apis, unknown = required_apis(plan)
-    print(enable_command(apis, args.project or stack_config(args.stack)["gcp:project"]))
+    gcp_project = project(args)  # the command line first, before the plan
+    apis, unknown = required_apis(evaluate(args.stack, catalog=args.catalog))
+    print(enable_command(apis, gcp_project))
     if unknown:
         print(f"fleet apis: {unknown_warning(unknown)}", file=sys.stderr)
         return 1

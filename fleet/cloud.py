@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from components.errors import FleetError
 from components.layout import FleetLayout
+from components.stack_config import PROJECT_ID
 from fleet.program import stack_config
 from fleet.program import stack_layout as read_layout
 
@@ -57,8 +59,14 @@ def stack_endpoints(args: argparse.Namespace) -> list[Endpoint]:
 
 
 def project(args: argparse.Namespace) -> str:
-    """--project, else the stack's gcp:project."""
-    found = args.project or stack_config(args.stack).get("gcp:project")
+    """--project (a valid project id: the commands paste it into API paths and shell lines), else the stack's
+    gcp:project."""
+    if args.project is not None:
+        if not re.fullmatch(PROJECT_ID, args.project):
+            raise FleetError(f"--project {args.project!r}: not a Google Cloud project id (6-30 lowercase letters, "
+                             "digits and hyphens, starting with a letter)")
+        return str(args.project)
+    found = stack_config(args.stack).get("gcp:project")
     if not found:
         raise FleetError(f"no project: set gcp:project in Pulumi.{args.stack}.yaml or pass --project")
     return found

@@ -101,3 +101,14 @@ def test_the_readme_enables_apis_with_fleet_apis_not_a_hand_written_list():
     deploy = readme.split("## Deploying for real")[1].split("\n## ")[0]
     assert "fleet apis --stack prod" in deploy
     assert "gcloud services enable run.googleapis.com" not in readme
+
+
+@pytest.mark.parametrize("given", ["x; echo pwned", "My_Project", ""])
+def test_a_project_that_is_not_a_project_id_is_one_line_before_the_plan(monkeypatch, capsys, given: str):
+    """Its line is pasted into a shell: a --project that is not a project id never reaches it."""
+    monkeypatch.setattr("fleet.apis.evaluate", lambda *_, **__: pytest.fail("the plan ran"))
+    assert main(["apis", "--stack", "dev", "--project", given]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == (
+        f"fleet apis: --project {given!r}: not a Google Cloud project id (6-30 lowercase letters, digits and "
+        "hyphens, starting with a letter)\n")
