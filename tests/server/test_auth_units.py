@@ -142,7 +142,11 @@ def test_tenants_map_keys_to_their_owner_and_region(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("tenants: [", "is not valid YAML"),
+    ("tenants: [", "is not valid YAML (line 1, column 11): expected the node content, but found"),
+    (f"tenants: {{acme: {{data_region: us-central1, key_sha265: [{hash_key('k')}]}}}}\n",
+     "tenant 'acme': unknown key 'key_sha265'; did you mean 'key_sha256'?"),
+    ("tenants: {acme: {data_region: us-central1, keys: []}}\n",
+     "tenant 'acme': unknown key 'keys'; a tenant has data_region and key_sha256"),
     ("- acme\n", "expected a top-level 'tenants:' mapping of owner -> settings"),
     ("owners: {}\n", "expected a top-level 'tenants:' mapping of owner -> settings"),
     ("tenants: [acme]\n", "expected a top-level 'tenants:' mapping of owner -> settings"),
@@ -166,6 +170,7 @@ def test_every_tenants_file_mistake_names_the_file_and_tenant(tmp_path: Path, te
         load_tenants(path, REGIONS)
     assert f"tenants file {path}" in str(e.value)
     assert message in str(e.value)
+    assert "\n" not in str(e.value), "one line"
 
 
 def test_a_missing_tenants_file_is_a_clear_error(tmp_path: Path) -> None:
