@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,12 @@ def platform_costs(plan: Plan, book: PriceBook, traffic: Traffic) -> list[Platfo
 
 
 def traffic_from(args: argparse.Namespace) -> Traffic:
+    """The assumed traffic; FleetError for a figure no traffic has (negative, nan, infinite)."""
+    flags = ("requests_per_second", "latency_ms", "request_kib", "response_kib", "secrets_recheck_seconds")
+    unreal = [f"--{flag.replace('_', '-')} {getattr(args, flag)}" for flag in flags
+              if not math.isfinite(getattr(args, flag))]
+    if unreal:
+        raise FleetError(f"{', '.join(unreal)}: give a finite number")
     if args.requests_per_second < 0 or args.latency_ms <= 0:
         raise FleetError(f"--requests-per-second must be >= 0 and --latency-ms > 0 (got {args.requests_per_second} "
                          f"and {args.latency_ms})")

@@ -507,3 +507,12 @@ def test_request_based_traffic_pays_per_million_requests_exactly(tmp_path):
                             Traffic(requests_per_second=2.5, latency_ms=100))
     assert (cost.tier, cost.geography, cost.always_on) == (2, "asia-pacific", 0.0)
     assert cost.traffic == pytest.approx(900 * (0.047 + 2 * 0.053) + 9000 / 1e6 * 67.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--requests-per-second", "nan"), ("--latency-ms", "inf"),
+                                             ("--request-kib", "inf")])
+def test_a_figure_no_traffic_has_exits_2_not_a_nan_total(capsys, flag: str, value: str):
+    """float() takes nan and inf: priced, they made `$nan/month` and a --json that is not JSON (NaN)."""
+    assert main(["cost", "--stack", "dev", flag, value, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"fleet cost: {flag} {value}: give a finite number\n"
