@@ -120,8 +120,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         command = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         options = [o for action in command._actions for o in action.option_strings]
-        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
-        command.error(f"unrecognized arguments: {' '.join(unknown)}" + (f"; did you mean {close[0]}?" if close else ""))
+        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=2)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}"
+                      + (f"; did you mean {' or '.join(close)}?" if close else ""))
     return args
 
 

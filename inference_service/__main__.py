@@ -10,6 +10,7 @@ Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID --
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,9 +37,22 @@ class Launch:
     host: str
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A wrong flag is one line, as every other start-up mistake (``fail``), with a close match; not the usage of
+    thirty flags."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            wrong = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]
+            options = [o for action in self._actions for o in action.option_strings]
+            close = difflib.get_close_matches(wrong, options, n=2)
+            message += f"; did you mean {' or '.join(close)}?" if close else ""
+        fail(f"{message} (`python -m inference_service --help` lists the flags)")
+
+
 def _parser() -> argparse.ArgumentParser:
     """One flag per server setting, with no default of its own: an absent flag leaves the environment's value."""
-    p = argparse.ArgumentParser(prog="python -m inference_service", description=__doc__.splitlines()[0])
+    p = _OneLineParser(prog="python -m inference_service", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     for name, field in ServerSettings.model_fields.items():
         shown = f", default {field.default}" if field.default not in (None, (), PydanticUndefined) else ""

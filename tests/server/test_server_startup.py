@@ -56,6 +56,13 @@ def test_a_busy_port_is_one_error_and_exit_2_before_anything_is_announced(busy_p
     assert "Traceback" not in r.stdout and "READY" not in r.stdout
 
 
+def test_a_misspelt_flag_is_one_line_with_a_suggestion() -> None:
+    r = start("--modle", "x.onnx")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == ("python -m inference_service: error: unrecognized arguments: --modle x.onnx; did you mean "
+                        "--mode or --model? (`python -m inference_service --help` lists the flags)\n")
+
+
 def make_serve(port: int | str, key_dir: Path, *variables: str) -> subprocess.Popen[str]:
     """``make serve`` as written in the Makefile, on the test venv's Python (its own venv is taken as made:
     ``-o``), with its key file in ``key_dir`` (not the user's .serve/), in a process group of its own so the
