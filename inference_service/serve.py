@@ -81,8 +81,10 @@ class DrainingServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started and self.ready_message and sockets:
-            print(self.ready_message.replace("{url}", url_of(sockets[0])), flush=True)
+        if self.started and sockets:
+            log.info("listening on %s", url_of(sockets[0]))  # uvicorn says nothing of a socket it was handed
+            if self.ready_message:
+                print(self.ready_message.replace("{url}", url_of(sockets[0])), flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutdown: draining %d in-flight request(s) for up to %s s; new connections are refused",

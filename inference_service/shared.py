@@ -72,11 +72,11 @@ class SharedModels:
     """The ``ModelProvider`` of shared mode: always ready (models load per request); the dedicated paths serve
     no model here."""
 
-    def __init__(self, region: str, registry: ModelRegistry) -> None:
-        self.region, self.registry = region, registry
+    def __init__(self, region: str, registry: ModelRegistry, metrics: Metrics) -> None:
+        self.region, self.registry, self.metrics = region, registry, metrics
 
     def start(self) -> None:
-        pass
+        self.metrics.model_ready.set(1)  # as /health says: ready from the start
 
     def status(self) -> tuple[str, str | None]:
         return "ready", None
@@ -169,7 +169,7 @@ def create_shared_app(shared: ServerSettings) -> FastAPI:
     registry = ModelRegistry(shared.models_dir, shared.model_cache_bytes, metrics, settings.threads_per_inference,
                              settings.device)
     predict = PredictService(settings, metrics)
-    app = build_app(settings, metrics, SharedModels(shared.region, registry), predict)
+    app = build_app(settings, metrics, SharedModels(shared.region, registry, metrics), predict)
 
     @app.exception_handler(ModelError)
     async def _model_error(_: Request, exc: ModelError) -> JSONResponse:

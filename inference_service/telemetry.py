@@ -92,7 +92,8 @@ class Metrics:
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.stage = Histogram("inference_stage_seconds", "Time per predict stage: preprocess, inference, postprocess",
                                ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.model_ready = Gauge("model_ready", "1 once the model is loaded and warm", registry=self.registry)
+        self.model_ready = Gauge("model_ready", "1 once the server can serve: its model loaded and warm (shared mode: "
+                                 "from the start, models load per request)", registry=self.registry)
         self.provider = Gauge("inference_provider", "1 for the onnxruntime execution provider inference runs on",
                               ["provider"], registry=self.registry)
 

@@ -1,5 +1,6 @@
 """The Test page: the static page at ``/``, what it needs to know (``/info``) and its sample images."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,16 @@ from inference_service import __version__
 from inference_service.auth import KeyStore
 from inference_service.providers import ModelProvider
 
+log = logging.getLogger("inference_service")
 STATIC_DIR = Path(__file__).parent.parent / "static"  # mounted at /static by the app
 SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 def add_page_routes(router: APIRouter, provider: ModelProvider, keys: KeyStore, samples_dir: Path) -> None:
-    """The page's routes; ``samples_dir`` holds the images it offers."""
+    """The page's routes; ``samples_dir`` holds the images it offers (a missing one is said once, at start)."""
+    if not samples_dir.is_dir():
+        log.warning("the Test page offers no sample images: %s is not a directory (--samples-dir, SAMPLES_DIR)",
+                    samples_dir)
     @router.get("/", include_in_schema=False)
     def test_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

@@ -163,6 +163,7 @@ def test_ctrl_c_drains_and_exits_130_without_a_traceback() -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
     assert "shutdown: draining 0 in-flight request(s)" in out
+    assert f'"message": "listening on {ready.split()[1]}"' in out, "the log says where it listens"
 
 
 @pytest.mark.parametrize(("port", "line"), [

@@ -171,6 +171,7 @@ def test_corrupt_model_is_a_clear_error_and_others_keep_being_served(server: str
     assert r.status_code == 424 and "acme/broken/bad" in r.json()["error"]
     assert predict(server, "acme", "shapes/demo", KEYS["acme"], image).status_code == 200
     assert httpx.get(f"{server}/health").json()["healthy"] is True
+    assert metric(server, "model_ready") == 1, "/metrics says what /health says"
 
 
 def test_dedicated_paths_serve_no_model_in_shared_mode(server: str, image: bytes) -> None:
