@@ -154,10 +154,16 @@ def test_ctrl_c_drains_and_exits_130_without_a_traceback() -> None:
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     try:
         assert proc.stdout is not None
-        ready = next(line for line in proc.stdout if line.startswith("READY "))
+        before = []
+        for line in proc.stdout:  # JSON log lines, then the ready message
+            before.append(line)
+            if line.startswith("READY "):
+                break
+        ready = before[-1]
         wait_healthy(ready.split()[1].rstrip("/"), proc)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
+        out = "".join(before) + out
     finally:
         proc.kill()
     assert proc.returncode == 130, err
