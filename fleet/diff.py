@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -154,11 +155,13 @@ class Diff:
         return out
 
     def policy_rows(self) -> list[tuple[str, Violation]]:
-        """('new' | 'still' | 'resolved', violation), new first."""
-        before, after = set(self.before.violations), set(self.after.violations)
-        rows = [("new", v) for v in self.after.violations if v not in before]
-        rows += [("still", v) for v in self.after.violations if v in before]
-        return rows + [("resolved", v) for v in self.before.violations if v not in after]
+        """('new' | 'still' | 'resolved', violation), new first. A violation is the same on both sides when only
+        the numbers in its message differ ("84 resources" against "80"): one more endpoint does not resolve the
+        placeholder project and bring it anew."""
+        before, after = {_identity(v) for v in self.before.violations}, {_identity(v) for v in self.after.violations}
+        rows = [("new", v) for v in self.after.violations if _identity(v) not in before]
+        rows += [("still", v) for v in self.after.violations if _identity(v) in before]
+        return rows + [("resolved", v) for v in self.before.violations if _identity(v) not in after]
 
     def cost_rows(self) -> list[list[str]]:
         rows = []
@@ -166,6 +169,10 @@ class Diff:
             old, new = self.before.cost(part), self.after.cost(part)
             rows.append([label, usd(old), usd(new), ("+" if new >= old else "-") + usd(abs(new - old))])
         return rows
+
+
+def _identity(v: Violation) -> tuple[str, str, str, str]:
+    return v.policy, v.level, v.resource, re.sub(r"\d+", "#", v.message)
 
 
 def _summary(d: Diff) -> str:

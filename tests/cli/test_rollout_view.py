@@ -7,6 +7,7 @@ from typing import Any
 
 from components.catalog import load_catalog
 from fleet.diff import Diff, Side, endpoint_fields, render_text
+from fleet.policy import Violation
 from fleet.pricing import Traffic
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
 from fleet.render import render_plan
@@ -51,3 +52,14 @@ def test_diff_names_the_traffic_change_of_a_wave_only() -> None:
     assert "1 changed (5 -> 5 Cloud Run services)" in text
     assert "; 0 -> 1 service(s) in a model rollout wave" in text
     assert f"changed  demo-st-ghislain  traffic   100% {old} -> 90% {old} / 10% {new} (canary)" in text
+
+
+def test_a_violation_whose_counts_changed_is_still_there_not_resolved_and_new():
+    """One more endpoint changes "in 80 resources" to "in 84": the placeholder project is neither resolved nor new."""
+    old = Violation("no-placeholders", "mandatory", "server-image", "gcp:project 'my-project' is a placeholder (80 "
+                    "resources)")
+    new = Violation("no-placeholders", "mandatory", "server-image", "gcp:project 'my-project' is a placeholder (84 "
+                    "resources)")
+    cap = Violation("max-instances-cap", "mandatory", "demo-oregon", "max_instances 40 is over the cap 30")
+    d = Diff("dev", "main", Side({}, [old], [], []), Side({}, [new, cap], [], []), Traffic())
+    assert d.policy_rows() == [("new", cap), ("still", new)]
