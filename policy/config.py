@@ -14,7 +14,7 @@ from typing import Any
 from pulumi_policy import EnforcementLevel
 
 from components.catalog import read_yaml
-from components.errors import FleetError
+from components.errors import FleetError, file_label
 from policy.policies import POLICIES
 
 PACK_FILE = Path(__file__).with_name("PulumiPolicy.yaml")
@@ -40,7 +40,7 @@ def load_pack_config(path: Path = PACK_FILE) -> dict[str, PolicySetting]:
     policies = {p.name: p for p in POLICIES}
     settings = {p.name: PolicySetting(p.enforcement_level or EnforcementLevel.ADVISORY) for p in POLICIES}
     for name, value in config.items():
-        where = f"{path.name}: config.{name}"
+        where = f"{file_label(path)}: config.{name}"
         if name not in policies:
             guess = difflib.get_close_matches(str(name), policies, n=1)
             hint = f" (did you mean '{guess[0]}'?)" if guess else ""
