@@ -118,7 +118,7 @@ def check_placeholders(resources: list[Any], facts: StackFacts, options: Options
     for project, found in projects.items():
         yield (f"gcp:project '{project}' is the stock placeholder, not your project ({len(found)} resources would be "
                f"created in it); set yours: `pulumi config set gcp:project <your-project-id>` ({stack_file})",
-               found[0].urn)
+               "")  # the stack's setting, not one resource's: reported on the stack, as "(stack)"
     for base, found in named_by.items():
         listed = ", ".join(sorted(hosts[base], key=lambda h: (len(h), h)))
         yield (f"{listed}: under {base}, a name reserved for documentation and tests (RFC 2606) that nobody can "

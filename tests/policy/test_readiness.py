@@ -124,6 +124,7 @@ def test_the_placeholder_project_id_is_refused(project):
     [violation] = judged(ready("dev", **{"gcp:project": project}), "no-placeholders")
     assert violation.message.startswith(f"gcp:project '{project}' is the stock placeholder")
     assert "resources would be created in it" in violation.message
+    assert violation.resource == "(stack)", "a stack setting, not the first resource that happens to name it"
 
 
 def test_a_project_that_merely_resembles_the_placeholder_passes():
