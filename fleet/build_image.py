@@ -49,6 +49,7 @@ DEBIAN_SOURCES = ("deb http://deb.debian.org/debian bookworm main",
                   "deb http://deb.debian.org/debian bookworm-updates main",
                   "deb http://deb.debian.org/debian-security bookworm-security main")
 STAND_IN_PACKAGES = ("python3", "python3-venv", "ca-certificates", "netbase", "tzdata")
+RUN_NAME = "yolo-fleet-server"  # the container the printed run command starts
 SERVE_KEYS_DIR = ".serve/8080"  # where `make serve` on its default port keeps its key digests file (Makefile)
 BUILD_STAGE_PACKAGES = ("gcc", "libc6-dev")  # the full python image's compiler, for the native stage
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -282,10 +283,18 @@ def serve_args(tag: str, port: int, secrets_dir: Path, model_path: str | None = 
 
 def run_command(result: BuildResult) -> str:
     """How to start the image just built on the stack's first model (the Dockerfile's default is the demo's, which
-    another stack's image may not hold), with the key digests file `make serve` writes for its default port."""
-    env = [f"{k}={v}" for k, v in result.engine.env.items()]
+    another stack's image may not hold), with the key digests file `make serve` writes for its default port, as
+    a container named RUN_NAME. podman's HEALTHCHECK timers need systemd, which a build machine may not run: each
+    start and removal would print errors for nothing, so podman runs it without."""
     model = f"/app/{result.model_files[0]}" if result.model_files else None
-    return shlex.join([*env, *result.engine.cli, *serve_args(result.tag, 8080, Path.cwd() / SERVE_KEYS_DIR, model)])
+    run, *rest = serve_args(result.tag, 8080, Path.cwd() / SERVE_KEYS_DIR, model)
+    quiet = ["--no-healthcheck"] if result.engine.name == "podman" else []
+    return shlex.join([*engine_prefix(result.engine), run, "--name", RUN_NAME, *quiet, *rest])
+
+
+def engine_prefix(engine: Engine) -> list[str]:
+    """The engine's command line as a shell runs it: podman with this tool's own store and config."""
+    return [*(f"{k}={v}" for k, v in engine.env.items()), *engine.cli]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     held = f" (it holds {', '.join(others)} too: MODEL_PATH=/app/<file> serves another)" if others else ""
     print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it on "
           f"{result.model_files[0] if result.model_files else 'its default model'}{held}, with the key digests in "
-          f"{SERVE_KEYS_DIR}/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}")
+          f"{SERVE_KEYS_DIR}/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}\n"
+          f"and stop it with:\n  {shlex.join([*engine_prefix(result.engine), 'rm', '-f', RUN_NAME])}")
     return 0
 
 

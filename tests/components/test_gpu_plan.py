@@ -197,6 +197,15 @@ def test_the_printed_run_command_serves_a_model_the_image_holds(monkeypatch, cap
     monkeypatch.setattr(build_image, "build", lambda *_, **__: built)
     assert build_image.main(["--stack", "dev"]) == 0
     out = capsys.readouterr().out
-    assert "-e MODEL_PATH=/app/models/demo-raw.onnx" in out.splitlines()[-1]
+    run, stop = out.splitlines()[-3], out.splitlines()[-1]
+    assert "-e MODEL_PATH=/app/models/demo-raw.onnx" in run and run.strip().startswith("docker run --name ")
+    assert stop.strip() == f"docker rm -f {build_image.RUN_NAME}"
     assert "run it on models/demo-raw.onnx (it holds models/other.onnx too: MODEL_PATH=/app/<file> serves another)" \
         in out
+
+
+def test_podman_runs_the_printed_command_without_systemd_healthcheck_timers() -> None:
+    podman = build_image.Engine("podman", ("podman", "--root", "/var/tmp/x"), {"CONTAINERS_CONF": "/var/tmp/x.conf"})
+    built = build_image.BuildResult(podman, "img:dev", ["models/demo-e2e.onnx"], [], 1.0)
+    assert build_image.run_command(built).startswith(
+        f"CONTAINERS_CONF=/var/tmp/x.conf podman --root /var/tmp/x run --name {build_image.RUN_NAME} --no-healthcheck ")
