@@ -126,8 +126,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def other_checkout(cwd: Path) -> Path | None:
+    """The project the user stands in, when it is not the one this `fleet` reads (PROJECT_DIR: where it is
+    installed from): another checkout's venv would quietly plan, diff or roll out the wrong files."""
+    here = next((p for p in (cwd, *cwd.parents) if (p / "Pulumi.yaml").is_file()), None)
+    return here if here is not None and here.resolve() != PROJECT_DIR.resolve() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if (elsewhere := other_checkout(Path.cwd())) is not None:
+        print(f"fleet: note: this fleet reads {PROJECT_DIR}, not {elsewhere} where you are; run that checkout's own "
+              f".venv/bin/fleet", file=sys.stderr)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)

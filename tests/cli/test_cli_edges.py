@@ -116,3 +116,13 @@ def test_each_commands_help_opens_with_what_it_does(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["cost", "--help"])
     assert "\nmonthly cost at list prices" in capsys.readouterr().out
+
+
+def test_fleet_says_when_it_reads_another_checkout_than_the_one_you_stand_in(tmp_path: Path) -> None:
+    from fleet.cli import other_checkout
+
+    assert other_checkout(ROOT) is None and other_checkout(ROOT / "components") is None
+    (tmp_path / "Pulumi.yaml").write_text("name: yolo-fleet\n")
+    (tmp_path / "sub").mkdir()
+    assert other_checkout(tmp_path / "sub") == tmp_path
+    assert other_checkout(Path("/")) is None
