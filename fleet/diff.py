@@ -69,10 +69,11 @@ def plan_at(tree: Path, stack: str, label: str) -> Plan:
     if not (tree / f"Pulumi.{stack}.yaml").is_file():
         return Plan(stack, [], {})
     done = _plan_json(tree, stack, label, "--show-secrets")
-    if done.returncode == 2 and "--show-secrets" in done.stderr:
-        print(f"note: the plan at {label} masks secret inputs (its fleet predates --show-secrets): a violation about "
-              "them (placeholder key digests, example tenants) shows as new", file=sys.stderr)
-        done = _plan_json(tree, stack, label)
+    if done.returncode == 2 and "--show-secrets" in done.stderr:  # older: the variable some trees read instead
+        done = _plan_json(tree, stack, label, env={"FLEET_PLAN_SHOW_SECRETS": "1"})
+        if done.returncode == 0 and '"[secret]"' in done.stdout:
+            print(f"note: the plan at {label} masks secret inputs (its fleet predates --show-secrets): a violation "
+                  "about them (placeholder key digests, example tenants) shows as new", file=sys.stderr)
     if done.returncode != 0:
         raise FleetError(f"the plan at {label} failed (exit {done.returncode}):\n{done.stderr.strip()}")
     data = json.loads(done.stdout)
@@ -81,8 +82,9 @@ def plan_at(tree: Path, stack: str, label: str) -> Plan:
     return Plan(stack, resources, data.get("outputs", {}))
 
 
-def _plan_json(tree: Path, stack: str, label: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def _plan_json(tree: Path, stack: str, label: str, *extra: str,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(tree)}
     try:
         return subprocess.run([sys.executable, "-m", "fleet.cli", "plan", "--json", "--stack", stack, *extra],
                               cwd=tree, env=env, capture_output=True, text=True, timeout=PLAN_TIMEOUT_S, check=False)
@@ -155,13 +157,25 @@ class Diff:
         return out
 
     def policy_rows(self) -> list[tuple[str, Violation]]:
-        """('new' | 'still' | 'resolved', violation), new first. A violation is the same on both sides when only
-        the numbers in its message differ ("84 resources" against "80"): one more endpoint does not resolve the
-        placeholder project and bring it anew."""
-        before, after = {_identity(v) for v in self.before.violations}, {_identity(v) for v in self.after.violations}
-        rows = [("new", v) for v in self.after.violations if _identity(v) not in before]
-        rows += [("still", v) for v in self.after.violations if _identity(v) in before]
-        return rows + [("resolved", v) for v in self.before.violations if _identity(v) not in after]
+        """('new' | 'changed' | 'still' | 'resolved', violation), in that order. Matched one to one: the same
+        violation is 'still'; one whose message differs only in its numbers ("84 resources" against "80",
+        max_instances 40 against 400) is 'changed', not a resolved-and-new pair claiming the placeholder project
+        was fixed and brought anew."""
+        unmatched = list(self.before.violations)
+        status: dict[int, str] = {}
+        for i, v in enumerate(self.after.violations):
+            if v in unmatched:
+                unmatched.remove(v)
+                status[i] = "still"
+        for i, v in enumerate(self.after.violations):
+            if i not in status:
+                same = next((b for b in unmatched if _identity(b) == _identity(v)), None)
+                if same is not None:
+                    unmatched.remove(same)
+                status[i] = "new" if same is None else "changed"
+        rows = [(status[i], v) for kind in ("new", "changed", "still")
+                for i, v in enumerate(self.after.violations) if status[i] == kind]
+        return rows + [("resolved", v) for v in unmatched]
 
     def cost_rows(self) -> list[list[str]]:
         rows = []

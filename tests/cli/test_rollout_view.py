@@ -54,7 +54,7 @@ def test_diff_names_the_traffic_change_of_a_wave_only() -> None:
     assert f"changed  demo-st-ghislain  traffic   100% {old} -> 90% {old} / 10% {new} (canary)" in text
 
 
-def test_a_violation_whose_counts_changed_is_still_there_not_resolved_and_new():
+def test_a_violation_whose_counts_changed_is_changed_not_resolved_and_new():
     """One more endpoint changes "in 80 resources" to "in 84": the placeholder project is neither resolved nor new."""
     old = Violation("no-placeholders", "mandatory", "server-image", "gcp:project 'my-project' is a placeholder (80 "
                     "resources)")
@@ -62,4 +62,8 @@ def test_a_violation_whose_counts_changed_is_still_there_not_resolved_and_new():
                     "resources)")
     cap = Violation("max-instances-cap", "mandatory", "demo-oregon", "max_instances 40 is over the cap 30")
     d = Diff("dev", "main", Side({}, [old], [], []), Side({}, [new, cap], [], []), Traffic())
-    assert d.policy_rows() == [("new", cap), ("still", new)]
+    assert d.policy_rows() == [("new", cap), ("changed", new)]
+    zeros = Violation("no-placeholders", "mandatory", "api-keys", "key digest 00000000...0000 is a placeholder")
+    ones = Violation("no-placeholders", "mandatory", "api-keys", "key digest 11111111...1111 is a placeholder")
+    d = Diff("dev", "main", Side({}, [zeros, ones], [], []), Side({}, [ones], [], []), Traffic())
+    assert d.policy_rows() == [("still", ones), ("resolved", zeros)], "matched one to one, the exact one first"
