@@ -85,8 +85,8 @@ class ModelSpec(_Strict):
             if any(c.isdigit() for c in v):  # a region id: 'europe-west1' must not be steered to all of europe
                 raise ValueError(f"'{v}' is neither 'all' nor a geography; one region is a list: [{v}]")
             close = difflib.get_close_matches(v, REGION_SETS, n=1)
-            raise ValueError(f"'{v}' is neither 'all' nor a geography ({', '.join(GEOGRAPHIES)})"
-                             + (f"; did you mean '{close[0]}'?" if close else "") + " A list names region ids.")
+            raise ValueError(f"'{v}' is neither 'all' nor a geography ({', '.join(GEOGRAPHIES)}); a list names "
+                             "region ids" + (f"; did you mean '{close[0]}'?" if close else ""))
         return v
 
     @field_validator("regions")

@@ -42,10 +42,10 @@ class _OneLineParser(argparse.ArgumentParser):
     thirty flags."""
 
     def error(self, message: str) -> NoReturn:
-        if message.startswith("unrecognized arguments: "):
-            wrong = message.removeprefix("unrecognized arguments: ").split()[0].split("=")[0]
+        words = message.removeprefix("unrecognized arguments: ").split() if "unrecognized" in message else []
+        if words:  # an empty argument ("$EMPTY") is unrecognized too, with no word to match
             options = [o for action in self._actions for o in action.option_strings]
-            close = difflib.get_close_matches(wrong, options, n=2)
+            close = difflib.get_close_matches(words[0].split("=")[0], options, n=2)
             message += f"; did you mean {' or '.join(close)}?" if close else ""
         fail(f"{message} (`python -m inference_service --help` lists the flags)")
 

@@ -82,7 +82,8 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and sockets:
-            log.info("listening on %s", url_of(sockets[0]))  # uvicorn says nothing of a socket it was handed
+            host, port = sockets[0].getsockname()[:2]  # as bound: 0.0.0.0 is every address, not loopback
+            log.info("listening on %s:%s", f"[{host}]" if ":" in host else host, port)  # uvicorn says nothing
             if self.ready_message:
                 print(self.ready_message.replace("{url}", url_of(sockets[0])), flush=True)
 

@@ -123,7 +123,7 @@ def test_unknown_stack(capsys):
      "us-centrl1 (did you mean us-central1?), atlantis-1 not in the catalog (regions.yaml); `fleet regions` lists"),
     ("yolo-fleet:models", [{"name": "demo", "regions": "europ"}],
      "models[demo].regions: 'europ' is neither 'all' nor a geography (americas, europe, asia-pacific, middle-east, "
-     "africa); did you mean 'europe'? A list names region ids."),
+     "africa); a list names region ids; did you mean 'europe'?"),
     ("yolo-fleet:models", [{"name": "demo", "regions": "europe-west1"}],
      "models[demo].regions: 'europe-west1' is neither 'all' nor a geography; one region is a list: [europe-west1]"),
     ("yolo-fleet:models", [{"name": "demo"}, {"name": "demo"}], "demo given twice"),
