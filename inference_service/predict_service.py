@@ -133,13 +133,20 @@ class PredictService:
             raise HTTPException(408, f"the request body did not arrive within the {self.request_timeout:g} s "
                                 "request timeout", headers={"Connection": "close"}) from None
         content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() == URLENCODED and not body.isascii():
+        urlencoded = content_type.split(";")[0].strip().lower() == URLENCODED
+        if urlencoded and not body.isascii():
             raise InputError(f"missing image: the body is {URLENCODED} with binary bytes, an image sent raw (as curl "
                              "--data-binary does); send the image as the multipart 'file' part (curl -F "
                              "file=@image.jpg)", "file")
         parts = plain_form(content_type, body, MAX_FILES, len(FIELDS))
         if parts is None:
-            form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
+            try:
+                form = await Request(request.scope, replay(body)).form(max_files=MAX_FILES, max_fields=len(FIELDS))
+            except HTTPException as e:  # a urlencoded form of more fields than the predict has: none is an image
+                if not urlencoded:
+                    raise
+                raise InputError(f"missing image: {e.detail} A predict is a multipart/form-data form with the image "
+                                 "as its 'file' part (curl -F file=@image.jpg)", "file") from None
             try:
                 parts = [(key, value if isinstance(value, str) else await value.read())
                          for key, value in form.multi_items()]

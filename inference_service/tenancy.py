@@ -61,14 +61,16 @@ def load_tenants(path: Path, regions: Sequence[str]) -> Tenants:
     """Parse and validate the tenants file, whose data regions must be among ``regions`` (the catalog's shared
     regions, SHARED_REGIONS); every mistake names the tenant and the field."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise TenantsError(f"cannot read tenants file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise TenantsError(f"tenants file {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise TenantsError(f"tenants file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") \
-            from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # a ReaderError has no problem, two lines
+        raise TenantsError(f"tenants file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("tenants"), dict):
         raise TenantsError(f"tenants file {path}: expected a top-level 'tenants:' mapping of owner -> settings")
     tenants: dict[str, Tenant] = {}

@@ -143,6 +143,7 @@ def test_tenants_map_keys_to_their_owner_and_region(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("tenants: [", "is not valid YAML (line 1, column 11): expected the node content, but found"),
+    ("tenants: {acme\x00: {}}\n", "is not valid YAML: unacceptable character #x0000"),
     (f"tenants: {{acme: {{data_region: us-central1, key_sha265: [{hash_key('k')}]}}}}\n",
      "tenant 'acme': unknown key 'key_sha265'; did you mean 'key_sha256'?"),
     ("tenants: {acme: {data_region: us-central1, keys: []}}\n",
@@ -204,3 +205,10 @@ def test_a_tenants_version_of_the_same_mtime_but_another_size_lands(tmp_path: Pa
     path.write_text(f"tenants: {{acme: {{data_region: us-central1, key_sha256: [{hash_key('a')}]}}}}\n")
     os.utime(path, ns=(stamp, stamp))
     assert live.current().owner_of_key("a") is not None
+
+
+def test_a_tenants_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_bytes(b"tenants: {acme: {data_region: \xff\xfe}}\n")
+    with pytest.raises(TenantsError, match=r"^tenants file .*tenants\.yaml is not UTF-8 text$"):
+        load_tenants(path, REGIONS)

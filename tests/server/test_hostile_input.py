@@ -109,6 +109,9 @@ REQUESTS = {
     "raw-image-as-body": Bad(IMAGE, {"Content-Type": "application/x-www-form-urlencoded"}, 422, "file",
                              "missing image: the body is application/x-www-form-urlencoded with binary bytes, an image "
                              "sent raw (as curl --data-binary does); send the image as the multipart 'file' part"),
+    "urlencoded-many-fields": Bad(b"&".join(b"a%d=1" % i for i in range(12)),
+                                  {"Content-Type": "application/x-www-form-urlencoded"}, 422, "file",
+                                  "A predict is a multipart/form-data form with the image as its 'file' part"),
     "small-raw-image-as-body": Bad(b"\xff\xd8\xff\xe0&&&abc", {"Content-Type": "application/x-www-form-urlencoded"},
                                    422, "file", "an image sent raw (as curl --data-binary does)"),
     "multipart-without-boundary": Bad(multipart([FILE]), {"Content-Type": "multipart/form-data"}, 400, None,
