@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[1]  # the repository: Pulumi.yaml, regions.yaml, models/
 
 
 class FleetError(Exception):
@@ -20,8 +21,8 @@ class FleetError(Exception):
 def file_label(path: str | Path) -> str:
     """A file as messages name it: relative to the project when in it (`regions.yaml`, `fleet/prices.yaml`, however
     the program was given it), else as given. Symlinks are not followed: the name is the one the user wrote."""
-    absolute = Path(path).absolute()
-    return str(absolute.relative_to(PROJECT_ROOT)) if absolute.is_relative_to(PROJECT_ROOT) else str(path)
+    absolute = Path(os.path.normpath(Path(path).absolute()))  # `..` folded by text: symlinks stay as written
+    return str(absolute.relative_to(PROJECT_DIR)) if absolute.is_relative_to(PROJECT_DIR) else str(path)
 
 
 def _known_fields(models: Iterable[type[BaseModel]]) -> set[str]:

@@ -18,10 +18,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from components.catalog import Catalog
+from components.errors import PROJECT_DIR
 from components.settings import EndpointSettings
 from inference_service.settings import ServerSettings, flag
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = "regions.schema.json"
 README = "README.md"
 REGENERATE = "make docs"  # what a stale file's message tells you to run (`python -m fleet.docs` without make)

@@ -18,12 +18,12 @@ import pulumi
 from pulumi.runtime.stack import Stack, wait_for_rpcs
 
 from components.catalog import Catalog, load_catalog, read_yaml
+from components.errors import PROJECT_DIR as PROJECT_DIR  # re-exported: the CLI and the tests take it from here
 from components.errors import FleetError
 from components.layout import FleetLayout, plan_fleet
 from components.stack_config import NAMESPACE, ConfigError, StackConfig, stack_config_from_values
 from fleet.mocks import RecordedResource, RecordingMonitor
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 # Type tokens the CLI and the policy pack look for in a plan.
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"

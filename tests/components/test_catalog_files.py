@@ -44,6 +44,9 @@ def test_a_file_of_the_project_is_named_from_the_project_however_it_was_given(tm
     assert file_label(PROJECT_DIR / "regions.yaml") == "regions.yaml"
     assert file_label(PROJECT_DIR / "fleet" / "prices.yaml") == "fleet/prices.yaml"
     assert file_label(tmp_path / "regions.yaml") == str(tmp_path / "regions.yaml")
+    assert file_label(PROJECT_DIR / "fleet" / ".." / "Makefile") == "Makefile"
+    outside = PROJECT_DIR / "x" / ".." / ".." / "elsewhere.yaml"
+    assert file_label(outside) == str(outside), "a file outside is never named as if inside"
     (tmp_path / "link.yaml").symlink_to(PROJECT_DIR / "regions.yaml")
     assert file_label(tmp_path / "link.yaml") == str(tmp_path / "link.yaml")
 
