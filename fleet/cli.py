@@ -12,6 +12,7 @@ import gc
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -127,10 +128,21 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def other_checkout(cwd: Path) -> Path | None:
-    """The project the user stands in, when it is not the one this `fleet` reads (PROJECT_DIR: where it is
-    installed from): another checkout's venv would quietly plan, diff or roll out the wrong files."""
+    """The checkout of this project the user stands in, when it is not the one this `fleet` reads (PROJECT_DIR:
+    where it is installed from): another checkout's venv would quietly plan, diff or roll out the wrong files.
+    Another Pulumi project (another `name:` in its Pulumi.yaml) is none of its business."""
     here = next((p for p in (cwd, *cwd.parents) if (p / "Pulumi.yaml").is_file()), None)
-    return here if here is not None and here.resolve() != PROJECT_DIR.resolve() else None
+    if here is None or here.resolve() == PROJECT_DIR.resolve():
+        return None
+    return here if _project_name(here) == _project_name(PROJECT_DIR) else None
+
+
+def _project_name(root: Path) -> str | None:
+    try:
+        found = re.search(r"^name:\s*(\S+)", (root / "Pulumi.yaml").read_text(encoding="utf-8"), re.M)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return found[1] if found else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -122,7 +122,17 @@ def test_fleet_says_when_it_reads_another_checkout_than_the_one_you_stand_in(tmp
     from fleet.cli import other_checkout
 
     assert other_checkout(ROOT) is None and other_checkout(ROOT / "components") is None
-    (tmp_path / "Pulumi.yaml").write_text("name: yolo-fleet\n")
+    (tmp_path / "Pulumi.yaml").write_text("name: yolo-fleet\nruntime: python\n")
     (tmp_path / "sub").mkdir()
     assert other_checkout(tmp_path / "sub") == tmp_path
     assert other_checkout(Path("/")) is None
+    (tmp_path / "Pulumi.yaml").write_text("name: my-other-infra\n")
+    assert other_checkout(tmp_path / "sub") is None, "another Pulumi project is not another checkout of this one"
+
+
+def test_the_note_about_another_checkout_is_printed_once_on_stderr(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["regions"]) == 0
+    assert capsys.readouterr().err == (f"fleet: note: this fleet reads {ROOT}, not {tmp_path} where you are; run "
+                                       "that checkout's own .venv/bin/fleet\n")
