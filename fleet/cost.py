@@ -48,6 +48,15 @@ def platform_costs(plan: Plan, book: PriceBook, traffic: Traffic) -> list[Platfo
     return price_platform(platform_shape((r.type, r.name, r.inputs) for r in plan.custom()), book, traffic)
 
 
+# The most each assumed figure may be: what one Cloud Run service can see at all.
+TRAFFIC_LIMITS = {
+    "requests_per_second": (1e6, "requests per second on one service"),
+    "latency_ms": (3.6e6, "Cloud Run's longest request timeout, 60 minutes"),
+    "request_kib": (32 * 1024, "Cloud Run's 32 MiB request size limit"),
+    "response_kib": (32 * 1024, "a predict answers a few KiB; 32 MiB as for requests"),
+}
+
+
 def traffic_from(args: argparse.Namespace) -> Traffic:
     """The assumed traffic; FleetError for a figure no traffic has (negative, nan, infinite)."""
     flags = ("requests_per_second", "latency_ms", "request_kib", "response_kib", "secrets_recheck_seconds")
@@ -62,6 +71,10 @@ def traffic_from(args: argparse.Namespace) -> Traffic:
                 if getattr(args, flag) < 0]
     if negative:
         raise FleetError(f"{', '.join(negative)} must be >= 0")
+    over = [f"--{flag.replace('_', '-')} {getattr(args, flag):g} is over {most:g} ({why})"
+            for flag, (most, why) in TRAFFIC_LIMITS.items() if getattr(args, flag) > most]
+    if over:  # beyond these no service answers, and the products overflow to an infinite total
+        raise FleetError("; ".join(over))
     return Traffic(args.requests_per_second, args.latency_ms, args.request_kib, args.response_kib,
                    args.secrets_recheck_seconds)
 

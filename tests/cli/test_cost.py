@@ -516,3 +516,9 @@ def test_a_figure_no_traffic_has_exits_2_not_a_nan_total(capsys, flag: str, valu
     assert main(["cost", "--stack", "dev", flag, value, "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == f"fleet cost: {flag} {value}: give a finite number\n"
+
+
+def test_a_figure_beyond_what_a_service_can_see_exits_2_not_an_infinite_total(capsys):
+    assert main(["cost", "--stack", "dev", "--requests-per-second", "1e308", "--json"]) == 2
+    assert capsys.readouterr().err == ("fleet cost: --requests-per-second 1e+308 is over 1e+06 (requests per second on "
+                                       "one service)\n")
