@@ -96,20 +96,24 @@ SERVE_PYTHON ?= $(SERVE_VENV)/bin/python
 SERVE_PORT   ?= 8080
 SERVE_DIR    ?= .serve
 
-# Binds as the server will (all IPv4 addresses, SO_REUSEADDR), so what would stop it stops make serve first.
+# Binds as the server will (all IPv4 addresses, SO_REUSEADDR), so what would stop it stops make serve first;
+# prints the port as a number (0080 is 80), which the recipe then uses.
 define SERVE_PORT_CHECK
-import socket, sys
-port = sys.argv[1]
-if not port.isdigit() or int(port) > 65535:
-    sys.exit(print(f"make serve: SERVE_PORT={port} is not a port (0-65535; 0 picks a free one)", file=sys.stderr) or 2)
-if int(port):
+import errno, socket, sys
+given = sys.argv[1]
+if not given.isdigit() or int(given) > 65535:
+    sys.exit(print(f"make serve: SERVE_PORT={given} is not a port (0-65535; 0 picks a free one)", file=sys.stderr) or 2)
+port = int(given)
+if port:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(("0.0.0.0", int(port)))
+        sock.bind(("0.0.0.0", port))
     except OSError as error:
-        sys.exit(print(f"make serve: cannot listen on port {port} ({error.strerror}): stop what runs there, or pick "
-                       f"another port: make serve SERVE_PORT={8081 if port == '8080' else 8080}", file=sys.stderr) or 2)
+        hint = (f"stop what runs there, or pick another port: make serve SERVE_PORT={port % 65535 + 1}"
+                if error.errno == errno.EADDRINUSE else "pick a port from 1024 up: make serve SERVE_PORT=8080")
+        sys.exit(print(f"make serve: cannot listen on port {port} ({error.strerror}): {hint}", file=sys.stderr) or 2)
+print(port)
 endef
 export SERVE_PORT_CHECK
 
@@ -122,16 +126,16 @@ $(SERVE_DEPS): inference_service/requirements.txt
 serve: $(SERVE_DEPS)  ## run the inference server on the demo model with a fresh random key
 	@$(MAKE) -s --no-print-directory $(NATIVE) || echo "NOTE: no C letterbox kernel; the server uses its numpy port" \
 	  "(same answers, about 8 ms slower per camera image)" >&2
-	@$(PYTHON) -c "$$SERVE_PORT_CHECK" "$(SERVE_PORT)"
-	@mkdir -p $(SERVE_DIR) && keys=$(SERVE_DIR)/$(SERVE_PORT) && \
-	  { [ "$(SERVE_PORT)" != 0 ] || keys=$$(mktemp -d $(SERVE_DIR)/0-XXXXXX); } && mkdir -p $$keys && \
+	@port=$$($(PYTHON) -c "$$SERVE_PORT_CHECK" "$(SERVE_PORT)") && \
+	  mkdir -p $(SERVE_DIR) && keys=$(SERVE_DIR)/$$port && \
+	  { [ "$$port" != 0 ] || keys=$$(mktemp -d $(SERVE_DIR)/0-XXXXXX); } && mkdir -p $$keys && \
 	  key=$$($(PYTHON) -c "import secrets; print(secrets.token_urlsafe(24))") && \
 	  $(PYTHON) -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())" "$$key" \
 	    > $$keys/sha256.txt && \
-	  echo "Starting the inference server on port $(SERVE_PORT) (demo model, key digest in $$keys/sha256.txt)" && \
+	  echo "Starting the inference server on port $$port (demo model, key digest in $$keys/sha256.txt)" && \
 	  READY_MESSAGE="$$(printf '%s\n' "Test page: {url}" "API key:   $$key" \
 	    "Try:       curl -H 'Authorization: Bearer $$key' -F file=@models/samples/shapes-1.jpg {url}predict")" \
-	  exec $(SERVE_PYTHON) -m inference_service --model models/demo-e2e.onnx --port $(SERVE_PORT) \
+	  exec $(SERVE_PYTHON) -m inference_service --model models/demo-e2e.onnx --port $$port \
 	    --api-key-file $$keys/sha256.txt
 
 # Files generated from the code, committed and checked by the tests (each test's failure names its target):

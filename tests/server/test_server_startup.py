@@ -88,7 +88,7 @@ def test_make_serve_on_a_busy_port_prints_no_url_exits_2_and_keeps_the_running_s
     out, err = proc.communicate(timeout=60)
     assert "http://" not in out + err
     assert (f"make serve: cannot listen on port {busy_port} (Address already in use): stop what runs there, or pick "
-            "another port: make serve SERVE_PORT=8080") in err
+            f"another port: make serve SERVE_PORT={busy_port % 65535 + 1}") in err
     assert "Traceback" not in err
     assert proc.returncode == 2
     assert keys.read_text() == "digest of the key the server on that port was started with\n"
@@ -181,6 +181,7 @@ def test_ctrl_c_drains_and_exits_130_without_a_traceback() -> None:
 @pytest.mark.parametrize(("port", "line"), [
     ("80a", "make serve: SERVE_PORT=80a is not a port (0-65535; 0 picks a free one)"),
     ("70000", "make serve: SERVE_PORT=70000 is not a port (0-65535; 0 picks a free one)"),
+    ("-1", "make serve: SERVE_PORT=-1 is not a port (0-65535; 0 picks a free one)"),
 ])
 def test_make_serve_with_a_port_that_is_not_one_is_one_line(tmp_path: Path, port: str, line: str) -> None:
     proc = make_serve(port, tmp_path)
@@ -189,11 +190,12 @@ def test_make_serve_with_a_port_that_is_not_one_is_one_line(tmp_path: Path, port
     assert not any(tmp_path.iterdir()), "no key is made"
 
 
-def test_make_serve_on_any_free_port_makes_a_key_file_per_run(tmp_path: Path) -> None:
-    """SERVE_PORT=0 twice is two servers on two ports: neither replaces the other's key."""
+@pytest.mark.parametrize("zero", ["0", "00"])
+def test_make_serve_on_any_free_port_makes_a_key_file_per_run(tmp_path: Path, zero: str) -> None:
+    """SERVE_PORT=0 twice is two servers on two ports: neither replaces the other's key (00 is 0 too)."""
     dirs = []
     for _ in range(2):
-        proc = make_serve(0, tmp_path)
+        proc = make_serve(zero, tmp_path)
         try:
             assert proc.stdout is not None
             started = next(line for line in proc.stdout if line.startswith("Starting the inference server"))
