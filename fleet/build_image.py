@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.errors import FleetError
-from components.image import MODEL_FILES_ARG, RUNTIME_ARG, model_files_arg
+from components.image import MODEL_FILES_ARG, RUNTIME_ARG, image_path, model_files_arg
 from components.model_files import check_model_files
 from components.stack_config import stack_config_from_values
 from fleet.program import PROJECT_DIR, stack_config
@@ -92,7 +92,8 @@ def stack_model_files(stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
     """The model files `Pulumi.<stack>.yaml` names, validated as `fleet plan` validates them (in the
     repository, ONNX, a task the server serves): a bad one stops `make image` with the plan's message."""
     config = stack_config_from_values(stack_config(stack, project_dir), stack)
-    return [m.file for m in check_model_files(config.models, project_dir, f"Pulumi.{stack}.yaml")]
+    files = [m.file for m in check_model_files(config.models, project_dir, f"Pulumi.{stack}.yaml")]
+    return list(dict.fromkeys(files))  # two models may share a file: the image holds it once
 
 
 def dockerfile_bases(dockerfile: Path) -> list[str]:
@@ -286,15 +287,16 @@ def run_command(result: BuildResult) -> str:
     another stack's image may not hold), with the key digests file `make serve` writes for its default port, as
     a container named RUN_NAME. podman's HEALTHCHECK timers need systemd, which a build machine may not run: each
     start and removal would print errors for nothing, so podman runs it without."""
-    model = f"/app/{result.model_files[0]}" if result.model_files else None
+    model = str(image_path(result.model_files[0])) if result.model_files else None
     run, *rest = serve_args(result.tag, 8080, Path.cwd() / SERVE_KEYS_DIR, model)
     quiet = ["--no-healthcheck"] if result.engine.name == "podman" else []
-    return shlex.join([*engine_prefix(result.engine), run, "--name", RUN_NAME, *quiet, *rest])
+    return f"{engine_prefix(result.engine)} {shlex.join([run, '--name', RUN_NAME, *quiet, *rest])}"
 
 
-def engine_prefix(engine: Engine) -> list[str]:
-    """The engine's command line as a shell runs it: podman with this tool's own store and config."""
-    return [*(f"{k}={v}" for k, v in engine.env.items()), *engine.cli]
+def engine_prefix(engine: Engine) -> str:
+    """The engine's command line as a shell runs it: podman with this tool's own store and config (each value
+    quoted on its own: a quoted `NAME=value` word is a command, not an assignment)."""
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in engine.env.items()), shlex.join(engine.cli)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built {result.tag} in {result.seconds:.0f} s ({result.engine.name}); run it on "
           f"{result.model_files[0] if result.model_files else 'its default model'}{held}, with the key digests in "
           f"{SERVE_KEYS_DIR}/sha256.txt (`make serve` writes one), on port 8080 with:\n  {run_command(result)}\n"
-          f"and stop it with:\n  {shlex.join([*engine_prefix(result.engine), 'rm', '-f', RUN_NAME])}")
+          f"and stop it with:\n  {engine_prefix(result.engine)} rm -f {RUN_NAME}")
     return 0
 
 

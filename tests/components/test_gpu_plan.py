@@ -5,6 +5,7 @@ max_instances fitted to the stack's GPU quota per region."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from typing import Any
 
@@ -205,7 +206,24 @@ def test_the_printed_run_command_serves_a_model_the_image_holds(monkeypatch, cap
 
 
 def test_podman_runs_the_printed_command_without_systemd_healthcheck_timers() -> None:
-    podman = build_image.Engine("podman", ("podman", "--root", "/var/tmp/x"), {"CONTAINERS_CONF": "/var/tmp/x.conf"})
+    podman = build_image.Engine("podman", ("podman", "--root", "/var/tmp/my store"),
+                                {"CONTAINERS_CONF": "/var/tmp/my store.conf"})
     built = build_image.BuildResult(podman, "img:dev", ["models/demo-e2e.onnx"], [], 1.0)
-    assert build_image.run_command(built).startswith(
-        f"CONTAINERS_CONF=/var/tmp/x.conf podman --root /var/tmp/x run --name {build_image.RUN_NAME} --no-healthcheck ")
+    command = build_image.run_command(built)
+    assert command.startswith("CONTAINERS_CONF='/var/tmp/my store.conf' podman --root '/var/tmp/my store' run --name "
+                              f"{build_image.RUN_NAME} --no-healthcheck ")
+    assert shlex.split(command)[0] == "CONTAINERS_CONF=/var/tmp/my store.conf", "an assignment the shell makes"
+
+
+def test_two_models_sharing_a_file_put_it_in_the_image_once(tmp_path) -> None:
+    import shutil
+
+    import yaml
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(PROJECT_DIR / "models" / "demo-e2e.onnx", tmp_path / "models" / "demo-e2e.onnx")
+    stack = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+    stack["config"]["yolo-fleet:models"] = [{"name": "a", "file": "models/demo-e2e.onnx"},
+                                            {"name": "b", "file": "models/demo-e2e.onnx"}]
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(stack))
+    assert build_image.stack_model_files("dev", tmp_path) == ["models/demo-e2e.onnx"]
