@@ -98,11 +98,16 @@ class ModelSpec(_Strict):
 
 
 def check_digests(digests: list[str]) -> list[str]:
-    for digest in digests:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"'{digest[:80]}' is not a sha256 hex digest (64 lowercase hex characters); "
-                             "store `printf %s KEY | sha256sum`, never the key itself")
-    return digests
+    """The digests as the server compares them (lowercase hex); `sha256sum`'s own line (`<hex>  -`) and uppercase
+    hex are the digest as pasted, not a mistake."""
+    found = []
+    for given in digests:
+        digest = given.strip().removesuffix("  -").lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(f"'{given[:80]}' is not a sha256 hex digest (64 hex characters); store the digest of "
+                             "the key, never the key itself: printf %s \"$KEY\" | sha256sum | cut -d' ' -f1")
+        found.append(digest)
+    return found
 
 
 class TenantSpec(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -159,3 +160,15 @@ def test_installed_command_exits_2_without_traceback(write_catalog):
     assert result.returncode == 2
     assert "min_instances (5) is greater than max_instances (3)" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_digest_pasted_as_sha256sum_prints_it_is_taken_as_the_digest():
+    """`printf %s "$KEY" | sha256sum` prints `<hex>  -`, in lowercase; pasted whole, or in uppercase, it is the
+    digest the server compares; a key instead of a digest is refused with the command that makes one."""
+    digest = hashlib.sha256(b"k").hexdigest()
+    plan = evaluate("dev", config_overrides={"yolo-fleet:api_key_sha256": json.dumps([f"{digest}  -",
+                                                                                       digest.upper()])})
+    version = next(r for r in plan.custom("gcp:secretmanager/secretVersion:SecretVersion") if "api-keys" in r.name)
+    assert version.inputs["secretData"]["value"].split() == [digest, digest]
+    with pytest.raises(FleetError, match=r"printf %s \"\$KEY\" \| sha256sum \| cut -d' ' -f1"):
+        evaluate("dev", config_overrides={"yolo-fleet:api_key_sha256": json.dumps(["my-secret-key"])})
