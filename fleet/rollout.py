@@ -289,6 +289,9 @@ def start(rollout: Rollout, runner_for: Callable[[Rollout], Runner], resume: boo
     if model.rollout is not None:
         raise FleetError(f"Pulumi.{rollout.stack}.yaml: models[{model.name}].rollout is set already; finish or "
                          "remove it first")
+    if rollout.to == model.file:
+        raise FleetError(f"--to {rollout.to}: it is already model {model.name}'s file in Pulumi.{rollout.stack}.yaml; "
+                         "roll out another file")
     regions = [s for s in layout.endpoints if s.model and s.model.name == model.name]
     steps = plan_steps(regions, rollout.canary, rollout.waves)
     if dry_run:

@@ -198,6 +198,7 @@ def test_a_dry_run_changes_nothing(stack_dir: Path, capsys: pytest.CaptureFixtur
     (["--model", "nope"], "--model nope: no such model in Pulumi.dev.yaml"),
     (["--to", "models/demo-v2.onnx"], "--to models/demo-v2.onnx: 'models/demo-v2.onnx' not found in the repository"),
     (["--to", "README.md"], "--to README.md: 'README.md' is not an ONNX model"),
+    (["--to", "models/demo-e2e.onnx"], "--to models/demo-e2e.onnx: it is already model demo's file in Pulumi.dev.yaml"),
 ])
 def test_bad_options_are_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
                                              ) -> None:
