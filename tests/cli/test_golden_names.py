@@ -53,3 +53,16 @@ def test_a_resource_type_nobody_classified_stops_the_generator():
     plan = {"resources": [{"type": "gcp:pubsub/topic:Topic", "name": "alerts", "inputs": {"name": "alerts"}}]}
     with pytest.raises(UnknownType, match="gcp:pubsub/topic:Topic"):
         physical_names(plan)
+
+
+def test_make_golden_after_a_failed_plan_is_one_more_line_not_a_traceback():
+    """`fleet plan --json | python -m tests.plans.golden`: a plan that failed sends nothing down the pipe."""
+    import subprocess
+    import sys
+
+    from fleet.program import PROJECT_DIR
+
+    done = subprocess.run([sys.executable, "-m", "tests.plans.golden"], input="", capture_output=True, text=True,
+                          cwd=PROJECT_DIR, timeout=60, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "tests.plans.golden: no plan on stdin (empty); the plan's own error is above\n"

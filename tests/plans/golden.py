@@ -50,5 +50,19 @@ def render(names: dict[str, list[str]]) -> str:
     return json.dumps(names, indent=2) + "\n"
 
 
+def main() -> int:
+    """stdin: a `fleet plan --json` document. A plan that failed (its one-line error already printed) sends nothing:
+    one line here too, exit 2, no JSON traceback after it."""
+    text = sys.stdin.read()
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as error:
+        print(f"tests.plans.golden: no plan on stdin ({'empty' if not text.strip() else error}); the plan's own "
+              "error is above", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(physical_names(plan)))
+    return 0
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render(physical_names(json.load(sys.stdin))))
+    sys.exit(main())
