@@ -4,10 +4,12 @@ tests/plans/<stack>.names.json, so a rename (a replaced resource in a real proje
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from fleet.program import Plan
+from fleet.program import PROJECT_DIR, Plan
 from tests.plans.golden import REGENERATE, STACKS, UnknownType, golden_path, physical_names
 
 
@@ -57,11 +59,6 @@ def test_a_resource_type_nobody_classified_stops_the_generator():
 
 def test_make_golden_after_a_failed_plan_is_one_more_line_not_a_traceback():
     """`fleet plan --json | python -m tests.plans.golden`: a plan that failed sends nothing down the pipe."""
-    import subprocess
-    import sys
-
-    from fleet.program import PROJECT_DIR
-
     done = subprocess.run([sys.executable, "-m", "tests.plans.golden"], input="", capture_output=True, text=True,
                           cwd=PROJECT_DIR, timeout=60, check=False)
     assert done.returncode == 2 and done.stdout == ""
