@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from components.catalog import Catalog, Region
+from components.catalog import Catalog, Region, slug
 from components.errors import FleetError
 from components.layout import FleetLayout, ServicePlan
 from components.precedence import BUILT_IN_LAYER, applied
@@ -26,7 +26,7 @@ def find_region(catalog: Catalog, layout: FleetLayout, wanted: str, stack: str, 
     """The catalog region `wanted` names (its id, or its city as in endpoint names); FleetError with a hint if it
     names none, or if none of the stack's services runs there."""
     by_name = {**{r.city_slug: r for r in catalog.regions}, **{r.id: r for r in catalog.regions}}
-    region = by_name.get(wanted) or by_name.get(wanted.lower())
+    region = by_name.get(wanted) or by_name.get(wanted.lower()) or by_name.get(slug(wanted))  # "St. Ghislain"
     if region is None:
         close = difflib.get_close_matches(wanted.lower(), by_name, n=3, cutoff=0.6)
         hint = (f"did you mean {' or '.join(dict.fromkeys(by_name[c].id for c in close))}?" if close

@@ -42,6 +42,8 @@ def test_dev_says_its_forced_min_instances_beat_the_region_override(capsys):
 
 def test_prod_region_override_is_what_sets_iowa_warm_and_the_text_table_says_so(capsys):
     out = explained(capsys, "--stack", "prod", "--explain", "iowa")  # a city works as well as the id
+    assert explained(capsys, "--stack", "prod", "--explain", "St. Ghislain")["region"] == "europe-west1", \
+        "as the header prints it"
     warm = row(out["services"], "demo-iowa", "min_instances")
     assert (warm["value"], warm["layer"]) == (1, "region override")
     assert main(["plan", "--stack", "prod", "--explain", "us-central1"]) == 0
