@@ -31,6 +31,9 @@ RESERVED_DOMAIN = re.compile(r"(?<![a-z0-9.-])((?:[a-z0-9-]+\.)*(example\.(?:com
                              r"|[a-z0-9-]+\.(?:test|example|invalid|localhost)))(?![a-z0-9-]|\.[a-z0-9])",
                              re.IGNORECASE)
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
+# The docs' own placeholders, pasted as they are: `<your on-call address>`, `ONCALL@MY-DOMAIN`.
+DOC_PLACEHOLDER = re.compile(r"<[^<>]+>|\bMY-[A-Z-]+\b")
 MAKE_KEY = ("KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'); "
             "printf %s \"$KEY\" | sha256sum | cut -d' ' -f1")
 CHANNEL_FIX = ("`pulumi config set --path 'yolo-fleet:notification_channels[0].type' email`, "
@@ -137,6 +140,13 @@ def check_placeholders(resources: list[Any], facts: StackFacts, options: Options
         else:
             yield (f"{what}: a placeholder that no real image or key has; set the real one in {stack_file} "
                    "(yolo-fleet:image takes an image by the digest its registry reports)", found[0].urn)
+    for r in resources:
+        if r.resource_type == CHANNEL:
+            for label, value in (dig(r.props, "labels") or {}).items():
+                if isinstance(value, str) and DOC_PLACEHOLDER.search(value):
+                    yield (f"notification channel {r.name}: {label} '{value}' is the docs' placeholder, so its alerts "
+                           f"reach no one; set the real one in {stack_file}: `pulumi config set --path "
+                           f"'yolo-fleet:notification_channels[0].labels.{label}' <the real {label}>`", r.urn)
     for owner, (r, bad) in sorted(tenants.items()):
         why = [f"one of the example tenants (exampleTenants in policy/PulumiPolicy.yaml: remove '{owner}' there "
                "if it really is a tenant)"] if owner in examples else []

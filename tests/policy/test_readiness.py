@@ -250,3 +250,17 @@ def test_the_stock_files_and_the_readme_say_how_to_replace_the_placeholders():
                  "pulumi config set yolo-fleet:shared_domain", "yolo-fleet:notification_channels[0]",
                  "yolo-fleet:tenants"):
         assert step in deploy, step
+
+
+@pytest.mark.parametrize("address", ["<your on-call address>", "ONCALL@MY-DOMAIN"])
+def test_an_alert_address_pasted_from_the_docs_is_refused(address):
+    """Pulumi.prod.yaml's comment and README's command, pasted as they are: the plan is valid, the alerts go nowhere."""
+    channel = {"type": "email", "display_name": "On-call", "labels": {"email_address": address}}
+    [violation] = judged(ready("dev", **{"yolo-fleet:notification_channels": [channel]}), "no-placeholders")
+    assert violation.message.startswith(f"notification channel alerts-0-email: email_address '{address}' is the docs' "
+                                        "placeholder, so its alerts reach no one")
+
+
+def test_a_real_alert_address_passes():
+    channel = {"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@northwind-vision.io"}}
+    assert judged(ready("dev", **{"yolo-fleet:notification_channels": [channel]}), "no-placeholders") == []
