@@ -9,10 +9,10 @@ import contextlib
 import difflib
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.catalog import GEOGRAPHIES
 from components.errors import FleetError, describe
@@ -28,6 +28,28 @@ MAX_OWNER = 39
 DEFAULT_SERVICE_ACCOUNT_QUOTA = 100
 DEFAULT_GPU_QUOTA_PER_REGION = 0
 DOMAIN = r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+PROJECT_ID = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"  # Google Cloud's rule for project ids
+PROJECT_ID_RULE = "a Google Cloud project id (6-30 lowercase letters, digits and hyphens, starting with a letter)"
+
+
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A string `pattern` matches whole; otherwise the rule in words, not the regular expression."""
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+    return AfterValidator(check)
+
+
+ProjectId = Annotated[str, _matching(PROJECT_ID, PROJECT_ID_RULE)]
+DomainName = Annotated[str, Field(max_length=200), _matching(
+    DOMAIN, "a domain name: lowercase labels joined by dots, with no scheme, port or path (e.g. "
+            "inference.your-company.com)")]
+ImageByDigest = Annotated[str, _matching(r"\S+@sha256:[0-9a-f]{64}", "an image by digest: "
+                                         "REPOSITORY@sha256:<64 hex digits>, as its registry reports it")]
+ModelName = Annotated[str, _matching(r"[a-z][a-z0-9-]{0,22}[a-z0-9]|[a-z]", "a model name: 1-24 lowercase letters, "
+                                     "digits and '-', starting with a letter, not ending with '-' (it begins the "
+                                     "names of its endpoints)")]
 
 
 class ConfigError(FleetError):
@@ -63,8 +85,7 @@ REGION_SETS = ("all", *GEOGRAPHIES)  # what a model's `regions` may name instead
 class ModelSpec(_Strict):
     """One model of the stack and where its dedicated endpoints run."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$",
-                      description="lowercase letters, digits, '-'; the first part of endpoint names")
+    name: ModelName = Field(description="lowercase letters, digits, '-'; the first part of endpoint names")
     file: str = Field("models/demo-e2e.onnx", description="ONNX file in this repository, baked into the image")
     regions: Literal["all", "americas", "europe", "asia-pacific", "middle-east", "africa"] | list[str] = "all"
     settings: SettingsOverride = Field(SettingsOverride(), description="this model's endpoints' settings: over "
@@ -178,11 +199,8 @@ class TlsSpec(_Strict):
     profile: Literal["MODERN", "RESTRICTED"] = "MODERN"
 
 
-PROJECT_ID = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"  # Google Cloud's rule for project ids
-
-
 class StackConfig(_Strict):
-    project: str = Field(pattern=PROJECT_ID, description="gcp:project")
+    project: ProjectId = Field(description="gcp:project")
     catalog: str = "regions.yaml"
     models: list[ModelSpec] = Field(default_factory=list)
     settings: SettingsOverride = Field(
@@ -194,16 +212,16 @@ class StackConfig(_Strict):
         SettingsOverride(), description="forced on every service of the stack, over every other layer (a region's "
                                         "overrides included)")
     api_key_sha256: list[str] = Field(min_length=1, description="sha256 hex digests of the API keys (never keys)")
-    image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
-                              description="a prebuilt server image by digest; unset builds inference_service/")
-    gpu_image: str | None = Field(None, pattern=r"^\S+@sha256:[0-9a-f]{64}$",
+    image: ImageByDigest | None = Field(None, description="a prebuilt server image by digest; unset builds "
+                                                          "inference_service/")
+    gpu_image: ImageByDigest | None = Field(None,
                                   description="a prebuilt GPU server image (RUNTIME=gpu) by digest, for GPU services; "
                                               "unset builds it when a service asks for a GPU")
     deletion_protection: bool = True
     tenants: dict[str, TenantSpec] = Field(default_factory=dict, description="shared API tenants by owner name")
-    shared_domain: str | None = Field(None, pattern=DOMAIN, max_length=200,
+    shared_domain: DomainName | None = Field(None,
                                       description="the shared API's domain; us., eu., ap. hosts under it")
-    domain: str | None = Field(None, pattern=DOMAIN, max_length=200,
+    domain: DomainName | None = Field(None,
                                description="one global balancer: <model>.<domain>, <endpoint>.<domain>; unset: none "
                                            "for the dedicated endpoints")
     tls: TlsSpec = TlsSpec()

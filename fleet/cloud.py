@@ -13,7 +13,7 @@ from typing import Any
 
 from components.errors import FleetError
 from components.layout import FleetLayout
-from components.stack_config import PROJECT_ID
+from components.stack_config import PROJECT_ID, PROJECT_ID_RULE
 from fleet.program import stack_config
 from fleet.program import stack_layout as read_layout
 
@@ -63,8 +63,7 @@ def project(args: argparse.Namespace) -> str:
     gcp:project."""
     if args.project is not None:
         if not re.fullmatch(PROJECT_ID, args.project):
-            raise FleetError(f"--project {args.project!r}: not a Google Cloud project id (6-30 lowercase letters, "
-                             "digits and hyphens, starting with a letter)")
+            raise FleetError(f"--project {args.project!r}: not {PROJECT_ID_RULE}")
         return str(args.project)
     found = stack_config(args.stack).get("gcp:project")
     if not found:

@@ -189,7 +189,8 @@ def test_rate_limit_thresholds_ban_and_preview_come_from_stack_config():
     ("rate_limit", {"requests": 0}, r"rate_limit\.requests: Input should be greater than or equal to 1"),
     ("tls", {"min_tls_version": "TLS_1_0"}, r"Pulumi\.dev\.yaml: tls\.min_tls_version: Input should be 'TLS_1_2' "
                                             r"or 'TLS_1_3'"),
-    ("domain", "https://models.example.com", r"Pulumi\.dev\.yaml: domain: String should match pattern"),
+    ("domain", "https://models.example.com", r"Pulumi\.dev\.yaml: domain: 'https://models\.example\.com' is not a "
+                                             r"domain name: lowercase labels joined by dots, with no scheme"),
 ])
 def test_bad_balancer_settings_stop_the_plan(key, value, message):
     with pytest.raises(FleetError, match=message):

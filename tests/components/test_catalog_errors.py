@@ -140,7 +140,9 @@ def test_unknown_stack(capsys):
      "Pulumi.prod.yaml: yolo-fleet:forced_settings)"),
     ("yolo-fleet:api_key_sha256", ["my-secret-key"], "is not a sha256 hex digest"),
     ("yolo-fleet:api_key_sha256", [], "api_key_sha256"),
-    ("yolo-fleet:image", "gcr.io/x/server:latest", "image: String should match pattern"),
+    ("yolo-fleet:image", "gcr.io/x/server:latest", "image: 'gcr.io/x/server:latest' is not an image by digest: "
+     "REPOSITORY@sha256:<64 hex digits>"),
+    ("gcp:project", "MY-PROJECT-ID", "project: 'MY-PROJECT-ID' is not a Google Cloud project id (6-30 lowercase"),
     ("yolo-fleet:modles", [], "unknown key 'modles'"),
     ("gcp:project", "My Project", "project"),
 ])

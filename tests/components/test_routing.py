@@ -145,8 +145,9 @@ def test_tenant_mistakes_stop_the_plan_with_a_clear_message(tenants, message):
 
 @pytest.mark.parametrize(("domain", "message"), [
     ("null", r"shared_domain is required: the shared services are only reachable through the load balancer"),
-    ('"https://inference.example.com"', r"Pulumi\.dev\.yaml: shared_domain: String should match pattern"),
-    ('"Inference.Example.com"', r"shared_domain: String should match pattern"),
+    ('"https://inference.example.com"', r"Pulumi\.dev\.yaml: shared_domain: 'https://inference\.example\.com' is "
+                                         r"not a domain name"),
+    ('"Inference.Example.com"', r"shared_domain: 'Inference\.Example\.com' is not a domain name: lowercase labels"),
 ])
 def test_domain_mistakes_stop_the_plan(domain, message):
     with pytest.raises(FleetError, match=message):
