@@ -20,10 +20,11 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.errors import FleetError
+from components.stack_config import NAMESPACE
 from fleet.cost import add_pricing_args, platform_costs, stack_costs, traffic_from, usd
 from fleet.mocks import RecordedResource
 from fleet.policy import Violation, run_policies
@@ -38,6 +39,7 @@ from policy.facts import load_facts
 PLAN_TIMEOUT_S = 300
 FIELDS = ("region", "min", "max", "cpu", "memory", "gpu", "image", "revision", "traffic")
 LONG = ("image", "revision", "traffic")  # shown when they change, not in an added or removed line
+COMPONENT_PREFIX = f"{NAMESPACE}:"  # the program's component resources: groupings, nothing created in the project
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -111,6 +113,8 @@ class Side:
     violations: list[Violation]
     costs: list[ServiceCost]
     platform: list[PlatformCost]  # stack-wide lines, priced as `fleet cost` prices them
+    # every resource the plan declares (the program's components left out): type -> logical names
+    resources: dict[str, set[str]] = field(default_factory=dict)
 
     def cost(self, part: str) -> float:
         return float(sum(getattr(c, part) for c in self.costs) + sum(getattr(p, part) for p in self.platform))
@@ -119,8 +123,12 @@ class Side:
 def judge(plan: Plan, project_dir: Path, catalog: str | Path | None, book: PriceBook, traffic: Traffic,
           label: str) -> Side:
     services = [r for r in plan.resources if r.type == CLOUD_RUN]
+    declared: dict[str, set[str]] = {}
+    for r in plan.resources:
+        if not r.type.startswith(COMPONENT_PREFIX):
+            declared.setdefault(r.type, set()).add(r.name)
     if not services:
-        return Side({}, [], [], [])
+        return Side({}, [], [], [], declared)
     try:
         facts = load_facts(plan.stack, project_dir, catalog=catalog, prices=book.path)
     except FleetError as error:
@@ -128,7 +136,7 @@ def judge(plan: Plan, project_dir: Path, catalog: str | Path | None, book: Price
     cloud_run = Plan(plan.stack, services, plan.outputs)
     return Side({r.name: endpoint_fields(r) for r in services},
                 run_policies(plan.resources, facts, load_pack_config()),
-                stack_costs(cloud_run, facts.catalog, book, traffic), platform_costs(plan, book, traffic))
+                stack_costs(cloud_run, facts.catalog, book, traffic), platform_costs(plan, book, traffic), declared)
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,21 @@ class Diff:
             old, new = self.before.endpoints[name], self.after.endpoints[name]
             out += [(name, f, old.get(f, "-"), new.get(f, "-")) for f in FIELDS if old.get(f) != new.get(f)]
         return out
+
+    def resource_rows(self) -> list[list[str]]:
+        """('added' | 'removed', type, how many, which) for the resources beside the Cloud Run services (those are
+        the endpoints' rows): a balancer switched on is hosts, certificates and backends a reviewer must see."""
+        rows = []
+        for type_ in sorted(set(self.before.resources) | set(self.after.resources)):
+            if type_ == CLOUD_RUN:
+                continue
+            old, new = self.before.resources.get(type_, set()), self.after.resources.get(type_, set())
+            for change, names in (("added", new - old), ("removed", old - new)):
+                if names:
+                    shown = sorted(names)
+                    more = f" and {len(shown) - 4} more" if len(shown) > 4 else ""
+                    rows.append([change, _short_type(type_), str(len(shown)), ", ".join(shown[:4]) + more])
+        return rows
 
     def policy_rows(self) -> list[tuple[str, Violation]]:
         """('new' | 'changed' | 'still' | 'resolved', violation), in that order. Matched one to one: the same
@@ -185,6 +208,12 @@ class Diff:
         return rows
 
 
+def _short_type(token: str) -> str:
+    """gcp:compute/managedSslCertificate:ManagedSslCertificate -> compute ManagedSslCertificate."""
+    parts = token.split(":")
+    return f"{parts[1].split('/')[0]} {parts[-1]}" if len(parts) == 3 else token
+
+
 def _identity(v: Violation) -> tuple[str, str, str, str]:
     return v.policy, v.level, v.resource, re.sub(r"\d+", "#", v.message)
 
@@ -194,7 +223,9 @@ def _summary(d: Diff) -> str:
     waves = _in_waves(d.before), _in_waves(d.after)
     rollout = f"; {waves[0]} -> {waves[1]} service(s) in a model rollout wave" if any(waves) else ""
     return (f"{len(d.added)} endpoint(s) added, {len(d.removed)} removed, {len({c[0] for c in d.changed})} changed "
-            f"({len(d.before.endpoints)} -> {len(d.after.endpoints)} Cloud Run services); policy violations "
+            f"({len(d.before.endpoints)} -> {len(d.after.endpoints)} Cloud Run services; "
+            f"{sum(map(len, d.before.resources.values()))} -> {sum(map(len, d.after.resources.values()))} resources in "
+            "all); policy violations "
             f"{len(d.before.violations)} -> {len(d.after.violations)} ({mandatory} mandatory after){rollout}")
 
 
@@ -221,6 +252,8 @@ def render_text(d: Diff) -> str:
     endpoints = _endpoint_rows(d)
     if endpoints:
         out += ["Endpoints", table(["CHANGE", "SERVICE", "WHAT", "BEFORE -> AFTER"], endpoints), ""]
+    if resources := d.resource_rows():
+        out += ["Other resources", table(["CHANGE", "TYPE", "HOW MANY", "NAMES"], resources), ""]
     out += [f"Monthly cost ({_assumptions(d)})", table(["", "BEFORE", "AFTER", "DELTA"], d.cost_rows()), ""]
     policies = [[status, v.policy, v.level, v.resource, v.message] for status, v in d.policy_rows()
                 if status != "still"]
@@ -247,6 +280,8 @@ def render_markdown(d: Diff) -> str:
     if endpoints:
         rows = [[change, f"`{name}`", what, values.replace(" -> ", " → ")] for change, name, what, values in endpoints]
         out += ["#### Endpoints", "", _md_table(["change", "service", "what", "before → after"], rows), ""]
+    if resources := d.resource_rows():
+        out += ["#### Other resources", "", _md_table(["change", "type", "how many", "names"], resources), ""]
     out += [f"#### Monthly cost ({_assumptions(d)})", "", _md_table(["", "before", "after", "delta"], d.cost_rows()),
             ""]
     policies = d.policy_rows()

@@ -7,6 +7,7 @@ from REF's files and the working tree's from the working tree.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,10 @@ def test_diff_shows_endpoints_policies_and_cost_between_two_catalogs(repo):
     done = fleet(repo, "diff", "--against", "base", "--stack", "prod")
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "0 endpoint(s) added, 1 removed, 1 changed (6 -> 5 Cloud Run services)" in out
+    assert re.search(r"0 endpoint\(s\) added, 1 removed, 1 changed \(6 -> 5 Cloud Run services; (\d+) -> (\d+) "
+                     r"resources in all\)", out)
+    assert any(line.split()[:3] == ["removed", "monitoring", "AlertPolicy"] and "demo-dammam-error-ratio" in line
+               for line in out.splitlines()), "the endpoint's alerts go with it, and the review says so"
     lines = out.splitlines()
     assert any(line.split()[:2] == ["removed", "demo-dammam"] for line in lines)
     assert any(line.split()[:3] == ["changed", "demo-oregon", "min"] and line.endswith("0 -> 1") for line in lines)

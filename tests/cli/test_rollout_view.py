@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from components.catalog import load_catalog
-from fleet.diff import Diff, Side, endpoint_fields, render_text
+from fleet.diff import Diff, Side, endpoint_fields, render_markdown, render_text
 from fleet.policy import Violation
 from fleet.pricing import Traffic
 from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
@@ -49,7 +49,7 @@ def test_diff_names_the_traffic_change_of_a_wave_only() -> None:
     assert after["demo-st-ghislain"]["traffic"] == f"90% {old} / 10% {new} (canary)"
 
     text = render_text(Diff("dev", "main", Side(before, [], [], []), Side(after, [], [], []), Traffic()))
-    assert "1 changed (5 -> 5 Cloud Run services)" in text
+    assert "1 changed (5 -> 5 Cloud Run services; 0 -> 0 resources in all)" in text
     assert "; 0 -> 1 service(s) in a model rollout wave" in text
     assert f"changed  demo-st-ghislain  traffic   100% {old} -> 90% {old} / 10% {new} (canary)" in text
 
@@ -67,3 +67,16 @@ def test_a_violation_whose_counts_changed_is_changed_not_resolved_and_new():
     ones = Violation("no-placeholders", "mandatory", "api-keys", "key digest 11111111...1111 is a placeholder")
     d = Diff("dev", "main", Side({}, [zeros, ones], [], []), Side({}, [ones], [], []), Traffic())
     assert d.policy_rows() == [("still", ones), ("resolved", zeros)], "matched one to one, the exact one first"
+
+
+def test_resources_beside_the_services_are_listed_when_added_or_removed():
+    """A balancer switched on adds no endpoint, but hosts' certificates and backends a reviewer must see."""
+    cert = "gcp:compute/managedSslCertificate:ManagedSslCertificate"
+    before = Side({}, [], [], [], {CLOUD_RUN: {"demo-iowa"}})
+    after = Side({}, [], [], [], {CLOUD_RUN: {"demo-iowa"}, cert: {"lb-cert-demo", "lb-cert-demo-raw"}})
+    d = Diff("dev", "main", before, after, Traffic())
+    assert d.resource_rows() == [["added", "compute ManagedSslCertificate", "2", "lb-cert-demo, lb-cert-demo-raw"]]
+    assert "(0 -> 0 Cloud Run services; 1 -> 3 resources in all)" in render_text(d)
+    assert "| added | compute ManagedSslCertificate | 2 | lb-cert-demo, lb-cert-demo-raw |" in render_markdown(d)
+    assert Diff("dev", "main", after, before, Traffic()).resource_rows()[0][:3] == [
+        "removed", "compute ManagedSslCertificate", "2"]
