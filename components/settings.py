@@ -97,18 +97,18 @@ class EndpointSettings(_Strict):
         if self.min_instances > self.max_instances:
             raise ValueError(f"min_instances ({self.min_instances}) is greater than max_instances "
                              f"({self.max_instances})")
+        if self.gpu:  # first: with a GPU, "cpu 2 allows at most 8Gi" would send the user the wrong way
+            if self.cpu < GPU_MIN_CPU or gib < GPU_MIN_MEMORY_GIB:
+                raise ValueError(f"gpu needs cpu >= {GPU_MIN_CPU} and memory >= {GPU_MIN_MEMORY_GIB}Gi "
+                                 f"(got cpu {self.cpu}, memory {self.memory})")
+            if self.cpu_idle:
+                raise ValueError("gpu needs cpu_idle: false (Cloud Run GPU services use instance-based billing)")
         if gib > MAX_MEMORY_GIB_FOR_CPU[self.cpu]:
             raise ValueError(f"memory {self.memory} needs more vCPU: cpu {self.cpu} allows at most "
                              f"{MAX_MEMORY_GIB_FOR_CPU[self.cpu]}Gi")
         if gib < MIN_MEMORY_GIB_FOR_CPU[self.cpu]:
             raise ValueError(f"cpu {self.cpu} needs at least {MIN_MEMORY_GIB_FOR_CPU[self.cpu]}Gi of memory "
                              f"(got {self.memory})")
-        if self.gpu:
-            if self.cpu < GPU_MIN_CPU or gib < GPU_MIN_MEMORY_GIB:
-                raise ValueError(f"gpu needs cpu >= {GPU_MIN_CPU} and memory >= {GPU_MIN_MEMORY_GIB}Gi "
-                                 f"(got cpu {self.cpu}, memory {self.memory})")
-            if self.cpu_idle:
-                raise ValueError("gpu needs cpu_idle: false (Cloud Run GPU services use instance-based billing)")
         return self
 
     @property

@@ -271,7 +271,8 @@ def check_gpu_quota(resources: list[Any], facts: StackFacts, options: Options) -
         total = sum(n for _, n in services)
         if total > quota:
             listed = ", ".join(f"{r.name} {n}" for r, n in services)
-            yield (f"{region}: the GPU services may scale to {total} nvidia-l4 GPUs ({listed}; max_instances x GPUs) "
+            gpus = f"{total} nvidia-l4 GPU{'s' if total != 1 else ''}"
+            yield (f"{region}: the GPU services may scale to {gpus} ({listed}; max_instances x GPUs) "
                    f"but the project's Cloud Run GPU quota there is {quota} (yolo-fleet:gpu_quota_per_region in "
                    f"Pulumi.{facts.stack}.yaml, default 0: a project has none until requested). Request '{GPU_QUOTA}' "
                    f"(or its zonal-redundancy variant) for {region} in the console (IAM & Admin > Quotas) and set "

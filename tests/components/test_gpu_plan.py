@@ -105,6 +105,8 @@ def test_a_cpu_only_stack_builds_and_exports_no_gpu_image(prod_plan: Plan) -> No
     ({"cpu": 1, "memory": "2Gi"}, {"gpu": True}, "gpu needs cpu >= 4 and memory >= 16Gi (got cpu 1, memory 2Gi)"),
     ({}, {"gpu": True, "cpu_idle": True}, "gpu needs cpu_idle: false"),
     ({}, {"gpu": True, "memory": "8Gi"}, "gpu needs cpu >= 4 and memory >= 16Gi (got cpu 4, memory 8Gi)"),
+    ({}, {"gpu": True, "cpu": 2}, "gpu needs cpu >= 4 and memory >= 16Gi (got cpu 2, memory 16Gi)"),  # not "cpu 2
+    # allows at most 8Gi", which sends the user to lower the memory the GPU needs
 ])
 def test_cloud_run_gpu_rules_stop_the_plan_naming_the_endpoint(forced: dict[str, Any],
                                                                settings: dict[str, Any], expected: str) -> None:
