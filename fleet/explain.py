@@ -14,7 +14,11 @@ from components.catalog import Catalog, Region, slug
 from components.errors import FleetError
 from components.layout import FleetLayout, ServicePlan
 from components.precedence import BUILT_IN_LAYER, applied
+from components.settings import EndpointSettings
 from fleet.render import table
+
+GPU_QUOTA_FIT = "fitted to the GPU quota"
+GPU_QUOTA_SOURCE = "yolo-fleet:gpu_quota_per_region (a region's GPU services share it: components/layout.py)"
 
 
 def _text(value: object) -> str:
@@ -50,11 +54,18 @@ def explain_service(service: ServicePlan) -> list[dict[str, Any]]:
     for name in type(service.settings).model_fields:
         value = getattr(service.settings, name)
         layer = origin[name]
-        below = layers[:next((i for i, each in enumerate(layers) if each is layer), 0)]  # the built-in: none
+        at = next((i for i, each in enumerate(layers) if each is layer), None)  # None: the built-in default
+        below = layers[:at] if at is not None else []
         beaten = [{"layer": lower.kind, "source": lower.source, "value": lower.values.changes()[name]}
                   for lower in below if name in lower.values.changes() and lower.values.changes()[name] != value]
-        rows.append({"setting": name, "value": value, "layer": layer.kind, "source": layer.source,
-                     "beats": beaten})
+        layered = layer.values.changes().get(name, getattr(EndpointSettings(), name))
+        if layered != value:  # changed after the layers: a GPU service's max_instances fitted to the quota
+            beaten = [{"layer": layer.kind, "source": layer.source, "value": layered}, *beaten]
+            rows.append({"setting": name, "value": value, "layer": GPU_QUOTA_FIT, "source": GPU_QUOTA_SOURCE,
+                         "beats": beaten})
+        else:
+            rows.append({"setting": name, "value": value, "layer": layer.kind, "source": layer.source,
+                         "beats": beaten})
     return rows
 
 

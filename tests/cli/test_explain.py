@@ -99,3 +99,15 @@ def test_a_gpu_service_says_which_stack_settings_its_gpu_defaults_beat():
     assert (rows["concurrency"]["value"], rows["concurrency"]["layer"]) == (8, "model setting")
     assert [(b["layer"], b["value"]) for b in rows["concurrency"]["beats"]] == [
         ("catalog default", 4), ("catalog gpu default", 16)]
+
+
+def test_a_gpu_services_max_instances_fitted_to_the_quota_says_so():
+    """gpu_defaults say 3, the project's GPU quota (0 until requested) leaves 1: the row names the quota."""
+    model = {"name": "big", "regions": ["us-central1"], "settings": {"gpu": True}}
+    facts = stack_layout("dev", config={**stack_config("dev"), **deployable("dev"),
+                                        "yolo-fleet:models": json.dumps([model]), "yolo-fleet:forced_settings": "{}"})
+    row = next(r for r in explain(facts.layout, facts.catalog.region("us-central1"))["big-iowa"]
+               if r["setting"] == "max_instances")
+    assert (row["value"], row["layer"]) == (1, "fitted to the GPU quota")
+    assert row["source"].startswith("yolo-fleet:gpu_quota_per_region")
+    assert row["beats"][0] == {"layer": "catalog gpu default", "source": "regions.yaml: gpu_defaults", "value": 3}
