@@ -11,6 +11,7 @@ Every step is a line of the JSON log, which `--resume` continues from.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import time
@@ -66,8 +67,9 @@ def plan_steps(regions: Sequence[ServicePlan], canary: str | None, waves: Sequen
     ids = [s.region.id for s in regions]
     canary = canary or ids[0]
     if canary not in ids:
-        raise FleetError(f"--canary {canary}: not one of the model's regions ({', '.join(ids)})")
+        raise FleetError(f"--canary {canary}: not one of the model's regions{_suggest(canary, ids)}")
     geography = {s.region.id: s.region.geography for s in regions}
+    given = bool(waves)
     if not waves:
         order = [geography[canary], *(g for g in GEOGRAPHIES if g != geography[canary])]
         waves = [g for g in order if g in geography.values()]
@@ -75,19 +77,32 @@ def plan_steps(regions: Sequence[ServicePlan], canary: str | None, waves: Sequen
              Step(f"canary {canary} at 100%", (canary,), 100, (canary,))]
     done = [canary]
     for wave in waves:
-        chosen = [r for r in ids if geography[r] == wave] if wave in GEOGRAPHIES else wave.split(",")
+        chosen = ([r for r in ids if geography[r] == wave] if wave in GEOGRAPHIES
+                  else [r.strip() for r in wave.split(",") if r.strip()])
         unknown = [r for r in chosen if r not in ids]
         if unknown or not chosen:
-            raise FleetError(f"--waves {wave}: {', '.join(unknown) or 'nothing'} is not a geography or one of the "
-                             f"model's regions ({', '.join(ids)})")
+            what = unknown[0] if unknown else wave
+            raise FleetError(f"--waves {wave}: {what!r} is not a geography of the model or one of its "
+                             f"regions{_suggest(what, [*GEOGRAPHIES, *ids])}")
         new = [r for r in chosen if r not in done]
-        if new:
-            done += new
-            steps.append(Step(f"wave {wave} ({len(new)} region(s)) at 100%", tuple(done), 100, tuple(new)))
+        if not new:  # the canary's geography holds only the canary; a wave given twice or inside an earlier one
+            if given:
+                raise FleetError(f"--waves {wave}: every region in it is in an earlier wave (or is the canary)")
+            continue
+        done += new
+        steps.append(Step(f"wave {wave} ({len(new)} region(s)) at 100%", tuple(done), 100, tuple(new)))
     left = [r for r in ids if r not in done]
     if left:
         raise FleetError(f"--waves leave out {', '.join(left)}; every region of the model must be in a wave")
     return [*steps, Step("finish", final=True)]
+
+
+def _suggest(wrong: str, names: Sequence[str]) -> str:
+    """'; did you mean X?' for a close name, else how many names there are and a few of them."""
+    close = difflib.get_close_matches(wrong, names, n=1)
+    if close:
+        return f"; did you mean {close[0]}?"
+    return f" ({len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
 
 
 @dataclass
@@ -323,7 +338,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                        help="roll a new model file out wave by wave, judged on its metrics, rolled back on a breach")
     p.add_argument("--model", required=True, help="the model entry's name")
     p.add_argument("--to", required=True, help="the new ONNX file (a repository path)")
-    p.add_argument("--waves", nargs="*", metavar="WAVE",
+    p.add_argument("--waves", nargs="+", metavar="WAVE",
                    help="after the canary: geographies or comma-separated region ids, in order (default: the "
                         "model's geographies, the canary's first)")
     p.add_argument("--canary", metavar="REGION", help="the canary region (default: the model's first region)")

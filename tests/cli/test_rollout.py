@@ -193,6 +193,10 @@ def test_a_dry_run_changes_nothing(stack_dir: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(("argv", "message"), [
     (["--bake", "2m", "--stack", "prod"], "--bake: the prod stack requires a bake of at least 5 minutes"),
     (["--waves", "europe"], "--waves leave out asia-northeast1"),
+    (["--waves", "europe", "europe", "asia-pacific"], "--waves europe: every region in it is in an earlier wave"),
+    (["--waves", "europ"], "--waves europ: 'europ' is not a geography of the model or one of its regions; did you "
+                           "mean europe?"),
+    (["--canary", "europe-wst1"], "--canary europe-wst1: not one of the model's regions; did you mean europe-west1?"),
     (["--canary", "us-east1"], "--canary us-east1: not one of the model's regions"),
     (["--bake", "ten"], "--bake ten: give a duration like 30s, 10m or 1h"),
     (["--model", "nope"], "--model nope: no such model in Pulumi.dev.yaml"),
