@@ -251,10 +251,12 @@ def test_one_domain_for_everything_puts_the_shared_hosts_under_it():
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"yolo-fleet:models": json.dumps([{"name": "demo", "regions": ["us-central1"]},
                                        {"name": "demo-iowa", "regions": ["europe-west1"]}])},
-     r"host demo-iowa\.models\.example\.com would serve both endpoint demo-iowa and model demo-iowa; rename"),
+     r"host demo-iowa\.models\.example\.com would serve both endpoint demo-iowa and model demo-iowa; rename the "
+     r"model\n"),  # the shared API has no part in it
     ({"yolo-fleet:models": json.dumps([{"name": "eu", "regions": ["us-central1"]}]),
       "yolo-fleet:shared_domain": "null"},
-     r"host eu\.models\.example\.com would serve both the shared API's host for europe-west1 and model eu"),
+     r"host eu\.models\.example\.com would serve both the shared API's host for europe-west1 and model eu; rename "
+     r"the model, or give the shared API its own shared_domain"),
     ({"yolo-fleet:domain": json.dumps("inference-dev.example.com"), "yolo-fleet:models": json.dumps(
         [{"name": "ap", "regions": ["us-central1"]}])},
      r"host ap\.inference-dev\.example\.com would serve both the shared API's host for asia-east1 and model ap"),
