@@ -101,7 +101,7 @@ SERVE_DIR    ?= .serve
 define SERVE_PORT_CHECK
 import errno, socket, sys
 given = sys.argv[1]
-if not given.isdigit() or int(given) > 65535:
+if not (given.isascii() and given.isdigit()) or int(given) > 65535:
     sys.exit(print(f"make serve: SERVE_PORT={given} is not a port (0-65535; 0 picks a free one)", file=sys.stderr) or 2)
 port = int(given)
 if port:
@@ -110,7 +110,7 @@ if port:
     try:
         sock.bind(("0.0.0.0", port))
     except OSError as error:
-        hint = (f"stop what runs there, or pick another port: make serve SERVE_PORT={port % 65535 + 1}"
+        hint = (f"stop what runs there, or pick another port: make serve SERVE_PORT={port + 1 if port < 65535 else 8080}"
                 if error.errno == errno.EADDRINUSE else "pick a port from 1024 up: make serve SERVE_PORT=8080")
         sys.exit(print(f"make serve: cannot listen on port {port} ({error.strerror}): {hint}", file=sys.stderr) or 2)
 print(port)

@@ -122,11 +122,12 @@ def check_digests(digests: list[str]) -> list[str]:
     """The digests as the server compares them (lowercase hex); `sha256sum`'s own line (`<hex>  -`) and uppercase
     hex are the digest as pasted, not a mistake."""
     found = []
-    for given in digests:
+    for i, given in enumerate(digests):
         digest = given.strip().removesuffix("  -").lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ValueError(f"'{given[:80]}' is not a sha256 hex digest (64 hex characters); store the digest of "
-                             "the key, never the key itself: printf %s \"$KEY\" | sha256sum | cut -d' ' -f1")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):  # not echoed: it may be the key itself, headed for CI logs
+            raise ValueError(f"entry {i} ({len(given)} characters) is not a sha256 hex digest (64 hex characters); "
+                             "store the digest of the key, never the key itself: printf %s \"$KEY\" | sha256sum "
+                             "| cut -d' ' -f1")
         found.append(digest)
     return found
 

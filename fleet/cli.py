@@ -36,7 +36,7 @@ def catalog_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    if args.explain:
+    if args.explain is not None:  # '--explain ""' is a region it cannot find, not the plan
         return explain_plan(args)
     catalog = catalog_path(args)
     plan = evaluate(args.stack, catalog=catalog)

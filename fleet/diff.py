@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.errors import FleetError
-from components.stack_config import NAMESPACE
 from fleet.cost import add_pricing_args, platform_costs, stack_costs, traffic_from, usd
 from fleet.mocks import RecordedResource
 from fleet.policy import Violation, run_policies
 from fleet.pricing import COVERS, PlatformCost, PriceBook, ServiceCost, Traffic, load_prices, service_shape
-from fleet.program import CLOUD_RUN, PROJECT_DIR, Plan, evaluate
+from fleet.program import CLOUD_RUN, COMPONENT_PREFIX, PROJECT_DIR, Plan, evaluate
 from fleet.props import dig
 from fleet.render import table
 from fleet.traffic import revision, split
@@ -39,7 +38,6 @@ from policy.facts import load_facts
 PLAN_TIMEOUT_S = 300
 FIELDS = ("region", "min", "max", "cpu", "memory", "gpu", "image", "revision", "traffic")
 LONG = ("image", "revision", "traffic")  # shown when they change, not in an added or removed line
-COMPONENT_PREFIX = f"{NAMESPACE}:"  # the program's component resources: groupings, nothing created in the project
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -28,6 +28,7 @@ from fleet.mocks import RecordedResource, RecordingMonitor
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 PLAN_STOPPED = "the program stopped before declaring anything"  # the note evaluate() adds to its FleetErrors
+COMPONENT_PREFIX = f"{NAMESPACE}:"  # the program's component resources: groupings, nothing created in the project
 # How a secret value travels in resource inputs (pulumi.runtime.rpc's special signature).
 SECRET_SIG_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -79,14 +80,18 @@ def plan_steps(regions: Sequence[ServicePlan], canary: str | None, waves: Sequen
     for wave in waves:
         chosen = ([r for r in ids if geography[r] == wave] if wave in GEOGRAPHIES
                   else [r.strip() for r in wave.split(",") if r.strip()])
+        if wave in GEOGRAPHIES and not chosen:
+            raise FleetError(f"--waves {wave}: the model has no regions in {wave}")
         unknown = [r for r in chosen if r not in ids]
         if unknown or not chosen:
             what = unknown[0] if unknown else wave
+            if what in GEOGRAPHIES:
+                raise FleetError(f"--waves {wave}: a comma list takes region ids; give {what} as a wave of its own")
             raise FleetError(f"--waves {wave}: {what!r} is not a geography of the model or one of its "
-                             f"regions{_suggest(what, [*GEOGRAPHIES, *ids])}")
+                             f"regions{_suggest(what, [*dict.fromkeys(geography.values()), *ids])}")
         new = [r for r in chosen if r not in done]
-        if not new:  # the canary's geography holds only the canary; a wave given twice or inside an earlier one
-            if given:
+        if not new:  # nothing to move: the canary's geography when it holds only the canary, else a repeated wave
+            if given and set(chosen) != {canary}:
                 raise FleetError(f"--waves {wave}: every region in it is in an earlier wave (or is the canary)")
             continue
         done += new
@@ -304,7 +309,7 @@ def start(rollout: Rollout, runner_for: Callable[[Rollout], Runner], resume: boo
     if model.rollout is not None:
         raise FleetError(f"Pulumi.{rollout.stack}.yaml: models[{model.name}].rollout is set already; finish or "
                          "remove it first")
-    if rollout.to == model.file:
+    if os.path.normpath(rollout.to) == os.path.normpath(model.file):  # ./models/x.onnx is models/x.onnx
         raise FleetError(f"--to {rollout.to}: it is already model {model.name}'s file in Pulumi.{rollout.stack}.yaml; "
                          "roll out another file")
     regions = [s for s in layout.endpoints if s.model and s.model.name == model.name]

@@ -141,12 +141,17 @@ def check_placeholders(resources: list[Any], facts: StackFacts, options: Options
             yield (f"{what}: a placeholder that no real image or key has; set the real one in {stack_file} "
                    "(yolo-fleet:image takes an image by the digest its registry reports)", found[0].urn)
     for r in resources:
-        if r.resource_type == CHANNEL:
-            for label, value in (dig(r.props, "labels") or {}).items():
-                if isinstance(value, str) and DOC_PLACEHOLDER.search(value):
-                    yield (f"notification channel {r.name}: {label} '{value}' is the docs' placeholder, so its alerts "
-                           f"reach no one; set the real one in {stack_file}: `pulumi config set --path "
-                           f"'yolo-fleet:notification_channels[0].labels.{label}' <the real {label}>`", r.urn)
+        labels = dig(r.props, "labels") if r.resource_type == CHANNEL else None
+        if not isinstance(labels, Mapping):  # not a channel, or labels not known yet
+            continue
+        index = re.match(r"alerts-(\d+)-", r.name)  # components/monitoring.py names them by their place
+        for label in list(labels):
+            value = dig(labels, label)
+            if isinstance(value, str) and DOC_PLACEHOLDER.search(value):
+                yield (f"notification channel {r.name}: {label} '{value}' is the docs' placeholder, so its alerts "
+                       f"reach no one; set the real one in {stack_file}: `pulumi config set --path "
+                       f"'yolo-fleet:notification_channels[{index[1] if index else 0}].labels.{label}' "
+                       f"<the real {label}>`", r.urn)
     for owner, (r, bad) in sorted(tenants.items()):
         why = [f"one of the example tenants (exampleTenants in policy/PulumiPolicy.yaml: remove '{owner}' there "
                "if it really is a tenant)"] if owner in examples else []

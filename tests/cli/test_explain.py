@@ -61,6 +61,7 @@ def test_explain_follows_an_edited_catalog(capsys, write_catalog):
 
 @pytest.mark.parametrize(("region", "message"), [
     ("us-wset1", "fleet plan: --explain us-wset1: no such region in regions.yaml; did you mean us-west1"),
+    ("", "fleet plan: --explain : no such region in regions.yaml"),  # not the plan, as if it were not given
     ("europe-north1", "fleet plan: --explain europe-north1: stack dev runs no service in europe-north1: no model"),
 ])
 def test_a_region_it_cannot_explain_is_one_line_and_exit_2(capsys, region, message):

@@ -196,6 +196,10 @@ def test_a_dry_run_changes_nothing(stack_dir: Path, capsys: pytest.CaptureFixtur
     (["--waves", "europe", "europe", "asia-pacific"], "--waves europe: every region in it is in an earlier wave"),
     (["--waves", "europ"], "--waves europ: 'europ' is not a geography of the model or one of its regions; did you "
                            "mean europe?"),
+    (["--waves", "africa"], "--waves africa: the model has no regions in africa"),
+    (["--waves", "europe,asia-pacific"], "--waves europe,asia-pacific: a comma list takes region ids; give europe as a "
+                                         "wave of its own"),
+    (["--to", "./models/demo-e2e.onnx"], "--to ./models/demo-e2e.onnx: it is already model demo's file"),
     (["--canary", "europe-wst1"], "--canary europe-wst1: not one of the model's regions; did you mean europe-west1?"),
     (["--canary", "us-east1"], "--canary us-east1: not one of the model's regions"),
     (["--bake", "ten"], "--bake ten: give a duration like 30s, 10m or 1h"),
@@ -235,3 +239,12 @@ def test_the_automation_deployer_runs_up_with_the_policy_pack_and_reports_failur
     outcome["result"] = "failed"
     with pytest.raises(DeployError, match="pulumi up for stack dev ended failed"):
         deployer.apply("dev")
+
+
+def test_the_default_waves_written_out_are_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    """The help says: the model's geographies, the canary's first; written out, the canary's own is not 'repeated'."""
+    assert main(["rollout", "--stack", "dev", "--model", "demo", "--to", NEW, "--dry-run",
+                 "--waves", "americas", "europe", "asia-pacific"]) == 0
+    default = capsys.readouterr().out
+    assert main(["rollout", "--stack", "dev", "--model", "demo", "--to", NEW, "--dry-run"]) == 0
+    assert capsys.readouterr().out == default

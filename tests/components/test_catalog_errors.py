@@ -172,5 +172,6 @@ def test_a_digest_pasted_as_sha256sum_prints_it_is_taken_as_the_digest():
                                                                                        digest.upper()])})
     version = next(r for r in plan.custom("gcp:secretmanager/secretVersion:SecretVersion") if "api-keys" in r.name)
     assert version.inputs["secretData"]["value"].split() == [digest, digest]
-    with pytest.raises(FleetError, match=r"printf %s \"\$KEY\" \| sha256sum \| cut -d' ' -f1"):
+    with pytest.raises(FleetError, match=r"printf %s \"\$KEY\" \| sha256sum \| cut -d' ' -f1") as refused:
         evaluate("dev", config_overrides={"yolo-fleet:api_key_sha256": json.dumps(["my-secret-key"])})
+    assert "my-secret-key" not in str(refused.value), "a key pasted by mistake is not printed into CI logs"

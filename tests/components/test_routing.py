@@ -133,7 +133,7 @@ def tenant(**fields: object) -> dict:
     ({"-acme": tenant()}, r"tenant '-acme'"),
     ({"a" * 40: tenant()}, r"1-39 lowercase letters"),
     ({"acme": tenant(key_sha256=["not-a-digest"])},
-     r"Pulumi\.dev\.yaml: tenants\.acme\.key_sha256: 'not-a-digest' is not a sha256 hex digest"),
+     r"Pulumi\.dev\.yaml: tenants\.acme\.key_sha256: entry 0 \(12 characters\) is not a sha256 hex digest"),
     ({"acme": tenant(key_sha256=[])}, r"tenants\.acme\.key_sha256: List should have at least 1 item"),
     ({"acme": tenant(region="us-central1")}, r"Pulumi\.dev\.yaml: tenants\.acme: unknown key 'region'"),
     ({"acme": {"key_sha256": ["a" * 64]}}, r"tenants\.acme\.data_region: required field is missing"),

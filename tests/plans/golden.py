@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fleet.program import COMPONENT_PREFIX
 from tests.components.test_names import NAME_RULES, NO_NAME
 
 PLANS_DIR = Path(__file__).resolve().parent
 STACKS = ("dev", "prod")
 REGENERATE = "make golden"
-COMPONENT_PREFIX = "yolo-fleet:"  # the program's component resources: groupings, nothing created in the project
 NAME_FIELD = {type_: next(iter(fields)) for type_, fields in NAME_RULES.items()}
 
 

@@ -565,6 +565,9 @@ def gpu_quota(resources: list[RecordedResource], quota: int, small_catalog: Path
 def test_gpu_services_max_instances_within_the_regions_quota_pass_one_over_fails(gpu_plan, small_catalog):
     scaled = edited(gpu_plan, *SCALING, "maxInstanceCount", value=3.0, names=("demo-iowa",))
     assert gpu_quota(scaled, 3, small_catalog) == []
+    one = edited(gpu_plan, *SCALING, "maxInstanceCount", value=1.0, names=("demo-iowa",))
+    assert gpu_quota(one, 0, small_catalog)[0].message.startswith(
+        "us-central1: the GPU services may scale to 1 nvidia-l4 GPU (demo-iowa 1;")
     [violation] = gpu_quota(scaled, 2, small_catalog)
     assert (violation.resource, violation.message) == ("demo-iowa", (
         "us-central1: the GPU services may scale to 3 nvidia-l4 GPUs (demo-iowa 3; max_instances x GPUs) but the "

@@ -264,3 +264,10 @@ def test_an_alert_address_pasted_from_the_docs_is_refused(address):
 def test_a_real_alert_address_passes():
     channel = {"type": "email", "display_name": "On-call", "labels": {"email_address": "oncall@northwind-vision.io"}}
     assert judged(ready("dev", **{"yolo-fleet:notification_channels": [channel]}), "no-placeholders") == []
+
+
+def test_the_fix_for_a_placeholder_channel_names_that_channel_not_the_first():
+    good = {"type": "email", "display_name": "Ops", "labels": {"email_address": "ops@northwind-vision.io"}}
+    pasted = {"type": "email", "display_name": "On-call", "labels": {"email_address": "<your on-call address>"}}
+    [violation] = judged(ready("dev", **{"yolo-fleet:notification_channels": [good, pasted]}), "no-placeholders")
+    assert "'yolo-fleet:notification_channels[1].labels.email_address'" in violation.message

@@ -182,6 +182,7 @@ def test_ctrl_c_drains_and_exits_130_without_a_traceback() -> None:
     ("80a", "make serve: SERVE_PORT=80a is not a port (0-65535; 0 picks a free one)"),
     ("70000", "make serve: SERVE_PORT=70000 is not a port (0-65535; 0 picks a free one)"),
     ("-1", "make serve: SERVE_PORT=-1 is not a port (0-65535; 0 picks a free one)"),
+    ("\u00b2", "make serve: SERVE_PORT=\u00b2 is not a port (0-65535; 0 picks a free one)"),  # isdigit() says yes
 ])
 def test_make_serve_with_a_port_that_is_not_one_is_one_line(tmp_path: Path, port: str, line: str) -> None:
     proc = make_serve(port, tmp_path)
