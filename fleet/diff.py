@@ -34,6 +34,7 @@ from fleet.render import table
 from fleet.traffic import revision, split
 from policy.config import load_pack_config
 from policy.facts import load_facts
+from policy.readiness import listing
 
 PLAN_TIMEOUT_S = 300
 FIELDS = ("region", "min", "max", "cpu", "memory", "gpu", "image", "revision", "traffic")
@@ -172,9 +173,7 @@ class Diff:
             old, new = self.before.resources.get(type_, set()), self.after.resources.get(type_, set())
             for change, names in (("added", new - old), ("removed", old - new)):
                 if names:
-                    shown = sorted(names)
-                    more = f" and {len(shown) - 4} more" if len(shown) > 4 else ""
-                    rows.append([change, _short_type(type_), str(len(shown)), ", ".join(shown[:4]) + more])
+                    rows.append([change, _short_type(type_), str(len(names)), listing(sorted(names), most=4)])
         return rows
 
     def policy_rows(self) -> list[tuple[str, Violation]]:
@@ -253,9 +252,9 @@ def render_text(d: Diff) -> str:
     if resources := d.resource_rows():
         out += ["Other resources", table(["CHANGE", "TYPE", "HOW MANY", "NAMES"], resources), ""]
     out += [f"Monthly cost ({_assumptions(d)})", table(["", "BEFORE", "AFTER", "DELTA"], d.cost_rows()), ""]
-    policies = [[status, v.policy, v.level, v.resource, v.message] for status, v in d.policy_rows()
-                if status != "still"]
-    still = sum(status == "still" for status, _ in d.policy_rows())
+    rows = d.policy_rows()
+    policies = [[status, v.policy, v.level, v.resource, v.message] for status, v in rows if status != "still"]
+    still = sum(status == "still" for status, _ in rows)
     if policies:
         out += ["Policy results that change", table(["STATUS", "POLICY", "LEVEL", "RESOURCE", "MESSAGE"], policies)]
     out.append(f"{still} violation(s) unchanged (`fleet policy --stack {d.stack}` lists them)." if still

@@ -50,6 +50,7 @@ def explain_service(service: ServicePlan) -> list[dict[str, Any]]:
     layers that apply: a service without a GPU never had the catalog's gpu_defaults to beat)."""
     origin = service.origins()
     layers = applied(service.layers)
+    built_in = EndpointSettings()  # the values no layer sets
     rows = []
     for name in type(service.settings).model_fields:
         value = getattr(service.settings, name)
@@ -58,7 +59,7 @@ def explain_service(service: ServicePlan) -> list[dict[str, Any]]:
         below = layers[:at] if at is not None else []
         beaten = [{"layer": lower.kind, "source": lower.source, "value": lower.values.changes()[name]}
                   for lower in below if name in lower.values.changes() and lower.values.changes()[name] != value]
-        layered = layer.values.changes().get(name, getattr(EndpointSettings(), name))
+        layered = layer.values.changes().get(name, getattr(built_in, name))
         if layered != value:  # changed after the layers: a GPU service's max_instances fitted to the quota
             beaten = [{"layer": layer.kind, "source": layer.source, "value": layered}, *beaten]
             rows.append({"setting": name, "value": value, "layer": GPU_QUOTA_FIT, "source": GPU_QUOTA_SOURCE,

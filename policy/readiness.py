@@ -83,10 +83,14 @@ def _tenants_file(text: str) -> dict[str, list[str]] | None:
     return owners
 
 
-def _names(resources: Sequence[Any], most: int = 8) -> str:
-    names = list(dict.fromkeys(r.name for r in resources))
+def listing(names: Sequence[str], most: int = 8) -> str:
+    """The first `most` names, then how many more: a message stays readable whatever the stack's size."""
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return ", ".join(names[:most]) + more
+
+
+def _names(resources: Sequence[Any], most: int = 8) -> str:
+    return listing(list(dict.fromkeys(r.name for r in resources)), most)
 
 
 def _short(digest: str) -> str:
