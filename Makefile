@@ -78,7 +78,7 @@ $(TEST_DEPS): $(PLAN_DEPS) requirements-dev.txt requirements-ml.txt inference_se
 	touch $@
 
 # The C letterbox kernel the server loads (the Dockerfile builds it the same way in its build stage).
-$(NATIVE): inference_service/letterbox.c inference_service/native.py
+$(NATIVE): inference_service/letterbox.c inference_service/jpeg_letterbox.c inference_service/native.py
 	$(PYTHON) inference_service/native.py $@
 
 clean:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
@@ -25,6 +26,7 @@ UPRIGHT = {  # EXIF orientation -> the view that undoes it on an (H, W, C) array
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transverse
     8: lambda a: a.transpose(1, 0, 2)[::-1],  # rotate 90 counter-clockwise
 }
+TRANSPOSED = (5, 6, 7, 8)  # the orientations that swap height and width
 
 
 def _open(data: bytes) -> Image.Image:
@@ -42,12 +44,39 @@ def _open(data: bytes) -> Image.Image:
     raise InputError(f"file is not a supported image ({', '.join(FORMATS)})", "file")
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode JPEG/PNG/WebP/BMP bytes to an RGB uint8 (H, W, 3) array with EXIF orientation applied.
+@dataclass(frozen=True)
+class OpenedImage:
+    """An upload whose header has been read and whose size is within the limit; no pixel decoded yet."""
 
-    The size is read from the header before any pixel is decoded, so a decompression bomb costs a
-    header parse, not gigabytes. Alpha is dropped rather than composited, as ``cv2.imread`` does.
-    """
+    data: bytes
+    image: Image.Image  # PIL's view of the header
+    orientation: int  # EXIF orientation: 1 (or anything unknown) is upright
+
+    @property
+    def upright_shape(self) -> tuple[int, int]:
+        """(h, w) of the pixels ``pixels`` returns."""
+        width, height = self.image.size
+        return (width, height) if self.orientation in TRANSPOSED else (height, width)
+
+    @property
+    def plain_jpeg(self) -> bool:
+        """A YCbCr or grey JPEG stored upright: what libjpeg decodes to these very pixels, with nothing to undo
+        (jpeg_letterbox.c decodes it into the letterbox)."""
+        return self.image.format == "JPEG" and self.image.mode in ("RGB", "L") and self.orientation not in UPRIGHT
+
+    def pixels(self) -> np.ndarray:
+        """RGB uint8 (H, W, 3) pixels with the EXIF orientation undone; InputError for data that will not decode."""
+        try:
+            pixels = _pixels(self.image, self.data)
+        except (OSError, SyntaxError, ValueError, struct.error) as e:  # truncated or corrupt data shows when decoding
+            raise InputError(f"image could not be decoded ({e})", "file") from e
+        view = UPRIGHT.get(self.orientation)
+        return pixels if view is None else np.ascontiguousarray(view(pixels))
+
+
+def open_image(data: bytes, max_pixels: int) -> OpenedImage:
+    """Read the header of JPEG/PNG/WebP/BMP bytes: InputError for an empty file, another format, a bad header or
+    more than ``max_pixels`` pixels (a decompression bomb costs a header parse, not gigabytes)."""
     if not data:
         raise InputError("file is empty (0 bytes)", "file")
     try:
@@ -63,10 +92,13 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise InputError(
             f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit", "file"
         )
-    try:
-        return _upright(_pixels(im, data), im)  # (PIL refuses a zero width or height when opening)
-    except (OSError, SyntaxError, ValueError, struct.error) as e:  # truncated or corrupt data shows when decoding
-        raise InputError(f"image could not be decoded ({e})", "file") from e
+    return OpenedImage(data, im, _orientation(im))
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode JPEG/PNG/WebP/BMP bytes to an RGB uint8 (H, W, 3) array with EXIF orientation applied.
+    Alpha is dropped rather than composited, as ``cv2.imread`` does. (PIL refuses a zero width or height.)"""
+    return open_image(data, max_pixels).pixels()
 
 
 def _pixels(im: Image.Image, data: bytes) -> np.ndarray:
@@ -78,9 +110,12 @@ def _pixels(im: Image.Image, data: bytes) -> np.ndarray:
     return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
-def _upright(arr: np.ndarray, im: Image.Image) -> np.ndarray:
-    """Undo the EXIF orientation (what ``cv2.imread`` does). Unlike ``ImageOps.exif_transpose`` this reads the
-    one tag and never re-serialises the EXIF block, which raised ``TypeError`` on corrupt tags elsewhere in it."""
-    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-    view = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
-    return arr if view is None else np.ascontiguousarray(view(arr))
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (what ``cv2.imread`` undoes). Unlike ``ImageOps.exif_transpose`` this reads the one
+    tag and never re-serialises the EXIF block, which raised ``TypeError`` on corrupt tags elsewhere in it; an
+    EXIF block PIL cannot read at all counts as no tag."""
+    try:
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return 1
+    return orientation if isinstance(orientation, int) else 1

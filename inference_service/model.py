@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from inference_service import letterbox
+from inference_service.decode import OpenedImage
 from inference_service.device import CUDA_PROVIDER, PROVIDERS, DeviceError
 from inference_service.lanes import InferenceGate
 from inference_service.letterbox import PAD_VALUE, Letterbox
@@ -155,10 +156,12 @@ class Model:
                     f"{', '.join(SUPPORTED_TASKS)} models only")
         return None
 
-    def preprocess(self, image: np.ndarray, imgsz: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-        """Letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size otherwise."""
-        return letterbox.preprocess(image, imgsz, self.info.stride, auto=self.info.dynamic,
-                                    min_cells=self.info.max_det or 0)
+    def preprocess(self, upload: OpenedImage, imgsz: tuple[int, int],
+                   spare_cpu: int | None = None) -> tuple[np.ndarray, Letterbox]:
+        """Decode and letterbox like ultralytics: minimal stride rectangle for dynamic inputs, the full size
+        otherwise; ``spare_cpu``: a CPU the letterbox may run on while the decode goes on (``preprocess_upload``)."""
+        return letterbox.preprocess_upload(upload, imgsz, self.info.stride, auto=self.info.dynamic,
+                                           min_cells=self.info.max_det or 0, spare_cpu=spare_cpu)
 
     def infer(self, tensor: np.ndarray, lane: bool = False) -> list[np.ndarray]:
         """The onnxruntime call, nothing else; ``lane``: on the one-thread session, if there is one."""

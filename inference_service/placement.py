@@ -16,9 +16,10 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def on_one_cpu(pin: bool) -> Iterator[None]:
+def on_one_cpu(pin: bool) -> Iterator[int | None]:
     """With ``pin``, run the block on the lowest CPU the calling thread may use, then give it back every CPU it
-    had. Nothing changes with one CPU, or where threads cannot be pinned (not Linux, a sandbox refusing it)."""
+    had; the block gets the next CPU, a spare one for its helpers, or None when nothing was pinned. Nothing
+    changes with one CPU, or where threads cannot be pinned (not Linux, a sandbox refusing it)."""
     try:
         cpus = os.sched_getaffinity(0) if pin else set()
         if len(cpus) > 1:
@@ -26,7 +27,7 @@ def on_one_cpu(pin: bool) -> Iterator[None]:
     except (AttributeError, OSError):  # no sched_*affinity here, or not allowed: run where the scheduler says
         cpus = set()
     try:
-        yield
+        yield sorted(cpus)[1] if len(cpus) > 1 else None
     finally:
         if len(cpus) > 1:
             os.sched_setaffinity(0, cpus)

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
 from inference_service.admission import Admission, AtCapacity
-from inference_service.decode import decode_image
+from inference_service.decode import open_image
 from inference_service.errors import InputError
 from inference_service.form import Part, plain_form
 from inference_service.lanes import InferenceGate
@@ -42,7 +42,7 @@ class CpuWork:
     """The CPU-bound part of one predict, run whole in one worker thread: decode, letterbox, inference (at most
     the gate's turn, so other requests decode meanwhile), postprocess. One hop off the event loop instead of one
     per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms. A lone request's work
-    runs on one CPU (placement.py)."""
+    runs on one CPU (placement.py), its letterbox on the next while the JPEG decodes (letterbox.preprocess_upload)."""
 
     def __init__(self, gate: InferenceGate, max_pixels: int) -> None:
         self.max_pixels = max_pixels
@@ -58,10 +58,10 @@ class CpuWork:
             self._busy += 1
             alone = self._busy == 1
         try:
-            with on_one_cpu(alone):
+            with on_one_cpu(alone) as spare_cpu:
                 t0 = time.perf_counter()
-                image = decode_image(data, self.max_pixels)
-                tensor, lb = model.preprocess(image, params.imgsz or model.info.imgsz)
+                upload = open_image(data, self.max_pixels)
+                tensor, lb = model.preprocess(upload, params.imgsz or model.info.imgsz, spare_cpu)
                 t1 = time.perf_counter()
                 with self.gate.turn(alone=self._busy == 1) as lane:
                     if time.monotonic() > deadline:
@@ -76,7 +76,7 @@ class CpuWork:
             with self._lock:
                 self._busy -= 1
         timings = {"preprocess": (t1 - t0) * 1000, "inference": (t3 - t2) * 1000, "postprocess": (t4 - t3) * 1000}
-        return (int(image.shape[0]), int(image.shape[1])), results, timings
+        return lb.orig_shape, results, timings
 
 
 class PredictService:

@@ -46,6 +46,13 @@ def sample_images() -> list[Path]:
     return [assets / "bus.jpg", assets / "zidane.jpg", *sorted((MODELS / "samples").glob("shapes-*"))]
 
 
+def spare_cpu() -> int:
+    """A CPU for the letterbox helper thread, as a lone predict gets it (placement.py): the second CPU this process
+    may use, or its only one (the helper then shares it, which still decodes and letterboxes correctly)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[1] if len(cpus) > 1 else cpus[0]
+
+
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kwargs)

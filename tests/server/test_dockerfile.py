@@ -128,9 +128,10 @@ def _image_layout(dest: Path, build: Path) -> None:
                 subprocess.run(cmd, shell=True, check=True, cwd=workdir)
     for op, arg in instructions():
         if op == "COPY":
-            *flags, src, target = arg.split()
-            stage = next((f.removeprefix("--from=") for f in flags if f.startswith("--from=")), None)
-            _copy(src, target.removeprefix("/app"), ROOT if stage is None else built[stage], dest)
+            *words, target = arg.split()
+            stage = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), None)
+            for src in (w for w in words if not w.startswith("--")):
+                _copy(src, target.removeprefix("/app"), ROOT if stage is None else built[stage], dest)
         elif op == "RUN" and arg.startswith(MODEL_MOUNT):  # the model files: the same shell, paths moved here
             script = (arg.removeprefix(MODEL_MOUNT).replace("/tmp/", f"{build}/").replace("/context", str(ROOT))
                       .replace("/app/", f"{dest}/"))
@@ -148,6 +149,7 @@ def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serve
     venv, app = tmp_path / "venv", tmp_path / "app"
     _image_layout(app, tmp_path / "build")
     assert (app / "inference_service/_letterbox.so").is_file(), "the build stage's kernel is in the image"
+    assert (app / "inference_service/libjpeg.so.62").is_file(), "with the libjpeg it was linked against beside it"
     assert sorted(str(p.relative_to(app)) for p in app.rglob("*.onnx")) == sorted(stack_model_files(STACK)), \
         "the stack's model files at their repository paths, and no other"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -180,4 +182,4 @@ def test_runtime_requirements_install_into_a_fresh_venv_and_the_entrypoint_serve
     finally:
         proc.terminate()
         log = proc.communicate(timeout=10)[0].decode()
-    assert "letterbox=native" in log, "the server resizes with the kernel the build stage compiled"
+    assert "letterbox=native+jpeg" in log, "the server resizes with the kernel the build stage compiled, libjpeg in"

@@ -123,7 +123,7 @@ def test_root_is_read_only_and_tmp_is_writable(container: Container) -> None:
 def test_start_up_log_is_clean(container: Container) -> None:
     text = logs(container)
     assert TELEMETRY_WARNING not in text, "HOME must be writable for uid 10001 under a read-only root"
-    assert "letterbox=native" in text, "the build stage's C kernel is loaded"
+    assert "letterbox=native+jpeg" in text, "the build stage's C kernel is loaded, and the libjpeg beside it"
 
 
 def test_image_holds_exactly_the_stacks_models_and_the_samples(container: Container, image: BuildResult) -> None:

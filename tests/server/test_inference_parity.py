@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from ultralytics import YOLO
 
-from inference_service.decode import decode_image
+from inference_service.decode import open_image
 from inference_service.model import Model
 from inference_service.wire import summarize
-from tests.helpers_server import demo_model, sample_images
+from tests.helpers_server import demo_model, sample_images, spare_cpu
 
 CASES = [(0.25, 0.7, None, False, 5), (0.1, 0.5, 320, False, 5), (0.05, 0.7, 640, True, 4), (0.25, 0.7, 256, False, 2)]
 
@@ -27,8 +27,7 @@ def test_same_answers_as_ultralytics(models: tuple[Model, YOLO], image: Path, co
                                      imgsz: int | None, normalize: bool, decimals: int) -> None:
     model, yolo = models
     size = (imgsz, imgsz) if imgsz else model.info.imgsz
-    rgb = decode_image(image.read_bytes(), 50_000_000)
-    tensor, lb = model.preprocess(rgb, size)
+    tensor, lb = model.preprocess(open_image(image.read_bytes(), 50_000_000), size, spare_cpu())
     det = model.postprocess(model.infer(tensor), lb, conf, iou)
     ours = summarize(det, model.info.names, lb.orig_shape, normalize, decimals)
     ref = yolo.predict(str(image), conf=conf, iou=iou, imgsz=size[0], verbose=False)[0]
@@ -51,7 +50,6 @@ def test_demo_samples_have_detections() -> None:
     model = Model(demo_model("e2e"))
     found = 0
     for image in sample_images()[2:]:
-        rgb = decode_image(image.read_bytes(), 50_000_000)
-        tensor, lb = model.preprocess(rgb, model.info.imgsz)
+        tensor, lb = model.preprocess(open_image(image.read_bytes(), 50_000_000), model.info.imgsz)
         found += len(model.postprocess(model.infer(tensor), lb, 0.25, 0.7).scores)
     assert found >= 4

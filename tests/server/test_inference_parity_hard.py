@@ -10,12 +10,12 @@ import torch
 from ultralytics import YOLO
 from ultralytics.utils.nms import non_max_suppression
 
-from inference_service.decode import decode_image
+from inference_service.decode import open_image
 from inference_service.model import Model
 from inference_service.postprocess import postprocess_raw
 from inference_service.settings import ServerSettings
 from inference_service.wire import summarize
-from tests.helpers_server import demo_model, sample_images
+from tests.helpers_server import demo_model, sample_images, spare_cpu
 
 MAX_IMGSZ = ServerSettings.model_fields["max_imgsz"].default
 
@@ -55,8 +55,7 @@ def test_same_answers_as_ultralytics_above_640(kind: str, imgsz: int) -> None:
     several classes over one another at conf 0.1, a crowd for NMS at the server's largest size."""
     model, yolo = Model(demo_model(kind)), YOLO(str(demo_model(kind)), task="detect")
     image = next(p for p in sample_images() if p.name == "bus.jpg")
-    rgb = decode_image(image.read_bytes(), 50_000_000)
-    tensor, lb = model.preprocess(rgb, (imgsz, imgsz))
+    tensor, lb = model.preprocess(open_image(image.read_bytes(), 50_000_000), (imgsz, imgsz), spare_cpu())
     assert max(lb.input_shape) == imgsz
     det = model.postprocess(model.infer(tensor), lb, 0.1, 0.7)
     ours = sorted(summarize(det, model.info.names, lb.orig_shape, False, 5), key=lambda d: -d["confidence"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from inference_service.decode import decode_image
+from inference_service.decode import open_image
 from inference_service.lanes import InferenceGate
 from inference_service.model import Model
 from tests.helpers_server import demo_model, run_server, sample_images
@@ -75,7 +75,7 @@ def test_lane_session_detects_what_the_full_session_detects() -> None:
     model.open_lane()
     assert model.lane_session is not None
     assert model.lane_session.get_session_options().intra_op_num_threads == 1
-    image = decode_image(next(p for p in sample_images() if p.name.startswith("shapes-")).read_bytes(), 10**8)
+    image = open_image(next(p for p in sample_images() if p.name.startswith("shapes-")).read_bytes(), 10**8)
     tensor, _ = model.preprocess(image, model.info.imgsz)
     full, lane = model.infer(tensor)[0], model.infer(tensor, lane=True)[0]
     np.testing.assert_allclose(lane, full, rtol=1e-4, atol=1e-3)

@@ -10,7 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from inference_service.decode import OpenedImage
 from inference_service.lanes import InferenceGate
+from inference_service.letterbox import Letterbox
 from inference_service.model import Model
 from inference_service.params import parse_params
 from inference_service.placement import on_one_cpu
@@ -31,14 +33,16 @@ def in_thread(fn: object) -> object:
 
 
 def test_pinned_work_runs_on_the_lowest_cpu_and_gets_every_cpu_back() -> None:
-    def work() -> tuple[set[int], set[int], set[int]]:
-        with on_one_cpu(True):
+    """The pinned block is offered the next CPU as its spare (the letterbox runs there while the JPEG decodes);
+    an unpinned block has none, since other requests' work may run on any CPU."""
+    def work() -> tuple[set[int], int | None, set[int], set[int], int | None]:
+        with on_one_cpu(True) as spare:
             inside = os.sched_getaffinity(0)
-        with on_one_cpu(False):
+        with on_one_cpu(False) as no_spare:
             unpinned = os.sched_getaffinity(0)
-        return inside, os.sched_getaffinity(0), unpinned
+        return inside, spare, os.sched_getaffinity(0), unpinned, no_spare
 
-    assert in_thread(work) == ({min(CPUS)}, CPUS, CPUS)
+    assert in_thread(work) == ({min(CPUS)}, sorted(CPUS)[1], CPUS, CPUS, None)
 
 
 def test_the_cpus_come_back_when_the_work_fails() -> None:
@@ -51,15 +55,24 @@ def test_the_cpus_come_back_when_the_work_fails() -> None:
 
 
 def test_a_lone_predict_infers_on_one_cpu_and_an_overlapping_one_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """...and only the lone one letterboxes on a spare CPU: an overlapping one's other CPU is busy with the other
+    request."""
     model = Model(demo_model())
     seen: list[set[int]] = []
-    infer = model.infer
+    spares: list[int | None] = []
+    infer, preprocess = model.infer, model.preprocess
+
+    def recording_preprocess(upload: OpenedImage, imgsz: tuple[int, int],
+                             spare_cpu: int | None = None) -> tuple[np.ndarray, Letterbox]:
+        spares.append(spare_cpu)
+        return preprocess(upload, imgsz, spare_cpu)
 
     def recording_infer(tensor: np.ndarray, lane: bool = False) -> list[np.ndarray]:
         seen.append(os.sched_getaffinity(0))
         return infer(tensor, lane)
 
     monkeypatch.setattr(model, "infer", recording_infer)
+    monkeypatch.setattr(model, "preprocess", recording_preprocess)
     work = CpuWork(InferenceGate(len(CPUS), adaptive=True), 50_000_000)
     image = sample_images()[0].read_bytes()
     params = parse_params({}, model.info, 1280)
@@ -68,3 +81,4 @@ def test_a_lone_predict_infers_on_one_cpu_and_an_overlapping_one_anywhere(monkey
     work._busy = 1  # another request is decoding or inferring meanwhile
     in_thread(run)
     assert seen == [{min(CPUS)}, CPUS]
+    assert spares == [sorted(CPUS)[1], None]
