@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -30,11 +31,15 @@ int letterbox_rows(const uint8_t *src, int64_t src_stride, int64_t row_len, cons
                    const int32_t *a0, const int32_t *a1, int64_t new_w, int64_t y0, int64_t y1,
                    float *dst, int64_t plane_stride, int64_t row_stride);
 
-/* The helper is woken each time this many more source rows are decoded (and at the end): fewer wake-ups cost
- * less, more leave a smaller last band. 128 and 256 measured alike on bus.jpg; 32 was 0.2 ms slower. */
+/* The helper is woken each time this many more source rows are decoded: fewer wake-ups cost less, more leave
+ * the helper further behind. 128 and 256 measured alike on bus.jpg; 32 was 0.2 ms slower. */
 #define WAKE_ROWS 128
 #define DECODE_FAILED (-1)
 
+/* What the caller and the helper share. The helper claims bands of rows it can letterbox; when the decode ends the
+ * caller claims every row left and letterboxes them itself, so it never waits for the helper to wake up (~0.1-0.2
+ * ms on a vCPU that went idle) or to exit: only for a band the helper is in the middle of. The helper is detached;
+ * whichever of the two lets go of the job last frees it. */
 typedef struct {
     const uint8_t *src;
     int64_t row_len, new_w, new_h;
@@ -42,7 +47,11 @@ typedef struct {
     float *dst;
     int64_t plane_stride, row_stride;
     _Atomic int32_t decoded; /* source rows decoded so far, or DECODE_FAILED */
-    int status;              /* letterbox_rows' result, 0 or -1 */
+    _Atomic int64_t claimed; /* output rows below this are letterboxed or being letterboxed */
+    _Atomic int done;        /* the caller is returning: the helper must not touch the plan or the buffers */
+    _Atomic int busy;        /* the helper is between checking `done` and finishing its band */
+    _Atomic int status;      /* letterbox_rows' results, 0 or -1 */
+    _Atomic int holders;     /* 2 while both hold the job */
 } job;
 
 typedef struct {
@@ -63,42 +72,68 @@ static void futex_wait(_Atomic int32_t *word, int32_t seen) {
 
 static void futex_wake(_Atomic int32_t *word) { syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
 
+static void let_go(job *j) {
+    if (atomic_fetch_sub(&j->holders, 1) == 1) free(j);
+}
+
 /* Letterbox rows y0..y1-1 of the job. */
 static int letterbox_band(const job *j, int64_t y0, int64_t y1) {
     return letterbox_rows(j->src, j->row_len, j->row_len, j->ys0, j->ys1, j->b0, j->b1, j->ix0, j->ix1, j->a0, j->a1,
                           j->new_w, y0, y1, j->dst + y0 * j->row_stride, j->plane_stride, j->row_stride);
 }
 
-/* The helper: letterbox every output row whose lower source row is decoded, sleeping until more are. */
+/* The helper: claim and letterbox every output row whose lower source row is decoded, sleeping until more are,
+ * until the caller is done. `busy` is raised before `done` is read (both sequentially consistent), so the caller,
+ * which sets `done` and then waits for `busy` to fall, never returns while the helper reads its buffers. */
 static void *follow_decode(void *arg) {
     job *j = arg;
-    int64_t y = 0;
-    while (y < j->new_h && j->status == 0) {
+    for (;;) {
+        atomic_store(&j->busy, 1);
+        if (atomic_load(&j->done)) break;
         int32_t decoded = atomic_load(&j->decoded);
-        if (decoded == DECODE_FAILED) break;
-        int64_t y1 = y;
+        int64_t y = atomic_load(&j->claimed), y1 = y;
         while (y1 < j->new_h && j->ys1[y1] < decoded) y1++;
-        if (y1 == y) {
-            futex_wait(&j->decoded, decoded);
-            continue;
-        }
-        j->status = letterbox_band(j, y, y1);
-        y = y1;
+        int claimed = y1 > y && atomic_compare_exchange_strong(&j->claimed, &y, y1);
+        if (claimed && letterbox_band(j, y, y1) != 0) atomic_store(&j->status, -1);
+        atomic_store(&j->busy, 0);
+        if (!claimed) futex_wait(&j->decoded, decoded);
     }
+    atomic_store(&j->busy, 0);
+    let_go(j);
     return NULL;
 }
 
-/* Start the helper on `cpu`; 0 when it could not start (then the caller letterboxes after the decode). */
-static int start_helper(pthread_t *thread, job *j, int cpu) {
+/* Start the detached helper on `cpu`; 0 when it could not start (then the caller letterboxes every row). */
+static int start_helper(job *j, int cpu) {
     pthread_attr_t attr;
     if (pthread_attr_init(&attr) != 0) return 0;
     cpu_set_t cpus;
     CPU_ZERO(&cpus);
     CPU_SET(cpu, &cpus);
+    pthread_t thread;
+    atomic_store(&j->holders, 2);
     int started = pthread_attr_setaffinity_np(&attr, sizeof cpus, &cpus) == 0 &&
-                  pthread_create(thread, &attr, follow_decode, j) == 0;
+                  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                  pthread_create(&thread, &attr, follow_decode, j) == 0;
     pthread_attr_destroy(&attr);
+    if (!started) atomic_store(&j->holders, 1);
     return started;
+}
+
+/* The caller's end: stop the helper touching the job, wait out a band it is in the middle of, let go. Returns the
+ * helper's letterbox status. */
+static int finish(job *j) {
+    atomic_store(&j->done, 1);
+    atomic_store(&j->decoded, DECODE_FAILED); /* any change wakes a helper asleep on it */
+    futex_wake(&j->decoded);
+    while (atomic_load(&j->busy)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    int status = atomic_load(&j->status);
+    let_go(j);
+    return status;
 }
 
 /* Decode the `len` bytes of `jpeg` (an h x w image, as its header says) into `pixels` (h rows of w * 3 bytes, RGB)
@@ -111,25 +146,22 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h,
                    const int32_t *ys1, const int32_t *b0, const int32_t *b1, const int32_t *ix0, const int32_t *ix1,
                    const int32_t *a0, const int32_t *a1, int64_t new_w, int64_t new_h, float *dst,
                    int64_t plane_stride, int64_t row_stride, int helper_cpu, char *message, int64_t message_len) {
-    job j = {pixels, w * 3, new_w, new_h, ys0, ys1, b0, b1, ix0, ix1, a0, a1, dst, plane_stride, row_stride, 0, 0};
+    job *j = calloc(1, sizeof *j);
+    if (!j) return -1;
+    *j = (job){pixels, w * 3, new_w, new_h, ys0, ys1, b0, b1, ix0, ix1, a0, a1, dst, plane_stride, row_stride};
+    atomic_store(&j->holders, 1);
     struct jpeg_decompress_struct cinfo;
     error_manager errors;
-    pthread_t helper;
-    volatile int helping = 0; /* read after a longjmp */
     cinfo.err = jpeg_std_error(&errors.pub);
     errors.pub.error_exit = on_error;
     errors.pub.emit_message = on_message;
     if (setjmp(errors.escape)) {
         char text[JMSG_LENGTH_MAX] = "";
-        if (errors.pub.msg_code != 0) errors.pub.format_message((j_common_ptr)&cinfo, text);
+        errors.pub.format_message((j_common_ptr)&cinfo, text);
         if (message_len > 0) snprintf(message, (size_t)message_len, "%s", text);
         int out_of_memory = errors.pub.msg_code == JERR_OUT_OF_MEMORY;
         jpeg_destroy_decompress(&cinfo);
-        if (helping) {
-            atomic_store(&j.decoded, DECODE_FAILED);
-            futex_wake(&j.decoded);
-            pthread_join(helper, NULL);
-        }
+        finish(j);
         return out_of_memory ? -1 : -2;
     }
     jpeg_create_decompress(&cinfo);
@@ -143,28 +175,28 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h,
         snprintf(message, (size_t)(message_len > 0 ? message_len : 1), "decodes to %ux%u, not %lldx%lld",
                  cinfo.output_width, cinfo.output_height, (long long)w, (long long)h);
         jpeg_destroy_decompress(&cinfo);
+        finish(j);
         return -2;
     }
-    helping = helper_cpu >= 0 && start_helper(&helper, &j, helper_cpu);
+    int helping = helper_cpu >= 0 && start_helper(j, helper_cpu);
     JSAMPROW rows[16];
     int64_t wake_at = WAKE_ROWS;
     while (cinfo.output_scanline < cinfo.output_height) {
         JDIMENSION n = 0;
         for (; n < 16 && cinfo.output_scanline + n < cinfo.output_height; n++) {
-            rows[n] = pixels + (int64_t)(cinfo.output_scanline + n) * j.row_len;
+            rows[n] = pixels + (int64_t)(cinfo.output_scanline + n) * j->row_len;
         }
         jpeg_read_scanlines(&cinfo, rows, n);
-        atomic_store(&j.decoded, (int32_t)cinfo.output_scanline);
+        atomic_store(&j->decoded, (int32_t)cinfo.output_scanline);
         if (helping && (int64_t)cinfo.output_scanline >= wake_at) {
-            futex_wake(&j.decoded);
+            futex_wake(&j->decoded);
             wake_at += WAKE_ROWS;
         }
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
-    if (!helping) return letterbox_band(&j, 0, new_h);
-    atomic_store(&j.decoded, (int32_t)h + 1); /* past every row a plan reads */
-    futex_wake(&j.decoded);
-    pthread_join(helper, NULL);
-    return j.status;
+    int64_t rest = atomic_exchange(&j->claimed, new_h); /* every row the helper has not claimed is ours */
+    int status = rest < new_h ? letterbox_band(j, rest, new_h) : 0;
+    int helper_status = finish(j);
+    return status ? status : helper_status;
 }
