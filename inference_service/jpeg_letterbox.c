@@ -41,8 +41,8 @@ int letterbox_rows(const uint8_t *src, int64_t src_stride, int64_t row_len, cons
 
 /* What the caller and the helper share. The helper claims bands of rows it can letterbox; when the decode ends the
  * caller claims every row left and letterboxes them itself, so it never waits for the helper to wake up (~0.1-0.2
- * ms on a vCPU that went idle) or to exit: only for a band the helper is in the middle of. The helper is detached;
- * whichever of the two lets go of the job last frees it. */
+ * ms on a vCPU that went idle) or to finish: only for a band the helper is in the middle of. Whichever of the two
+ * lets go of the job last frees it. */
 typedef struct {
     const uint8_t *src;
     int64_t row_len, new_w, new_h;
@@ -55,6 +55,7 @@ typedef struct {
     _Atomic int busy;        /* the helper is between checking `done` and finishing its band */
     _Atomic int status;      /* letterbox_rows' results, 0 or -1 */
     _Atomic int holders;     /* 2 while both hold the job */
+    int cpu;                 /* where the helper letterboxes it */
 } job;
 
 typedef struct {
@@ -102,11 +103,10 @@ static int letterbox_band(const job *j, int64_t y0, int64_t y1) {
                           j->new_w, y0, y1, j->dst + y0 * j->row_stride, j->plane_stride, j->row_stride);
 }
 
-/* The helper: claim and letterbox every output row whose lower source row is decoded, waiting for more,
- * until the caller is done. `busy` is raised before `done` is read (both sequentially consistent), so the caller,
- * which sets `done` and then waits for `busy` to fall, never returns while the helper reads its buffers. */
-static void *follow_decode(void *arg) {
-    job *j = arg;
+/* The helper's part of a job: claim and letterbox every output row whose lower source row is decoded, waiting for
+ * more, until the caller is done. `busy` is raised before `done` is read (both sequentially consistent), so the
+ * caller, which sets `done` and then waits for `busy` to fall, never returns while the helper reads its buffers. */
+static void follow_decode(job *j) {
     for (;;) {
         atomic_store(&j->busy, 1);
         if (atomic_load(&j->done)) break;
@@ -120,24 +120,78 @@ static void *follow_decode(void *arg) {
     }
     atomic_store(&j->busy, 0);
     let_go(j);
-    return NULL;
 }
 
-/* Start the detached helper on `cpu`; 0 when it could not start (then the caller letterboxes every row). */
-static int start_helper(job *j, int cpu) {
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0) return 0;
+/* The helper thread: started on first use and kept, since starting a thread took ~0.1 ms of the caller's time (the
+ * clone and the move to its CPU) on every request. One job at a time: a caller that finds it taken letterboxes
+ * every row itself. */
+static struct {
+    pthread_mutex_t start_lock;
+    int started;
+    int cpu;                /* the CPU it is pinned to */
+    _Atomic(job *) next;    /* the job handed to it and not yet picked up */
+    _Atomic int32_t handed; /* jobs handed so far: what it sleeps on */
+    _Atomic int taken;      /* a job is handed to it and it has not let go of it yet */
+} helper = {.start_lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void pin(pthread_t thread, int cpu) {
     cpu_set_t cpus;
     CPU_ZERO(&cpus);
     CPU_SET(cpu, &cpus);
-    pthread_t thread;
+    pthread_setaffinity_np(thread, sizeof cpus, &cpus);
+}
+
+static void *serve_jobs(void *unused) {
+    (void)unused;
+    int32_t seen = 0;
+    for (;;) {
+        int32_t handed = atomic_load(&helper.handed);
+        if (handed == seen) {
+            futex_wait(&helper.handed, seen);
+            continue;
+        }
+        seen = handed;
+        job *j = atomic_exchange(&helper.next, NULL);
+        if (!j) continue;
+        if (j->cpu != helper.cpu) { /* the spare CPU changed (a new cpuset): move there */
+            pin(pthread_self(), j->cpu);
+            helper.cpu = j->cpu;
+        }
+        follow_decode(j);
+        atomic_store(&helper.taken, 0);
+    }
+    return NULL;
+}
+
+/* Hand the job to the helper thread on `cpu` (starting it the first time); 0 when it is busy with another job or
+ * could not start (then the caller letterboxes every row). */
+static int hand_to_helper(job *j, int cpu) {
+    int free_helper = 0;
+    if (!atomic_compare_exchange_strong(&helper.taken, &free_helper, 1)) return 0;
+    pthread_mutex_lock(&helper.start_lock);
+    if (!helper.started) {
+        pthread_attr_t attr;
+        pthread_t thread;
+        helper.cpu = cpu;
+        if (pthread_attr_init(&attr) == 0) {
+            helper.started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                             pthread_create(&thread, &attr, serve_jobs, NULL) == 0;
+            pthread_attr_destroy(&attr);
+        }
+        if (helper.started) pin(thread, cpu);
+    }
+    int started = helper.started;
+    pthread_mutex_unlock(&helper.start_lock);
+    if (!started) {
+        atomic_store(&helper.taken, 0);
+        return 0;
+    }
+    j->cpu = cpu;
     atomic_store(&j->holders, 2);
-    int started = pthread_attr_setaffinity_np(&attr, sizeof cpus, &cpus) == 0 &&
-                  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                  pthread_create(&thread, &attr, follow_decode, j) == 0;
-    pthread_attr_destroy(&attr);
-    if (!started) atomic_store(&j->holders, 1);
-    return started;
+    atomic_store(&helper.next, j);
+    atomic_fetch_add(&helper.handed, 1);
+    futex_wake(&helper.handed);
+    return 1;
 }
 
 /* The caller's end: stop the helper touching the job, wait out a band it is in the middle of, let go. Returns the
@@ -154,8 +208,8 @@ static int finish(job *j) {
 
 /* Decode the `len` bytes of `jpeg` (an h x w image, as its header says) into `pixels` (h rows of w * 3 bytes, RGB)
  * and letterbox them into `dst` as letterbox_rows does (same plan arrays, new_w x new_h, strides in floats).
- * The letterbox runs in a thread on CPU `helper_cpu` as rows come; with helper_cpu < 0 (or if that thread cannot
- * start) after the decode, in the calling thread.
+ * The letterbox runs in the helper thread on CPU `helper_cpu` as rows come; with helper_cpu < 0 (or if the helper
+ * is busy or cannot start) after the decode, in the calling thread.
  * Returns 0; -1 when memory ran out; -2 when the data is not a JPEG this decodes to h x w, with libjpeg's
  * message in `message` (`message_len` bytes, at least JMSG_LENGTH_MAX for the whole of it). */
 int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h, int64_t w, const int32_t *ys0,
@@ -194,7 +248,7 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h,
         finish(j);
         return -2;
     }
-    int helping = helper_cpu >= 0 && start_helper(j, helper_cpu);
+    int helping = helper_cpu >= 0 && hand_to_helper(j, helper_cpu);
     JSAMPROW rows[16];
     int64_t wake_at = WAKE_ROWS;
     while (cinfo.output_scanline < cinfo.output_height) {
