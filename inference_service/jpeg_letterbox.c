@@ -206,18 +206,23 @@ static int finish(job *j) {
     return status;
 }
 
-/* Decode the `len` bytes of `jpeg` (an h x w image, as its header says) into `pixels` (h rows of w * 3 bytes, RGB)
+/* Decode the `len` bytes of `jpeg` (an h x w image, as its header says) into RGB rows of a buffer of its own
  * and letterbox them into `dst` as letterbox_rows does (same plan arrays, new_w x new_h, strides in floats).
  * The letterbox runs in the helper thread on CPU `helper_cpu` as rows come; with helper_cpu < 0 (or if the helper
  * is busy or cannot start) after the decode, in the calling thread.
  * Returns 0; -1 when memory ran out; -2 when the data is not a JPEG this decodes to h x w, with libjpeg's
  * message in `message` (`message_len` bytes, at least JMSG_LENGTH_MAX for the whole of it). */
-int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h, int64_t w, const int32_t *ys0,
+int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const int32_t *ys0,
                    const int32_t *ys1, const int32_t *b0, const int32_t *b1, const int32_t *ix0, const int32_t *ix1,
                    const int32_t *a0, const int32_t *a1, int64_t new_w, int64_t new_h, float *dst,
                    int64_t plane_stride, int64_t row_stride, int helper_cpu, char *message, int64_t message_len) {
     job *j = calloc(1, sizeof *j);
-    if (!j) return -1;
+    uint8_t *pixels = malloc((size_t)(h * w * 3));
+    if (!j || !pixels) {
+        free(j);
+        free(pixels);
+        return -1;
+    }
     *j = (job){pixels, w * 3, new_w, new_h, ys0, ys1, b0, b1, ix0, ix1, a0, a1, dst, plane_stride, row_stride};
     atomic_store(&j->holders, 1);
     struct jpeg_decompress_struct cinfo;
@@ -232,6 +237,7 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h,
         int out_of_memory = errors.pub.msg_code == JERR_OUT_OF_MEMORY;
         jpeg_destroy_decompress(&cinfo);
         finish(j);
+        free(pixels);
         return out_of_memory ? -1 : -2;
     }
     jpeg_create_decompress(&cinfo);
@@ -246,6 +252,7 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h,
                  cinfo.output_width, cinfo.output_height, (long long)w, (long long)h);
         jpeg_destroy_decompress(&cinfo);
         finish(j);
+        free(pixels);
         return -2;
     }
     int helping = helper_cpu >= 0 && hand_to_helper(j, helper_cpu);
@@ -268,5 +275,6 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, uint8_t *pixels, int64_t h,
     int64_t rest = atomic_exchange(&j->claimed, new_h); /* every row the helper has not claimed is ours */
     int status = rest < new_h ? letterbox_band(j, rest, new_h) : 0;
     int helper_status = finish(j);
+    free(pixels);
     return status ? status : helper_status;
 }

@@ -124,11 +124,10 @@ def preprocess_upload(upload: OpenedImage, imgsz: tuple[int, int], stride: int, 
     if spare_cpu is None or kernel is None or not native.has_jpeg(kernel) or not upload.plain_jpeg \
             or (h, w) == dst.shape[1:]:
         return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
-    plan, pixels = resize_plan(h, w, dst.shape[1], dst.shape[2], 3), np.empty((h, w, 3), np.uint8)
-    _check_kernel_call(pixels.reshape(h, w * 3), plan, 0, dst.shape[1], dst)
+    plan = resize_plan(h, w, dst.shape[1], dst.shape[2], 3)  # dst and the plan are made here, for each other
     message = ctypes.create_string_buffer(MESSAGE_BYTES)
     status = kernel.jpeg_letterbox(
-        upload.data, len(upload.data), pixels.ctypes.data, h, w, plan.ys0.ctypes.data, plan.ys1.ctypes.data,
+        upload.data, len(upload.data), h, w, plan.ys0.ctypes.data, plan.ys1.ctypes.data,
         plan.b0.ctypes.data, plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data,
         plan.a1.ctypes.data, dst.shape[2], dst.shape[1], dst.ctypes.data, dst.strides[0] // dst.itemsize,
         dst.strides[1] // dst.itemsize, spare_cpu, message, MESSAGE_BYTES)

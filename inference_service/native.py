@@ -81,8 +81,8 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
     lib.letterbox_avx2.argtypes = []
     if has_jpeg(lib):
         lib.jpeg_letterbox.restype = ctypes.c_int
-        lib.jpeg_letterbox.argtypes = [_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR,
-                                       _I64, _I64, _PTR, _I64, _I64, ctypes.c_int, ctypes.c_char_p, _I64]
+        lib.jpeg_letterbox.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64,
+                                       _I64, _PTR, _I64, _I64, ctypes.c_int, ctypes.c_char_p, _I64]
     return lib
 
 
