@@ -118,7 +118,7 @@ def preprocess_upload(upload: OpenedImage, imgsz: tuple[int, int], stride: int, 
                       kernel: ctypes.CDLL | None = NATIVE) -> tuple[np.ndarray, Letterbox]:
     """``preprocess`` of the upload's pixels, the same tensor. With a ``spare_cpu`` (one no other work of this
     request runs on) a plain JPEG is decoded straight into the letterbox, which runs on that CPU as rows are
-    decoded (jpeg_letterbox.c): ~0.8 ms less for a lone photo. Anything else is decoded, then letterboxed."""
+    decoded (jpeg_letterbox.c): 0.8-1.0 ms less for a lone photo. Anything else is decoded, then letterboxed."""
     h, w = upload.upright_shape
     tensor, dst, lb = _canvas((h, w), imgsz, stride, auto, min_cells)
     if spare_cpu is None or kernel is None or not native.has_jpeg(kernel) or not upload.plain_jpeg \

@@ -5,7 +5,7 @@ the server loads it.
 compiler; the Dockerfile does that in a build stage, ``make test`` and ``make serve`` for a checkout. Without
 the library the server falls back to the numpy port in resize.py (same tensor, ~8 ms slower per camera image)
 and says so in its start-up log. Without libjpeg's headers (Debian's libjpeg-dev) the library is built without
-jpeg_letterbox.c: the server then decodes every JPEG before letterboxing it (same tensor, ~0.8 ms slower for a
+jpeg_letterbox.c: the server then decodes every JPEG before letterboxing it (same tensor, 0.8-1.0 ms slower for a
 lone request). Stdlib only at import: the image's build stage has a compiler but no numpy.
 """
 

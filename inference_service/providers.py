@@ -68,7 +68,7 @@ class SingleModel:
                             native.LIBRARY.name)
             elif not native.has_jpeg(letterbox.NATIVE):
                 log.warning("letterbox kernel %s was built without libjpeg (%s, then rebuild it): a lone request's "
-                            "JPEG is decoded, then letterboxed, same results, ~0.8 ms more per photo",
+                            "JPEG is decoded, then letterboxed, same results, 0.8-1.0 ms more per photo",
                             native.LIBRARY.name, native.JPEG_HINT)
         except Exception as e:  # any failure must surface in /health and the logs, not kill the loader silently
             self.error = f"{type(e).__name__}: {e}"
