@@ -26,7 +26,6 @@ UPRIGHT = {  # EXIF orientation -> the view that undoes it on an (H, W, C) array
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transverse
     8: lambda a: a.transpose(1, 0, 2)[::-1],  # rotate 90 counter-clockwise
 }
-TRANSPOSED = (5, 6, 7, 8)  # the orientations that swap height and width
 
 
 def _open(data: bytes) -> Image.Image:
@@ -50,27 +49,25 @@ class OpenedImage:
 
     data: bytes
     image: Image.Image  # PIL's view of the header
-    orientation: int  # EXIF orientation: 1 (or anything unknown) is upright
-
-    @property
-    def upright_shape(self) -> tuple[int, int]:
-        """(h, w) of the pixels ``pixels`` returns."""
-        width, height = self.image.size
-        return (width, height) if self.orientation in TRANSPOSED else (height, width)
 
     @property
     def plain_jpeg(self) -> bool:
         """A YCbCr or grey JPEG stored upright: what libjpeg decodes to these very pixels, with nothing to undo
-        (jpeg_letterbox.c decodes it into the letterbox)."""
-        return self.image.format == "JPEG" and self.image.mode in ("RGB", "L") and self.orientation not in UPRIGHT
+        (jpeg_letterbox.c decodes it into the letterbox). Reading a JPEG's EXIF decodes no pixel (a PNG's would)."""
+        if self.image.format != "JPEG" or self.image.mode not in ("RGB", "L"):
+            return False
+        try:
+            return _orientation(self.image) not in UPRIGHT
+        except (OSError, SyntaxError, ValueError, struct.error):  # pixels() says what is wrong with it
+            return False
 
     def pixels(self) -> np.ndarray:
         """RGB uint8 (H, W, 3) pixels with the EXIF orientation undone; InputError for data that will not decode."""
         try:
             pixels = _pixels(self.image, self.data)
+            view = UPRIGHT.get(_orientation(self.image))  # after decoding: PIL reads a PNG's EXIF by decoding it
         except (OSError, SyntaxError, ValueError, struct.error) as e:  # truncated or corrupt data shows when decoding
             raise InputError(f"image could not be decoded ({e})", "file") from e
-        view = UPRIGHT.get(self.orientation)
         return pixels if view is None else np.ascontiguousarray(view(pixels))
 
 
@@ -92,7 +89,7 @@ def open_image(data: bytes, max_pixels: int) -> OpenedImage:
         raise InputError(
             f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the {max_pixels / 1e6:g} MP limit", "file"
         )
-    return OpenedImage(data, im, _orientation(im))
+    return OpenedImage(data, im)
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
@@ -112,10 +109,6 @@ def _pixels(im: Image.Image, data: bytes) -> np.ndarray:
 
 def _orientation(im: Image.Image) -> int:
     """The EXIF orientation tag (what ``cv2.imread`` undoes). Unlike ``ImageOps.exif_transpose`` this reads the one
-    tag and never re-serialises the EXIF block, which raised ``TypeError`` on corrupt tags elsewhere in it; an
-    EXIF block PIL cannot read at all counts as no tag."""
-    try:
-        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-    except (OSError, SyntaxError, ValueError, struct.error):
-        return 1
+    tag and never re-serialises the EXIF block, which raised ``TypeError`` on corrupt tags elsewhere in it."""
+    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
     return orientation if isinstance(orientation, int) else 1

@@ -4,8 +4,9 @@
  * while the other CPU of the instance sat idle. libjpeg-turbo's scanline API hands out rows as it decodes them:
  * here a helper thread on that other CPU letterboxes (letterbox_rows, letterbox.c) every output row whose source
  * rows are decoded, so that by the end of the decode only the last band is left. The pixels are simplejpeg's
- * (the same library with the same settings: the accurate integer IDCT, fancy upsampling, RGB out), so the tensor
- * is bit-identical to the decode-then-letterbox path (tests/server/test_jpeg_letterbox.py holds it to that).
+ * (libjpeg-turbo with its settings: the accurate integer IDCT, fancy upsampling, RGB out), so the tensor is
+ * bit-identical to the decode-then-letterbox path (tests/server/test_jpeg_letterbox.py holds it to that); a JPEG
+ * the system's libjpeg-turbo refuses goes to simplejpeg, which bundles a newer one, to decide.
  *
  * Built into _letterbox.so by native.py when libjpeg's headers are there, and called through ctypes (which
  * releases the GIL). A libjpeg warning is an error, as simplejpeg's strict mode has it.
@@ -26,6 +27,10 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+#if !defined(LIBJPEG_TURBO_VERSION_NUMBER) || JPEG_LIB_VERSION != 62 || !defined(__linux__)
+#error "jpeg_letterbox.c needs Linux (futexes) and libjpeg-turbo's jpeg62 API (simplejpeg's pixels)"
+#endif
+
 int letterbox_rows(const uint8_t *src, int64_t src_stride, int64_t row_len, const int32_t *ys0, const int32_t *ys1,
                    const int32_t *b0, const int32_t *b1, const int32_t *ix0, const int32_t *ix1,
                    const int32_t *a0, const int32_t *a1, int64_t new_w, int64_t y0, int64_t y1,
@@ -34,10 +39,11 @@ int letterbox_rows(const uint8_t *src, int64_t src_stride, int64_t row_len, cons
 /* A helper that went to sleep is woken each time this many more source rows are decoded: fewer wake-ups cost
  * less, more leave it further behind. 128 and 256 measured alike on bus.jpg; 32 was 0.2 ms slower. */
 #define WAKE_ROWS 128
-/* How long the helper spins for more rows before it sleeps: ~40 µs at 3 GHz, about what a band of 16 rows of a
- * phone photo takes to decode. */
+/* How long the helper spins for more rows before it sleeps (and the caller for the helper's last band before it
+ * yields its CPU): ~40 µs on AMD Zen (a pause is ~64 cycles), ~90 µs on recent Intel (~140), about what a band of
+ * 16 rows of a phone photo takes to decode; on arm64 a pause is nothing and the spin a few µs. */
 #define SPIN_PAUSES 2000
-#define DECODE_FAILED (-1)
+#define WAKE_UP (-1) /* a value no decode reaches: the caller stores it in `decoded` to wake a sleeping helper */
 
 /* What the caller and the helper share. The helper claims bands of rows it can letterbox; when the decode ends the
  * caller claims every row left and letterboxes them itself, so it never waits for the helper to wake up (~0.1-0.2
@@ -49,13 +55,12 @@ typedef struct {
     const int32_t *ys0, *ys1, *b0, *b1, *ix0, *ix1, *a0, *a1;
     float *dst;
     int64_t plane_stride, row_stride;
-    _Atomic int32_t decoded; /* source rows decoded so far, or DECODE_FAILED */
+    _Atomic int32_t decoded; /* source rows decoded so far, or WAKE_UP once the caller is done */
     _Atomic int64_t claimed; /* output rows below this are letterboxed or being letterboxed */
     _Atomic int done;        /* the caller is returning: the helper must not touch the plan or the buffers */
     _Atomic int busy;        /* the helper is between checking `done` and finishing its band */
     _Atomic int status;      /* letterbox_rows' results, 0 or -1 */
     _Atomic int holders;     /* 2 while both hold the job */
-    int cpu;                 /* where the helper letterboxes it */
 } job;
 
 typedef struct {
@@ -128,17 +133,19 @@ static void follow_decode(job *j) {
 static struct {
     pthread_mutex_t start_lock;
     int started;
+    pthread_t thread;
     int cpu;                /* the CPU it is pinned to */
     _Atomic(job *) next;    /* the job handed to it and not yet picked up */
     _Atomic int32_t handed; /* jobs handed so far: what it sleeps on */
     _Atomic int taken;      /* a job is handed to it and it has not let go of it yet */
 } helper = {.start_lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void pin(pthread_t thread, int cpu) {
-    cpu_set_t cpus;
-    CPU_ZERO(&cpus);
-    CPU_SET(cpu, &cpus);
-    pthread_setaffinity_np(thread, sizeof cpus, &cpus);
+/* In a child process (after fork) there is no helper thread: start another one if needed. */
+static void forget_helper(void) {
+    pthread_mutex_init(&helper.start_lock, NULL);
+    helper.started = 0;
+    atomic_store(&helper.next, NULL);
+    atomic_store(&helper.taken, 0);
 }
 
 static void *serve_jobs(void *unused) {
@@ -153,40 +160,49 @@ static void *serve_jobs(void *unused) {
         seen = handed;
         job *j = atomic_exchange(&helper.next, NULL);
         if (!j) continue;
-        if (j->cpu != helper.cpu) { /* the spare CPU changed (a new cpuset): move there */
-            pin(pthread_self(), j->cpu);
-            helper.cpu = j->cpu;
-        }
         follow_decode(j);
         atomic_store(&helper.taken, 0);
     }
     return NULL;
 }
 
-/* Hand the job to the helper thread on `cpu` (starting it the first time); 0 when it is busy with another job or
- * could not start (then the caller letterboxes every row). */
-static int hand_to_helper(job *j, int cpu) {
-    int free_helper = 0;
-    if (!atomic_compare_exchange_strong(&helper.taken, &free_helper, 1)) return 0;
-    pthread_mutex_lock(&helper.start_lock);
-    if (!helper.started) {
-        pthread_attr_t attr;
-        pthread_t thread;
+/* The helper thread, started (the first time) or moved (when the spare CPU changed, a new cpuset) to `cpu`; 0 when
+ * that failed: `cpu` is not one this process may use, or no thread can start. Holding start_lock. */
+static int helper_on(int cpu) {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(cpu, &cpus);
+    if (helper.started) {
+        if (cpu != helper.cpu && pthread_setaffinity_np(helper.thread, sizeof cpus, &cpus) != 0) return 0;
         helper.cpu = cpu;
-        if (pthread_attr_init(&attr) == 0) {
-            helper.started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
-                             pthread_create(&thread, &attr, serve_jobs, NULL) == 0;
-            pthread_attr_destroy(&attr);
-        }
-        if (helper.started) pin(thread, cpu);
+        return 1;
     }
-    int started = helper.started;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return 0;
+    helper.started = pthread_attr_setaffinity_np(&attr, sizeof cpus, &cpus) == 0 &&
+                     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                     pthread_create(&helper.thread, &attr, serve_jobs, NULL) == 0;
+    pthread_attr_destroy(&attr);
+    if (helper.started) {
+        static int fork_handler;
+        if (!fork_handler) fork_handler = pthread_atfork(NULL, NULL, forget_helper) == 0;
+        helper.cpu = cpu;
+    }
+    return helper.started;
+}
+
+/* Hand the job to the helper thread on `cpu`; 0 when it is busy with another job or cannot run there (then the
+ * caller letterboxes every row). */
+static int hand_to_helper(job *j, int cpu) {
+    int idle = 0;
+    if (!atomic_compare_exchange_strong(&helper.taken, &idle, 1)) return 0;
+    pthread_mutex_lock(&helper.start_lock);
+    int ready = helper_on(cpu);
     pthread_mutex_unlock(&helper.start_lock);
-    if (!started) {
+    if (!ready) {
         atomic_store(&helper.taken, 0);
         return 0;
     }
-    j->cpu = cpu;
     atomic_store(&j->holders, 2);
     atomic_store(&helper.next, j);
     atomic_fetch_add(&helper.handed, 1);
@@ -198,9 +214,12 @@ static int hand_to_helper(job *j, int cpu) {
  * helper's letterbox status. */
 static int finish(job *j) {
     atomic_store(&j->done, 1);
-    atomic_store(&j->decoded, DECODE_FAILED); /* any change wakes a helper asleep on it */
+    atomic_store(&j->decoded, WAKE_UP);
     futex_wake(&j->decoded);
-    while (atomic_load(&j->busy)) pause_briefly();
+    for (int i = 0; atomic_load(&j->busy); i++) { /* its CPU may be ours (one CPU): then let it run */
+        if (i < SPIN_PAUSES) pause_briefly();
+        else sched_yield();
+    }
     int status = atomic_load(&j->status);
     let_go(j);
     return status;
@@ -210,12 +229,12 @@ static int finish(job *j) {
  * and letterbox them into `dst` as letterbox_rows does (same plan arrays, new_w x new_h, strides in floats).
  * The letterbox runs in the helper thread on CPU `helper_cpu` as rows come; with helper_cpu < 0 (or if the helper
  * is busy or cannot start) after the decode, in the calling thread.
- * Returns 0; -1 when memory ran out; -2 when the data is not a JPEG this decodes to h x w, with libjpeg's
- * message in `message` (`message_len` bytes, at least JMSG_LENGTH_MAX for the whole of it). */
+ * Returns 0; -1 when memory ran out; -2 when the data is not a JPEG this libjpeg decodes to h x w (the caller then
+ * lets simplejpeg's decode say what is wrong, or decode it: it bundles a newer libjpeg-turbo). */
 int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const int32_t *ys0,
                    const int32_t *ys1, const int32_t *b0, const int32_t *b1, const int32_t *ix0, const int32_t *ix1,
                    const int32_t *a0, const int32_t *a1, int64_t new_w, int64_t new_h, float *dst,
-                   int64_t plane_stride, int64_t row_stride, int helper_cpu, char *message, int64_t message_len) {
+                   int64_t plane_stride, int64_t row_stride, int helper_cpu) {
     job *j = calloc(1, sizeof *j);
     uint8_t *pixels = malloc((size_t)(h * w * 3));
     if (!j || !pixels) {
@@ -231,9 +250,6 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const
     errors.pub.error_exit = on_error;
     errors.pub.emit_message = on_message;
     if (setjmp(errors.escape)) {
-        char text[JMSG_LENGTH_MAX] = "";
-        errors.pub.format_message((j_common_ptr)&cinfo, text);
-        if (message_len > 0) snprintf(message, (size_t)message_len, "%s", text);
         int out_of_memory = errors.pub.msg_code == JERR_OUT_OF_MEMORY;
         jpeg_destroy_decompress(&cinfo);
         finish(j);
@@ -248,8 +264,6 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const
     cinfo.do_fancy_upsampling = TRUE;
     jpeg_start_decompress(&cinfo);
     if ((int64_t)cinfo.output_width != w || (int64_t)cinfo.output_height != h || cinfo.output_components != 3) {
-        snprintf(message, (size_t)(message_len > 0 ? message_len : 1), "decodes to %ux%u, not %lldx%lld",
-                 cinfo.output_width, cinfo.output_height, (long long)w, (long long)h);
         jpeg_destroy_decompress(&cinfo);
         finish(j);
         free(pixels);

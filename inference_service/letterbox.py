@@ -13,12 +13,10 @@ import numpy as np
 
 from inference_service import native
 from inference_service.decode import OpenedImage
-from inference_service.errors import InputError
 from inference_service.resize import ResizePlan, resize_plan, resize_rows
 
 PAD_VALUE = 114  # the grey ultralytics pads with
 NATIVE = native.load()  # the C letterbox kernel, or None (then the numpy port runs)
-MESSAGE_BYTES = 200  # libjpeg's messages fit in JMSG_LENGTH_MAX (200)
 
 
 def describe_kernel(kernel: ctypes.CDLL | None = NATIVE) -> str:
@@ -118,23 +116,23 @@ def preprocess_upload(upload: OpenedImage, imgsz: tuple[int, int], stride: int, 
                       kernel: ctypes.CDLL | None = NATIVE) -> tuple[np.ndarray, Letterbox]:
     """``preprocess`` of the upload's pixels, the same tensor. With a ``spare_cpu`` (one no other work of this
     request runs on) a plain JPEG is decoded straight into the letterbox, which runs on that CPU as rows are
-    decoded (jpeg_letterbox.c): 0.8-1.0 ms less for a lone photo. Anything else is decoded, then letterboxed."""
-    h, w = upload.upright_shape
-    tensor, dst, lb = _canvas((h, w), imgsz, stride, auto, min_cells)
-    if spare_cpu is None or kernel is None or not native.has_jpeg(kernel) or not upload.plain_jpeg \
-            or (h, w) == dst.shape[1:]:
+    decoded (jpeg_letterbox.c): 0.8-1.0 ms less for a lone photo. Anything else is decoded, then letterboxed; so is
+    a JPEG this libjpeg refuses, so that simplejpeg's decode alone decides what is accepted (and says why not):
+    the kernel links the system's libjpeg-turbo, simplejpeg bundles a newer one (lossless JPEGs, for one)."""
+    if spare_cpu is None or kernel is None or not native.has_jpeg(kernel) or not upload.plain_jpeg:
         return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
-    plan = resize_plan(h, w, dst.shape[1], dst.shape[2], 3)  # dst and the plan are made here, for each other
-    message = ctypes.create_string_buffer(MESSAGE_BYTES)
+    width, height = upload.image.size
+    tensor, dst, lb = _canvas((height, width), imgsz, stride, auto, min_cells)
+    if (height, width) == dst.shape[1:]:
+        return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
+    plan = resize_plan(height, width, dst.shape[1], dst.shape[2], 3)  # dst and the plan are made here, for each other
     status = kernel.jpeg_letterbox(
-        upload.data, len(upload.data), h, w, plan.ys0.ctypes.data, plan.ys1.ctypes.data,
+        upload.data, len(upload.data), height, width, plan.ys0.ctypes.data, plan.ys1.ctypes.data,
         plan.b0.ctypes.data, plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data,
         plan.a1.ctypes.data, dst.shape[2], dst.shape[1], dst.ctypes.data, dst.strides[0] // dst.itemsize,
-        dst.strides[1] // dst.itemsize, spare_cpu, message, MESSAGE_BYTES)
-    if status == -2:
-        raise InputError(f"image could not be decoded ({message.value.decode(errors='replace')})", "file")
-    if status:
-        raise MemoryError("the JPEG decoder or the letterbox kernel could not allocate memory")
+        dst.strides[1] // dst.itemsize, spare_cpu)
+    if status:  # data libjpeg refused, or memory it could not get: the other path's answer, whatever it is
+        return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
     return tensor, lb
 
 

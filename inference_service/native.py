@@ -12,6 +12,7 @@ lone request). Stdlib only at import: the image's build stage has a compiler but
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import subprocess
@@ -24,11 +25,9 @@ JPEG_SOURCE = HERE / "jpeg_letterbox.c"
 LIBRARY = HERE / "_letterbox.so"
 # Portable x86-64/arm64 code, no -march=native: the image is built on one machine and runs on Cloud Run's.
 CFLAGS = ("-O3", "-std=c11", "-Wall", "-Werror", "-fPIC", "-shared")
-# libjpeg is looked for next to the library first: the image copies the build stage's libjpeg.so.62 there.
-JPEG_LINK = ("-ljpeg", "-lpthread", "-Wl,-rpath,$ORIGIN")
-JPEG_PROBE = ("#include <stdio.h>\n#include <jpeglib.h>\n"
-              "int main(void) { struct jpeg_error_mgr e; jpeg_std_error(&e); return 0; }\n")
-JPEG_HINT = "libjpeg's headers are missing: apt-get install libjpeg-dev (Debian/Ubuntu)"
+JPEG_LINK = ("-ljpeg", "-lpthread")
+JPEG_HINT = ("jpeg_letterbox.c needs libjpeg-turbo's headers and library: apt-get install libjpeg-dev "
+             "(Debian/Ubuntu; Linux only)")
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
@@ -40,26 +39,25 @@ def compiler() -> str:
     return cc
 
 
-def has_libjpeg(cc: str) -> bool:
-    """Whether a program using libjpeg compiles and links here: its headers and its library are installed."""
-    probe = subprocess.run([cc, "-x", "c", "-", "-ljpeg", "-o", os.devnull], input=JPEG_PROBE, text=True,
-                           capture_output=True)
-    return probe.returncode == 0
-
-
 def build(out: Path = LIBRARY, defines: tuple[str, ...] = (), jpeg: bool | None = None) -> Path:
-    """Compile letterbox.c, and jpeg_letterbox.c if ``jpeg`` (default: where libjpeg is installed), into ``out``
-    with the preprocessor ``defines`` (``LETTERBOX_NO_AVX2`` leaves the AVX2 passes out); raises
-    CalledProcessError with the compiler's message on failure, FileNotFoundError for ``jpeg`` without libjpeg."""
+    """Compile letterbox.c, with jpeg_letterbox.c per ``jpeg``, into ``out`` with the preprocessor ``defines``
+    (``LETTERBOX_NO_AVX2`` leaves the AVX2 passes out). ``jpeg``: True requires it, None (default) adds it where it
+    builds (libjpeg-turbo installed: the source checks what it needs), False leaves it out. Raises
+    CalledProcessError with the compiler's message (in ``stderr``) on failure."""
     cc = compiler()
-    if jpeg is None:
-        jpeg = has_libjpeg(cc)
-    elif jpeg and not has_libjpeg(cc):
-        raise FileNotFoundError(JPEG_HINT)
-    sources, link = ((SOURCE, JPEG_SOURCE), JPEG_LINK) if jpeg else ((SOURCE,), ())
+    if jpeg is not False:
+        try:
+            return _compile(cc, out, defines, (SOURCE, JPEG_SOURCE), JPEG_LINK)
+        except subprocess.CalledProcessError:
+            if jpeg:
+                raise
+    return _compile(cc, out, defines, (SOURCE,), ())
+
+
+def _compile(cc: str, out: Path, defines: tuple[str, ...], sources: tuple[Path, ...], link: tuple[str, ...]) -> Path:
     tmp = out.with_suffix(".tmp")
     subprocess.run([cc, *CFLAGS, *(f"-D{d}" for d in defines), "-o", str(tmp), *map(str, sources), *link],
-                   check=True)
+                   check=True, capture_output=True, text=True)
     tmp.replace(out)  # never a half-written library where the server looks
     return out
 
@@ -73,7 +71,12 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
     """The kernel, or None if it was not built. ctypes drops the GIL around each call."""
     if not path.exists():
         return None
-    lib = ctypes.CDLL(str(path))
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:  # built with libjpeg, which is gone since: the numpy port still serves
+        logging.getLogger("inference_service").warning("letterbox kernel %s does not load (%s): rebuild it with "
+                                                       "python inference_service/native.py", path.name, e)
+        return None
     lib.letterbox_rows.restype = ctypes.c_int
     lib.letterbox_rows.argtypes = [_PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64,
                                    _I64, _PTR, _I64, _I64]
@@ -82,27 +85,31 @@ def load(path: Path = LIBRARY) -> ctypes.CDLL | None:
     if has_jpeg(lib):
         lib.jpeg_letterbox.restype = ctypes.c_int
         lib.jpeg_letterbox.argtypes = [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64,
-                                       _I64, _PTR, _I64, _I64, ctypes.c_int, ctypes.c_char_p, _I64]
+                                       _I64, _PTR, _I64, _I64, ctypes.c_int]
     return lib
 
 
 def main(argv: list[str]) -> int:
-    """Build, printing the library's path; ``--require-jpeg`` (the image's build) fails without libjpeg instead of
-    building without it. A missing compiler or libjpeg, or a compile error, is one message, exit 1."""
+    """Build, printing the library's path; ``--require-jpeg`` (the image's build) fails without libjpeg-turbo instead
+    of building without jpeg_letterbox.c. A missing compiler or libjpeg, or a compile error, is one message (after
+    the compiler's), exit 1."""
     require_jpeg = "--require-jpeg" in argv
     paths = [a for a in argv if a != "--require-jpeg"]
     try:
-        jpeg = require_jpeg or has_libjpeg(compiler())
-        print(build(Path(paths[0]) if paths else LIBRARY, jpeg=jpeg))
-        if not jpeg:
-            print(f"native.py: built without jpeg_letterbox.c ({JPEG_HINT}); JPEGs are decoded, then letterboxed",
-                  file=sys.stderr)
+        out = build(Path(paths[0]) if paths else LIBRARY, jpeg=True if require_jpeg else None)
     except FileNotFoundError as e:
         print(f"native.py: {e}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as e:
-        print(f"native.py: the C compiler failed (exit {e.returncode}), see its message above", file=sys.stderr)
+        print(e.stderr, end="", file=sys.stderr)
+        hint = f"; {JPEG_HINT}" if require_jpeg else ""
+        print(f"native.py: the C compiler failed (exit {e.returncode}){hint}", file=sys.stderr)
         return 1
+    print(out)
+    lib = load(out)
+    if lib is not None and not has_jpeg(lib):
+        print(f"native.py: built without jpeg_letterbox.c ({JPEG_HINT}); JPEGs are decoded, then letterboxed",
+              file=sys.stderr)
     return 0
 
 

@@ -127,3 +127,21 @@ def test_camera_jpegs_take_the_fast_decoder(monkeypatch: pytest.MonkeyPatch, mod
     data = encode(PHOTO.convert(mode), "JPEG")
     assert decode_image(data, 10**6).shape == (20, 30, 3)
     assert calls == ([data] if fast else [])
+
+
+def png_with_damaged_data() -> bytes:
+    """A PNG whose compressed pixels are damaged mid-stream, its chunk checksum made right again (as a broken
+    encoder, or a bit flip before the checksum was computed, would leave it)."""
+    data = encode(PHOTO, "PNG")
+    at = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[at : at + 4])
+    body = bytearray(data[at + 8 : at + 8 + length])
+    body[length // 2 : length // 2 + 40] = b"\xff" * 40
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(body)))
+    return data[: at + 8] + bytes(body) + crc + data[at + 12 + length :]
+
+
+def test_a_png_with_damaged_pixel_data_is_refused_not_half_decoded() -> None:
+    """PIL reads a PNG's EXIF by decoding it: that must not swallow the decode's error and leave a half-decoded
+    image to be served as a 200."""
+    assert refused(png_with_damaged_data()).startswith("image could not be decoded (")
