@@ -225,6 +225,15 @@ static int finish(job *j) {
     return status;
 }
 
+/* The end of a call, whichever way it went: libjpeg's state freed, the helper stopped, the rows freed. Returns
+ * `result`, or the helper's letterbox status when `result` is 0. */
+static int end_call(j_decompress_ptr cinfo, job *j, uint8_t *pixels, int result) {
+    jpeg_destroy_decompress(cinfo);
+    int helper_status = finish(j);
+    free(pixels);
+    return result ? result : helper_status;
+}
+
 /* Decode the `len` bytes of `jpeg` (an h x w image, as its header says) into RGB rows of a buffer of its own
  * and letterbox them into `dst` as letterbox_rows does (same plan arrays, new_w x new_h, strides in floats).
  * The letterbox runs in the helper thread on CPU `helper_cpu` as rows come; with helper_cpu < 0 (or if the helper
@@ -249,13 +258,7 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const
     cinfo.err = jpeg_std_error(&errors.pub);
     errors.pub.error_exit = on_error;
     errors.pub.emit_message = on_message;
-    if (setjmp(errors.escape)) {
-        int out_of_memory = errors.pub.msg_code == JERR_OUT_OF_MEMORY;
-        jpeg_destroy_decompress(&cinfo);
-        finish(j);
-        free(pixels);
-        return out_of_memory ? -1 : -2;
-    }
+    if (setjmp(errors.escape)) return end_call(&cinfo, j, pixels, errors.pub.msg_code == JERR_OUT_OF_MEMORY ? -1 : -2);
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, jpeg, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
@@ -264,10 +267,7 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const
     cinfo.do_fancy_upsampling = TRUE;
     jpeg_start_decompress(&cinfo);
     if ((int64_t)cinfo.output_width != w || (int64_t)cinfo.output_height != h || cinfo.output_components != 3) {
-        jpeg_destroy_decompress(&cinfo);
-        finish(j);
-        free(pixels);
-        return -2;
+        return end_call(&cinfo, j, pixels, -2);
     }
     int helping = helper_cpu >= 0 && hand_to_helper(j, helper_cpu);
     JSAMPROW rows[16];
@@ -285,10 +285,6 @@ int jpeg_letterbox(const uint8_t *jpeg, int64_t len, int64_t h, int64_t w, const
         }
     }
     jpeg_finish_decompress(&cinfo);
-    jpeg_destroy_decompress(&cinfo);
     int64_t rest = atomic_exchange(&j->claimed, new_h); /* every row the helper has not claimed is ours */
-    int status = rest < new_h ? letterbox_band(j, rest, new_h) : 0;
-    int helper_status = finish(j);
-    free(pixels);
-    return status ? status : helper_status;
+    return end_call(&cinfo, j, pixels, rest < new_h ? letterbox_band(j, rest, new_h) : 0);
 }

@@ -119,21 +119,28 @@ def preprocess_upload(upload: OpenedImage, imgsz: tuple[int, int], stride: int, 
     decoded (jpeg_letterbox.c): 0.8-1.0 ms less for a lone photo. Anything else is decoded, then letterboxed; so is
     a JPEG this libjpeg refuses, so that simplejpeg's decode alone decides what is accepted (and says why not):
     the kernel links the system's libjpeg-turbo, simplejpeg bundles a newer one (lossless JPEGs, for one)."""
-    if spare_cpu is None or kernel is None or not native.has_jpeg(kernel) or not upload.plain_jpeg:
-        return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
+    if spare_cpu is not None and kernel is not None and native.has_jpeg(kernel) and upload.plain_jpeg:
+        decoded_into = _jpeg_letterbox(upload, imgsz, stride, auto, min_cells, spare_cpu, kernel)
+        if decoded_into is not None:
+            return decoded_into
+    return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
+
+
+def _jpeg_letterbox(upload: OpenedImage, imgsz: tuple[int, int], stride: int, auto: bool, min_cells: int,
+                    spare_cpu: int, kernel: ctypes.CDLL) -> tuple[np.ndarray, Letterbox] | None:
+    """The tensor from jpeg_letterbox.c, or None when it has nothing to resize (the image is the input's size) or
+    refused the data, or memory ran out: the caller's other path answers then, whatever its answer is."""
     width, height = upload.image.size
     tensor, dst, lb = _canvas((height, width), imgsz, stride, auto, min_cells)
     if (height, width) == dst.shape[1:]:
-        return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
+        return None
     plan = resize_plan(height, width, dst.shape[1], dst.shape[2], 3)  # dst and the plan are made here, for each other
     status = kernel.jpeg_letterbox(
         upload.data, len(upload.data), height, width, plan.ys0.ctypes.data, plan.ys1.ctypes.data,
         plan.b0.ctypes.data, plan.b1.ctypes.data, plan.ix0.ctypes.data, plan.ix1.ctypes.data, plan.a0.ctypes.data,
         plan.a1.ctypes.data, dst.shape[2], dst.shape[1], dst.ctypes.data, dst.strides[0] // dst.itemsize,
         dst.strides[1] // dst.itemsize, spare_cpu)
-    if status:  # data libjpeg refused, or memory it could not get: the other path's answer, whatever it is
-        return preprocess(upload.pixels(), imgsz, stride, auto, min_cells, kernel)
-    return tensor, lb
+    return None if status else (tensor, lb)
 
 
 def _canvas(orig_shape: tuple[int, int], imgsz: tuple[int, int], stride: int, auto: bool,
