@@ -153,7 +153,7 @@ def plan_balancer(config: StackConfig, layout: FleetLayout, source: str, stack: 
     clash = _first_clash(owners)
     if clash:
         host, first, second = clash
-        shared_api = "the shared API" in first or "the shared API" in second
+        shared_api = shared is not None and (host == shared.domain or host in shared.hosts.values())
         fix = "rename the model, or give the shared API its own shared_domain" if shared_api else "rename the model"
         raise FleetError(f"{source}: host {host} would serve both {first} and {second}; {fix}")
     backends = [(names.compute_name(stack, p.name), f"the shared service {p.name}") for p in layout.shared]

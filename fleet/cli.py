@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import difflib
 import gc
 import importlib
 import json
@@ -22,6 +21,7 @@ from components.catalog import load_catalog
 from components.errors import FleetError
 from fleet.program import PROJECT_DIR, evaluate, stack_config, stopped_plan
 from fleet.render import render_plan, render_regions
+from inference_service.flag_hint import flag_hint
 
 EXIT_INPUT_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process its reader went away from (128 + SIGPIPE)
@@ -120,10 +120,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args, unknown = top.parse_known_args(argv)
     if unknown:
         command = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-        options = [o for action in command._actions for o in action.option_strings]
-        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=2)
-        command.error(f"unrecognized arguments: {' '.join(unknown)}"
-                      + (f"; did you mean {' or '.join(close)}?" if close else ""))
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{flag_hint(command, unknown[0])}")
     return args
 
 

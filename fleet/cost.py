@@ -9,6 +9,7 @@ ones the policy pack's budget check uses. Every total says what it covers and wh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -59,24 +60,27 @@ TRAFFIC_LIMITS = {
 
 def traffic_from(args: argparse.Namespace) -> Traffic:
     """The assumed traffic; FleetError for a figure no traffic has (negative, nan, infinite)."""
-    flags = ("requests_per_second", "latency_ms", "request_kib", "response_kib", "secrets_recheck_seconds")
-    unreal = [f"--{flag.replace('_', '-')} {getattr(args, flag)}" for flag in flags
-              if not math.isfinite(getattr(args, flag))]
+    figures = {field.name: getattr(args, field.name) for field in dataclasses.fields(Traffic)}
+    unreal = [f"{_option(name)} {value}" for name, value in figures.items() if not math.isfinite(value)]
     if unreal:
         raise FleetError(f"{', '.join(unreal)}: give a finite number")
     if args.requests_per_second < 0 or args.latency_ms <= 0:
         raise FleetError(f"--requests-per-second must be >= 0 and --latency-ms > 0 (got {args.requests_per_second} "
                          f"and {args.latency_ms})")
-    negative = [f"--{flag.replace('_', '-')}" for flag in ("request_kib", "response_kib", "secrets_recheck_seconds")
-                if getattr(args, flag) < 0]
+    negative = [_option(name) for name in ("request_kib", "response_kib", "secrets_recheck_seconds")
+                if figures[name] < 0]
     if negative:
         raise FleetError(f"{', '.join(negative)} must be >= 0")
-    over = [f"--{flag.replace('_', '-')} {getattr(args, flag):g} is over {most:g} ({why})"
-            for flag, (most, why) in TRAFFIC_LIMITS.items() if getattr(args, flag) > most]
+    over = [f"{_option(name)} {figures[name]:g} is over {most:g} ({why})"
+            for name, (most, why) in TRAFFIC_LIMITS.items() if figures[name] > most]
     if over:  # beyond these no service answers, and the products overflow to an infinite total
         raise FleetError("; ".join(over))
-    return Traffic(args.requests_per_second, args.latency_ms, args.request_kib, args.response_kib,
-                   args.secrets_recheck_seconds)
+    return Traffic(**figures)
+
+
+def _option(name: str) -> str:
+    """The command-line option of a Traffic field: latency_ms is --latency-ms."""
+    return f"--{name.replace('_', '-')}"
 
 
 def grand_total(costs: Sequence[ServiceCost], platform: Sequence[PlatformCost]) -> dict[str, float]:

@@ -78,8 +78,8 @@ def plan_at(tree: Path, stack: str, label: str) -> Plan:
     if done.returncode != 0:
         raise FleetError(f"the plan at {label} failed (exit {done.returncode}):\n{done.stderr.strip()}")
     data = json.loads(done.stdout)
-    # `plan --json` does not say which resources are components; nothing compared here looks at that.
-    resources = [RecordedResource(r["type"], r["name"], r["inputs"], custom=True) for r in data["resources"]]
+    resources = [RecordedResource(r["type"], r["name"], r["inputs"], custom=not r["type"].startswith(COMPONENT_PREFIX))
+                 for r in data["resources"]]  # `plan --json` does not say which are components: their type does
     return Plan(stack, resources, data.get("outputs", {}))
 
 
@@ -123,9 +123,8 @@ def judge(plan: Plan, project_dir: Path, catalog: str | Path | None, book: Price
           label: str) -> Side:
     services = [r for r in plan.resources if r.type == CLOUD_RUN]
     declared: dict[str, set[str]] = {}
-    for r in plan.resources:
-        if not r.type.startswith(COMPONENT_PREFIX):
-            declared.setdefault(r.type, set()).add(r.name)
+    for r in plan.custom():
+        declared.setdefault(r.type, set()).add(r.name)
     if not services:
         return Side({}, [], [], [], declared)
     try:

@@ -50,23 +50,22 @@ def explain_service(service: ServicePlan) -> list[dict[str, Any]]:
     layers that apply: a service without a GPU never had the catalog's gpu_defaults to beat)."""
     origin = service.origins()
     layers = applied(service.layers)
+    changes = [layer.values.changes() for layer in layers]  # what each layer sets, asked once per service
     built_in = EndpointSettings()  # the values no layer sets
     rows = []
     for name in type(service.settings).model_fields:
         value = getattr(service.settings, name)
         layer = origin[name]
-        at = next((i for i, each in enumerate(layers) if each is layer), None)  # None: the built-in default
-        below = layers[:at] if at is not None else []
-        beaten = [{"layer": lower.kind, "source": lower.source, "value": lower.values.changes()[name]}
-                  for lower in below if name in lower.values.changes() and lower.values.changes()[name] != value]
+        at = next((i for i, each in enumerate(layers) if each is layer), 0)  # not there: the built-in default
+        beaten = [{"layer": lower.kind, "source": lower.source, "value": set_by[name]}
+                  for lower, set_by in zip(layers[:at], changes[:at], strict=True)
+                  if name in set_by and set_by[name] != value]
+        kind, source = layer.kind, layer.source
         layered = layer.values.changes().get(name, getattr(built_in, name))
         if layered != value:  # changed after the layers: a GPU service's max_instances fitted to the quota
-            beaten = [{"layer": layer.kind, "source": layer.source, "value": layered}, *beaten]
-            rows.append({"setting": name, "value": value, "layer": GPU_QUOTA_FIT, "source": GPU_QUOTA_SOURCE,
-                         "beats": beaten})
-        else:
-            rows.append({"setting": name, "value": value, "layer": layer.kind, "source": layer.source,
-                         "beats": beaten})
+            beaten = [{"layer": kind, "source": source, "value": layered}, *beaten]
+            kind, source = GPU_QUOTA_FIT, GPU_QUOTA_SOURCE
+        rows.append({"setting": name, "value": value, "layer": kind, "source": source, "beats": beaten})
     return rows
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 from components.catalog import GEOGRAPHIES
 from components.errors import FleetError
+from components.image import image_path
 from components.layout import ServicePlan
 from components.model_files import Refused, read_model_file
 from fleet.cloud import Endpoint
@@ -309,7 +309,7 @@ def start(rollout: Rollout, runner_for: Callable[[Rollout], Runner], resume: boo
     if model.rollout is not None:
         raise FleetError(f"Pulumi.{rollout.stack}.yaml: models[{model.name}].rollout is set already; finish or "
                          "remove it first")
-    if os.path.normpath(rollout.to) == os.path.normpath(model.file):  # ./models/x.onnx is models/x.onnx
+    if image_path(rollout.to) == image_path(model.file):  # one file in the image: ./models/x.onnx is models/x.onnx
         raise FleetError(f"--to {rollout.to}: it is already model {model.name}'s file in Pulumi.{rollout.stack}.yaml; "
                          "roll out another file")
     regions = [s for s in layout.endpoints if s.model and s.model.name == model.name]

@@ -10,7 +10,6 @@ Shared mode: ``--mode shared --models-dir DIR --tenants-file FILE --region ID --
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import sys
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pydantic_core import PydanticUndefined
 from inference_service.allocator import keep_freed_memory
 from inference_service.auth import KeyFileError, read_digests
 from inference_service.device import DeviceError, resolve
+from inference_service.flag_hint import flag_hint
 from inference_service.settings import ServerSettings, env_name, flag, one_line
 from inference_service.telemetry import configure_logging
 
@@ -44,9 +44,7 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         words = message.removeprefix("unrecognized arguments: ").split() if "unrecognized" in message else []
         if words:  # an empty argument ("$EMPTY") is unrecognized too, with no word to match
-            options = [o for action in self._actions for o in action.option_strings]
-            close = difflib.get_close_matches(words[0].split("=")[0], options, n=2)
-            message += f"; did you mean {' or '.join(close)}?" if close else ""
+            message += flag_hint(self, words[0])
         fail(f"{message} (`python -m inference_service --help` lists the flags)")
 
 

@@ -39,8 +39,9 @@ def load_pack_config(path: Path = PACK_FILE) -> dict[str, PolicySetting]:
         raise PackConfigError(f"{path}: config: expected a mapping of policy name to level or settings")
     policies = {p.name: p for p in POLICIES}
     settings = {p.name: PolicySetting(p.enforcement_level or EnforcementLevel.ADVISORY) for p in POLICIES}
+    shown = file_label(path)
     for name, value in config.items():
-        where = f"{file_label(path)}: config.{name}"
+        where = f"{shown}: config.{name}"
         if name not in policies:
             guess = difflib.get_close_matches(str(name), policies, n=1)
             hint = f" (did you mean '{guess[0]}'?)" if guess else ""
