@@ -54,6 +54,7 @@ class Admission:
         self._clock = clock
         self._slots = asyncio.Semaphore(limit)
         self._running = self._waiting = 0
+        self._last_done = -math.inf  # when a predict last left its turn (``clock`` time)
         self.shed = Counter("predict_shed_total", "Predicts refused with 503 because the server was at capacity",
                             registry=registry)
         self.running = Gauge("predict_running", "Predicts decoding or running inference", registry=registry)
@@ -76,6 +77,12 @@ class Admission:
         waiting requests, plus one) times the recent service time shared by the ``limit`` turns, or times the wait
         per request ahead that queued predicts had, whichever is more; 0 if a turn is free."""
         return self._ahead() * max(self.service_s / self.limit, self.wait_per_ahead_s)
+
+    def lone_after_quiet(self, quiet_s: float) -> bool:
+        """Whether the caller, holding a turn, is the only predict running or waiting, and none left its turn in
+        the last ``quiet_s`` seconds: a server that was idle, not one that just answered a predict with other
+        clients' requests perhaps still unread behind it."""
+        return self._running == 1 and not self._waiting and self._clock() - self._last_done >= quiet_s
 
     def _ahead(self) -> int:
         return max(0, self._running + self._waiting + 1 - self.limit)
@@ -117,7 +124,8 @@ class Admission:
             self._running -= 1
             self.running.dec()
             self._slots.release()
-            self.observe(self._clock() - started)
+            self._last_done = self._clock()
+            self.observe(self._last_done - started)
 
     def observe(self, seconds: float) -> None:
         """Fold one predict's time holding its turn into the estimate. With no queue, the measured wait per request

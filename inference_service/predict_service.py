@@ -1,6 +1,14 @@
 """The predict pipeline behind every predict route, dedicated or shared: admission, the body within the request
 timeout, the form's fields, then the CPU work in one hop to a worker thread, answered in the wire format.
 
+A lone predict on an idle server skips the hop: its CPU work runs on the event loop itself, which would only
+wait for the worker. The hop wakes a thread each way, and on a small instance that cost a lone predict 0.5-0.8 ms
+at the median (benchmarks/RESULTS.md, server section). The loop is then blocked for one predict, so only a quick
+model's predict runs there (recent service time at most ``INLINE_MAX_SERVICE_S``: health probes and new arrivals
+wait no longer than that) and only when no other predict ran in the last ``INLINE_QUIET_S`` (another client's
+request may have arrived while the previous predict ran and wait unread: it must not queue behind this one with
+its decode undone). Under load every predict hops, so requests decode while others infer.
+
 Capacity (admission.py): beyond ``max_concurrency`` predicts running, a predict waits for a turn while its
 expected wait is within ``max_wait_seconds`` (and fewer than ``max_queue`` wait), and is otherwise refused at once
 with 503 and Retry-After. Every predict answers within ``request_timeout``: 408 if its body has not arrived by then
@@ -35,14 +43,17 @@ if TYPE_CHECKING:
     from inference_service.settings import ServerSettings as Settings
 
 MAX_FILES = 2  # one more than the form takes: a second image gets "given more than once", a third "Too many files"
+INLINE_MAX_SERVICE_S = 0.1  # a predict runs on the event loop only if predicts recently took at most this...
+INLINE_QUIET_S = 0.01  # ...and none ended in this long: other clients' requests read after a predict start sooner
 URLENCODED = "application/x-www-form-urlencoded"  # curl's type for --data-binary: a form of ASCII text, never an image
 
 
 class CpuWork:
-    """The CPU-bound part of one predict, run whole in one worker thread: decode, letterbox, inference (at most
-    the gate's turn, so other requests decode meanwhile), postprocess. One hop off the event loop instead of one
-    per stage: on a small instance each thread wake-up costs a noticeable fraction of a ms. A lone request's work
-    runs on one CPU (placement.py), its letterbox on the next while the JPEG decodes (letterbox.preprocess_upload)."""
+    """The CPU-bound part of one predict, run whole in one worker thread (on the event loop for a lone predict on
+    an idle server, see the module docstring): decode, letterbox, inference (at most the gate's turn, so other
+    requests decode meanwhile), postprocess. One hop off the event loop instead of one per stage: on a small
+    instance each thread wake-up costs a noticeable fraction of a ms. A lone request's work runs on one CPU
+    (placement.py), its letterbox on the next while the JPEG decodes (letterbox.preprocess_upload)."""
 
     def __init__(self, gate: InferenceGate, max_pixels: int) -> None:
         self.max_pixels = max_pixels
@@ -156,13 +167,19 @@ class PredictService:
 
     async def _run(self, model: Model, data: bytes, params: PredictParams, started: float,
                    deadline: float) -> JSONResponse:
-        loop = asyncio.get_running_loop()
-        shape, results, timings = await loop.run_in_executor(self.workers, self.cpu_work.run, model, data, params,
-                                                             deadline)
+        if self._alone_on_idle_server():
+            shape, results, timings = self.cpu_work.run(model, data, params, deadline)
+        else:
+            shape, results, timings = await asyncio.get_running_loop().run_in_executor(
+                self.workers, self.cpu_work.run, model, data, params, deadline)
         model.last_inference_ms = timings["inference"]
         for stage, ms in timings.items():
             self.metrics.stage.labels(stage).observe(ms / 1000)
         return JSONResponse(predict_body(model.info, shape, results, timings, started))
+
+    def _alone_on_idle_server(self) -> bool:
+        """Whether this predict may run on the event loop (see the module docstring)."""
+        return self.admission.service_s <= INLINE_MAX_SERVICE_S and self.admission.lone_after_quiet(INLINE_QUIET_S)
 
 
 def split_form(parts: list[Part]) -> tuple[bytes | None, dict[str, str]]:

@@ -347,3 +347,27 @@ def test_the_turn_is_checked_again_after_the_body_arrived() -> None:
         await asyncio.gather(first, waiter)
 
     asyncio.run(scenario())
+
+
+def test_a_predict_is_lone_only_on_a_server_that_was_idle() -> None:
+    """What lets a predict run on the event loop (predict_service.py): it is the only one running or waiting, and
+    no predict left its turn within the quiet time (another client's request may be sitting unread behind it)."""
+    async def scenario() -> None:
+        clock = Clock()
+        admission = Admission(1, 100, 1.0, CollectorRegistry(), clock=clock)
+        holders = Holders(admission, clock)
+        await holders.arrive()
+        assert admission.lone_after_quiet(0.01)  # the first predict of a fresh server
+        await holders.arrive()  # one turn: this one waits
+        clock.now += 1
+        assert not admission.lone_after_quiet(0.01)  # one running, one waiting
+        await holders.finish_oldest()
+        assert not admission.lone_after_quiet(0.01)  # the waiter runs alone, but a predict just ended
+        clock.now += 0.005
+        assert not admission.lone_after_quiet(0.01)
+        clock.now += 0.006
+        assert admission.lone_after_quiet(0.01)
+        await holders.finish_all(0.0)
+        assert not admission.lone_after_quiet(0.0)  # none running: the caller must hold a turn
+
+    asyncio.run(scenario())

@@ -1,15 +1,21 @@
 """A lone request's CPU work runs on one CPU (onnxruntime's pool threads get the others); overlapping requests'
-work runs anywhere; the thread gets its CPUs back afterwards, even when the work fails."""
+work runs anywhere; the thread gets its CPUs back afterwards, even when the work fails. A lone predict on an idle
+server runs on the event loop itself."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from inference_service import predict_service
+from inference_service.app import Settings, create_app
 from inference_service.decode import OpenedImage
 from inference_service.lanes import InferenceGate
 from inference_service.letterbox import Letterbox
@@ -82,3 +88,50 @@ def test_a_lone_predict_infers_on_one_cpu_and_an_overlapping_one_anywhere(monkey
     in_thread(run)
     assert seen == [{min(CPUS)}, CPUS]
     assert spares == [sorted(CPUS)[1], None]
+
+
+def test_a_lone_predict_on_an_idle_server_runs_on_the_event_loop_once_the_model_is_known_quick(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its CPU work skips the hop to a worker thread (predict_service.py), and the loop's thread gets every CPU back
+    afterwards. Before any predict has finished the prior service time (0.25 s) says "slow", so the first one hops;
+    a predict soon after another hops too, and so does every one of a model slower than the limit."""
+    ran: list[tuple[bool, set[int]]] = []  # per predict: on the event loop?, the CPUs its thread has afterwards
+    run = CpuWork.run
+
+    def recording_run(self: CpuWork, *args: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        result = run(self, *args)
+        ran.append((on_loop, os.sched_getaffinity(0)))
+        return result
+
+    monkeypatch.setattr(CpuWork, "run", recording_run)
+    monkeypatch.setattr(predict_service, "INLINE_MAX_SERVICE_S", 0.2)  # the demo model, even on a loaded machine
+    monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 0.05)
+    settings = Settings(model_path=demo_model(), allow_anonymous=True)
+    image = sample_images()[0].read_bytes()
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def predict() -> bool:
+            assert client.post("/predict", files={"file": ("a.jpg", image)}).status_code == 200
+            return ran[-1][0]
+
+        first = predict()
+        idle = []
+        for _ in range(8):
+            time.sleep(0.06)
+            idle.append(predict())
+        assert not first and idle[-1], (first, idle)
+        monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 60.0)
+        assert not predict()  # another predict ended within the quiet time
+        monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 0.0)
+        assert predict()
+        monkeypatch.setattr(predict_service, "INLINE_MAX_SERVICE_S", 0.0)
+        assert not predict()  # a model slower than the limit
+    assert all(cpus == CPUS for _, cpus in ran)
