@@ -4,10 +4,12 @@ timeout, the form's fields, then the CPU work in one hop to a worker thread, ans
 A lone predict on an idle server skips the hop: its CPU work runs on the event loop itself, which would only
 wait for the worker. The hop wakes a thread each way, and on a small instance that cost a lone predict 0.5-0.8 ms
 at the median (benchmarks/RESULTS.md, server section). The loop is then blocked for one predict, so only a quick
-model's predict runs there (recent service time at most ``INLINE_MAX_SERVICE_S``: health probes and new arrivals
-wait no longer than that) and only when no other predict ran in the last ``INLINE_QUIET_S`` (another client's
+model's predict runs there (recent service time at most ``INLINE_MAX_SERVICE_S`` and a tenth of the request
+timeout: health probes and new arrivals wait no longer than that, and the 504 below, which cannot interrupt it,
+is not missed by much), only when no other predict ran in the last ``INLINE_QUIET_S`` (another client's
 request may have arrived while the previous predict ran and wait unread: it must not queue behind this one with
-its decode undone). Under load every predict hops, so requests decode while others infer.
+its decode undone), and never while a timed-out predict's inference still runs (the loop would wait for its turn).
+Under load every predict hops, so requests decode while others infer.
 
 Capacity (admission.py): beyond ``max_concurrency`` predicts running, a predict waits for a turn while its
 expected wait is within ``max_wait_seconds`` (and fewer than ``max_queue`` wait), and is otherwise refused at once
@@ -60,6 +62,10 @@ class CpuWork:
         self.gate = gate
         self._lock = threading.Lock()
         self._busy = 0
+
+    def idle(self) -> bool:
+        """No CPU work in any thread, not even an inference a timed-out predict left running."""
+        return self._busy == 0
 
     def run(self, model: Model, data: bytes, params: PredictParams,
             deadline: float) -> tuple[tuple[int, int], list[dict[str, Any]], dict[str, float]]:
@@ -179,7 +185,8 @@ class PredictService:
 
     def _alone_on_idle_server(self) -> bool:
         """Whether this predict may run on the event loop (see the module docstring)."""
-        return self.admission.service_s <= INLINE_MAX_SERVICE_S and self.admission.lone_after_quiet(INLINE_QUIET_S)
+        quick = self.admission.service_s <= min(INLINE_MAX_SERVICE_S, self.request_timeout / 10)
+        return quick and self.admission.lone_after_quiet(INLINE_QUIET_S) and self.cpu_work.idle()
 
 
 def split_form(parts: list[Part]) -> tuple[bytes | None, dict[str, str]]:

@@ -22,7 +22,8 @@ from inference_service.letterbox import Letterbox
 from inference_service.model import Model
 from inference_service.params import parse_params
 from inference_service.placement import on_one_cpu
-from inference_service.predict_service import CpuWork
+from inference_service.predict_service import CpuWork, PredictService
+from inference_service.telemetry import Metrics
 from tests.helpers_server import demo_model, sample_images
 
 CPUS = os.sched_getaffinity(0)
@@ -94,11 +95,14 @@ def test_a_lone_predict_on_an_idle_server_runs_on_the_event_loop_once_the_model_
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Its CPU work skips the hop to a worker thread (predict_service.py), and the loop's thread gets every CPU back
     afterwards. Before any predict has finished the prior service time (0.25 s) says "slow", so the first one hops;
-    a predict soon after another hops too, and so does every one of a model slower than the limit."""
+    a predict soon after another hops too, one while an orphaned inference runs, and every one of a model slower
+    than the limit."""
     ran: list[tuple[bool, set[int]]] = []  # per predict: on the event loop?, the CPUs its thread has afterwards
+    works: list[CpuWork] = []
     run = CpuWork.run
 
     def recording_run(self: CpuWork, *args: Any) -> Any:
+        works.append(self)
         try:
             asyncio.get_running_loop()
             on_loop = True
@@ -132,6 +136,24 @@ def test_a_lone_predict_on_an_idle_server_runs_on_the_event_loop_once_the_model_
         assert not predict()  # another predict ended within the quiet time
         monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 0.0)
         assert predict()
+        works[0]._busy += 1  # an inference a timed-out predict left running in a worker
+        assert not predict()
+        works[0]._busy -= 1
         monkeypatch.setattr(predict_service, "INLINE_MAX_SERVICE_S", 0.0)
         assert not predict()  # a model slower than the limit
     assert all(cpus == CPUS for _, cpus in ran)
+
+
+def test_a_predict_runs_on_the_event_loop_only_if_quick_against_the_request_timeout() -> None:
+    """The 504 cannot interrupt work on the loop: a model whose predicts take 80 ms runs there under a 60 s request
+    timeout, not under 0.5 s (more than a tenth of it)."""
+    async def on_loop(service: PredictService) -> bool:
+        async with service.admission.slot():
+            return service._alone_on_idle_server()
+
+    for timeout, expected in ((60.0, True), (0.5, False)):
+        service = PredictService(Settings(model_path=demo_model(), allow_anonymous=True, request_timeout=timeout),
+                                 Metrics())
+        service.admission.service_s = 0.08
+        assert asyncio.run(on_loop(service)) is expected, timeout
+        service.close()
