@@ -3,18 +3,20 @@ timeout, the form's fields, then the CPU work in one hop to a worker thread, ans
 
 A lone predict on an idle server skips the hop: its CPU work runs on the event loop itself, which would only
 wait for the worker. The hop wakes a thread each way, and on a small instance that cost a lone predict 0.5-0.8 ms
-at the median (benchmarks/RESULTS.md, server section). The loop is then blocked for one predict, so only a quick
-model's predict runs there (recent service time at most ``INLINE_MAX_SERVICE_S`` and a tenth of the request
-timeout: health probes and new arrivals wait no longer than that, and the 504 below, which cannot interrupt it,
-is not missed by much), only when no other predict ran in the last ``INLINE_QUIET_S`` (another client's
-request may have arrived while the previous predict ran and wait unread: it must not queue behind this one with
-its decode undone), and never while a timed-out predict's inference still runs (the loop would wait for its turn).
-Under load every predict hops, so requests decode while others infer.
+at the median (benchmarks/RESULTS.md, server section). The loop is blocked meanwhile (health probes and new
+arrivals wait, and the 504 below cannot interrupt the work), so only a short predict runs there: its model's
+inference at its own size took at most ``INLINE_MAX_INFERENCE_S`` (and a tenth of the request timeout) when it
+was loaded and the last time, the request asks no larger size, and the image has at most ``INLINE_MAX_PIXELS``
+(the image header is read first, on the loop). And only on an idle server: no other predict ran in the last
+``INLINE_QUIET_S`` (another client's request may have arrived while the previous predict ran and wait unread: it
+must not queue behind this one with its decode undone), and no timed-out predict's inference still runs (the loop
+would wait for its turn). Under load every predict hops, so requests decode while others infer.
 
 Capacity (admission.py): beyond ``max_concurrency`` predicts running, a predict waits for a turn while its
 expected wait is within ``max_wait_seconds`` (and fewer than ``max_queue`` wait), and is otherwise refused at once
 with 503 and Retry-After. Every predict answers within ``request_timeout``: 408 if its body has not arrived by then
-(the client's slowness), 504 if its result is not ready (the server's).
+(the client's slowness), 504 if its result is not ready (the server's); but a predict on the event loop answers
+when its work ends, which takes a model stalling to ten times its usual time or more to pass the timeout.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
 from inference_service.admission import Admission, AtCapacity
-from inference_service.decode import open_image
+from inference_service.decode import OpenedImage, open_image
 from inference_service.errors import InputError
 from inference_service.form import Part, plain_form
 from inference_service.lanes import InferenceGate
@@ -45,8 +47,9 @@ if TYPE_CHECKING:
     from inference_service.settings import ServerSettings as Settings
 
 MAX_FILES = 2  # one more than the form takes: a second image gets "given more than once", a third "Too many files"
-INLINE_MAX_SERVICE_S = 0.1  # a predict runs on the event loop only if predicts recently took at most this...
-INLINE_QUIET_S = 0.01  # ...and none ended in this long: other clients' requests read after a predict start sooner
+INLINE_MAX_INFERENCE_S = 0.05  # a predict runs on the event loop only if its model's inference takes at most this,
+INLINE_MAX_PIXELS = 4_000_000  # its image has at most this many pixels (a 4 MP JPEG decodes in about 10 ms here),
+INLINE_QUIET_S = 0.01  # and no predict ended in this long: other clients' requests read after one start sooner
 URLENCODED = "application/x-www-form-urlencoded"  # curl's type for --data-binary: a form of ASCII text, never an image
 
 
@@ -57,8 +60,7 @@ class CpuWork:
     instance each thread wake-up costs a noticeable fraction of a ms. A lone request's work runs on one CPU
     (placement.py), its letterbox on the next while the JPEG decodes (letterbox.preprocess_upload)."""
 
-    def __init__(self, gate: InferenceGate, max_pixels: int) -> None:
-        self.max_pixels = max_pixels
+    def __init__(self, gate: InferenceGate) -> None:
         self.gate = gate
         self._lock = threading.Lock()
         self._busy = 0
@@ -67,7 +69,7 @@ class CpuWork:
         """No CPU work in any thread, not even an inference a timed-out predict left running."""
         return self._busy == 0
 
-    def run(self, model: Model, data: bytes, params: PredictParams,
+    def run(self, model: Model, upload: OpenedImage, params: PredictParams,
             deadline: float) -> tuple[tuple[int, int], list[dict[str, Any]], dict[str, float]]:
         """(image height and width, summarized results, stage timings in ms). Skips inference if ``deadline`` (a
         ``time.monotonic`` value: the event loop's clock) passed while it waited: its client has had a 504."""
@@ -77,7 +79,6 @@ class CpuWork:
         try:
             with on_one_cpu(alone) as spare_cpu:
                 t0 = time.perf_counter()
-                upload = open_image(data, self.max_pixels)
                 tensor, lb = model.preprocess(upload, params.imgsz or model.info.imgsz, spare_cpu)
                 t1 = time.perf_counter()
                 with self.gate.turn(alone=self._busy == 1) as lane:
@@ -108,12 +109,13 @@ class PredictService:
         # creeping up per new thread.
         self.workers = ThreadPoolExecutor(
             max_workers=min(settings.max_concurrency, max(cpu_count(), gate.tokens + 1)), thread_name_prefix="predict")
-        self.cpu_work = CpuWork(gate, settings.max_pixels)
+        self.cpu_work = CpuWork(gate)
         self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.max_wait_seconds,
                                    metrics.registry)
         self.metrics = metrics
         self.request_timeout = settings.request_timeout
         self.max_imgsz = settings.max_imgsz
+        self.max_pixels = settings.max_pixels
 
     def close(self) -> None:
         """Drop predicts not yet started; those running finish in their threads."""
@@ -173,21 +175,26 @@ class PredictService:
 
     async def _run(self, model: Model, data: bytes, params: PredictParams, started: float,
                    deadline: float) -> JSONResponse:
-        if self._alone_on_idle_server():
-            shape, results, timings = self.cpu_work.run(model, data, params, deadline)
+        upload = open_image(data, self.max_pixels)  # the header: a bad or oversized image is refused before any work
+        if self._runs_on_loop(model, upload, params):
+            shape, results, timings = self.cpu_work.run(model, upload, params, deadline)
         else:
             shape, results, timings = await asyncio.get_running_loop().run_in_executor(
-                self.workers, self.cpu_work.run, model, data, params, deadline)
+                self.workers, self.cpu_work.run, model, upload, params, deadline)
         model.last_inference_ms = timings["inference"]
         for stage, ms in timings.items():
             self.metrics.stage.labels(stage).observe(ms / 1000)
         return JSONResponse(predict_body(model.info, shape, results, timings, started))
 
-    def _alone_on_idle_server(self) -> bool:
-        """Whether this predict may run on the event loop (see the module docstring)."""
-        quick = self.admission.service_s <= min(INLINE_MAX_SERVICE_S, self.request_timeout / 10)
-        return quick and self.admission.lone_after_quiet(INLINE_QUIET_S) and self.cpu_work.idle()
-
+    def _runs_on_loop(self, model: Model, upload: OpenedImage, params: PredictParams) -> bool:
+        """Whether this predict's CPU work may run on the event loop: a short predict on an idle server (see the
+        module docstring)."""
+        width, height = upload.image.size
+        quick = max(model.warm_inference_ms, model.last_inference_ms) <= 1000 * min(INLINE_MAX_INFERENCE_S,
+                                                                                     self.request_timeout / 10)
+        own_size = params.imgsz is None or all(a <= b for a, b in zip(params.imgsz, model.info.imgsz, strict=True))
+        short = quick and own_size and width * height <= INLINE_MAX_PIXELS
+        return short and self.admission.lone_after_quiet(INLINE_QUIET_S) and self.cpu_work.idle()
 
 def split_form(parts: list[Part]) -> tuple[bytes | None, dict[str, str]]:
     """The image's bytes (if sent) and the text fields, refusing what the wire format does not allow: a field

@@ -2,8 +2,9 @@
 
 - uvicorn's HTTP protocols have no deadline on reading a request's headers: a client trickling one header byte
   at a time (slowloris) keeps its connection forever. ``DeadlineProtocol`` answers 408 and closes it once the
-  request timeout passes. (Bodies get the same deadline in the app, which can answer it as JSON.) Slow
-  clients never block others either way: every connection is a coroutine on one event loop, not a worker.
+  request timeout passes, and 431 once its headers pass 16 KiB. (Bodies get the same deadline in the app, which
+  can answer it as JSON.) Slow clients never block others either way: every connection is a coroutine on one
+  event loop, not a worker.
 - HTTP is parsed by httptools (C) on uvloop's event loop (uvicorn's loop="auto" takes it when installed): a
   lone predict here answered about 0.5 ms sooner than on h11 and asyncio's own loop, /health 0.3 ms
   (benchmarks/RESULTS.md, server section).
@@ -34,46 +35,87 @@ KEEP_ALIVE_S = 620  # longer than Cloud Run's front end keeps idle connections (
 log = logging.getLogger("inference_service")
 
 
-def _timeout_response(seconds: float) -> bytes:
-    body = json.dumps({"error": f"request headers did not arrive within the {seconds:g} s request timeout",
-                       "field": None}).encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+MAX_HEADER_BYTES = 16 * 1024  # a request's line and headers, as uvicorn's h11 protocol allowed (httptools: no limit)
+
+
+def _refusal(status: bytes, message: str) -> bytes:
+    """A whole JSON error response that closes the connection, for answers given before the app runs."""
+    body = json.dumps({"error": message, "field": None}).encode()
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 class DeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline from a request's first byte to its last header byte; a
-    connection that never sends a byte is closed after the keep-alive timeout instead of never."""
+    """uvicorn's httptools protocol with a deadline from a request's first byte (a blank line before it too) to its
+    last header byte, and at most ``MAX_HEADER_BYTES`` of request line and headers; a connection that never sends
+    a byte is closed after the keep-alive timeout instead of never.
+
+    The header phase is the parser's, not the response's: a request answered before its body arrived (401, 503)
+    is still being read, and its body counts neither toward the next request's headers nor toward a 408. No
+    deadline runs while a response is in flight (it starts when the response ends), so a 408 is never written into
+    the middle of another answer."""
 
     header_timeout: float = 60.0
     _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes = 0  # received since the last request's headers ended, in chunks that began outside a body
+    _in_message = False  # the parser is inside a request: from its first byte to the end of its body
+    _in_headers = False  # ...and before the end of its headers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn's narrowing
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
+    def data_received(self, data: bytes) -> None:
+        if not self._in_message:  # httptools skips blank lines before a request without a callback
+            self._start_header_timer()
+        if self._in_headers or not self._in_message:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if (self._in_headers or not self._in_message) and self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(b"431 Request Header Fields Too Large",
+                         f"request headers are over the {MAX_HEADER_BYTES // 1024} KiB limit")
+
     def on_message_begin(self) -> None:
+        self._in_message = self._in_headers = True
+        self._start_header_timer()
         super().on_message_begin()
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._header_bytes = 0
         self._cancel_header_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_headers:  # a request pipelined behind the answer, its headers still coming
+            self._start_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def _start_header_timer(self) -> None:
+        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._header_timer = self.loop.call_later(
+                self.header_timeout, self._refuse, b"408 Request Timeout",
+                f"request headers did not arrive within the {self.header_timeout:g} s request timeout")
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
+    def _refuse(self, status: bytes, message: str) -> None:
+        """Answer ``status`` and close; only close if another answer is in flight (not writing into it)."""
+        self._cancel_header_timer()
         if not self.transport.is_closing():
-            self.transport.write(_timeout_response(self.header_timeout))
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(_refusal(status, message))
             self.transport.close()
 
 

@@ -20,8 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fleet.program import CLOUD_RUN, Plan
+from inference_service import predict_service
 from inference_service.app import Settings, create_app
-from tests.helpers_server import BOUNDARY, demo_model, multipart, run_server, sample_images
+from tests.helpers_server import BOUNDARY, demo_model, multipart, run_server, sample_images, write_key_file
 from tests.server.test_shared_server import KEYS, predict, write_tenants
 
 DRAIN_S = 2  # --drain-seconds of the SIGTERM test: the mechanism, without waiting out the default 8 s
@@ -139,6 +140,44 @@ def test_slow_clients_do_not_block_others_and_get_408(image: bytes) -> None:
                 sock.close()
 
 
+def test_a_blank_line_starts_the_header_deadline_and_oversized_headers_get_431() -> None:
+    """A connection that sends only a blank line (which the HTTP parser skips without starting a request) gets 408
+    and is closed at the request timeout instead of being kept open; a request line and headers past 16 KiB get
+    431 and a close at once; headers just under the limit are served."""
+    with run_server(dedicated("--request-timeout", "1")) as (url, _):
+        blank, big = connect(url), connect(url)
+        blank.sendall(b"\r\n")
+        started = time.monotonic()
+        big.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 20_000)
+        status, headers, payload = read_response(big)
+        assert (status, headers["connection"]) == (431, "close")
+        assert json.loads(payload)["error"] == "request headers are over the 16 KiB limit"
+        assert big.recv(1) == b""
+        status, headers, payload = read_response(blank)
+        assert (status, headers["connection"]) == (408, "close")
+        assert "request headers did not arrive within the 1 s request timeout" in json.loads(payload)["error"]
+        assert blank.recv(1) == b"" and time.monotonic() - started < 3
+        assert httpx.get(f"{url}/health", headers={"X-Big": "a" * 15_000}).status_code == 200
+
+
+def test_a_request_answered_before_its_body_arrived_leaves_the_connection_usable(tmp_path: Path) -> None:
+    """A predict with a wrong key is answered 401 before its 300 KB body is read; the rest of that body is still
+    read as body (not as the next request's headers, which would be over the 16 KiB limit), and the next request on
+    the same keep-alive connection is served."""
+    _, key_file = write_key_file(tmp_path)
+    body = b"x" * 300_000
+    with run_server(["--model", str(demo_model("e2e")), "--api-key-file", str(key_file)]) as (url, _):
+        sock = connect(url)
+        head = request_head("/predict", len(body)).replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer wrong\r\n\r\n")
+        sock.sendall(head + body)
+        status, _, _ = read_response(sock)
+        assert status == 401
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        status, headers, payload = read_response(sock)
+        assert status == 200 and json.loads(payload)["healthy"] is True and headers.get("connection") != "close"
+        sock.close()
+
+
 def test_a_burst_of_32_clients_is_served_with_the_default_flags(image: bytes) -> None:
     """32 clients at once, 3 predicts each, against the default 4 turns: they queue for well under the default
     5 s wait limit, so none is refused (a count of 4 running + 8 waiting refused most of them)."""
@@ -187,7 +226,11 @@ def test_overload_is_shed_at_once_with_retry_after(image: bytes, tmp_path: Path)
     assert len(refused) == len(shed) and {e["severity"] for e in refused} == {"WARNING"}
 
 
-def test_inference_past_the_request_timeout_is_a_504_and_the_server_recovers(image: bytes) -> None:
+def test_inference_past_the_request_timeout_is_a_504_and_the_server_recovers(image: bytes,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A predict in a worker thread. (A short lone predict runs on the event loop, which no timeout interrupts; the
+    rule takes a model of at most a tenth of the timeout, so only a stall of 10x or more answers late there.)"""
+    monkeypatch.setattr(predict_service, "INLINE_MAX_INFERENCE_S", 0.0)
     settings = Settings(model_path=demo_model("e2e"), allow_anonymous=True, ort_threads=1, request_timeout=1.0)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         deadline = time.monotonic() + 30

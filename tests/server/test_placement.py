@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from inference_service import predict_service
 from inference_service.app import Settings, create_app
-from inference_service.decode import OpenedImage
+from inference_service.decode import OpenedImage, open_image
 from inference_service.lanes import InferenceGate
 from inference_service.letterbox import Letterbox
 from inference_service.model import Model
@@ -80,8 +80,8 @@ def test_a_lone_predict_infers_on_one_cpu_and_an_overlapping_one_anywhere(monkey
 
     monkeypatch.setattr(model, "infer", recording_infer)
     monkeypatch.setattr(model, "preprocess", recording_preprocess)
-    work = CpuWork(InferenceGate(len(CPUS), adaptive=True), 50_000_000)
-    image = sample_images()[0].read_bytes()
+    work = CpuWork(InferenceGate(len(CPUS), adaptive=True))
+    image = open_image(sample_images()[0].read_bytes(), 50_000_000)
     params = parse_params({}, model.info, 1280)
     run = lambda: work.run(model, image, params, time.monotonic() + 30)  # noqa: E731
     in_thread(run)
@@ -91,12 +91,10 @@ def test_a_lone_predict_infers_on_one_cpu_and_an_overlapping_one_anywhere(monkey
     assert spares == [sorted(CPUS)[1], None]
 
 
-def test_a_lone_predict_on_an_idle_server_runs_on_the_event_loop_once_the_model_is_known_quick(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_lone_predict_on_an_idle_server_runs_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its CPU work skips the hop to a worker thread (predict_service.py), and the loop's thread gets every CPU back
-    afterwards. Before any predict has finished the prior service time (0.25 s) says "slow", so the first one hops;
-    a predict soon after another hops too, one while an orphaned inference runs, and every one of a model slower
-    than the limit."""
+    afterwards. A predict hops when another ended within the quiet time, while an inference a timed-out predict left
+    still runs, when its model's inference is slower than the limit, its image larger, or it asks a larger size."""
     ran: list[tuple[bool, set[int]]] = []  # per predict: on the event loop?, the CPUs its thread has afterwards
     works: list[CpuWork] = []
     run = CpuWork.run
@@ -113,47 +111,51 @@ def test_a_lone_predict_on_an_idle_server_runs_on_the_event_loop_once_the_model_
         return result
 
     monkeypatch.setattr(CpuWork, "run", recording_run)
-    monkeypatch.setattr(predict_service, "INLINE_MAX_SERVICE_S", 0.2)  # the demo model, even on a loaded machine
-    monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 0.05)
-    settings = Settings(model_path=demo_model(), allow_anonymous=True)
+    monkeypatch.setattr(predict_service, "INLINE_MAX_INFERENCE_S", 1.0)  # the demo model, even on a loaded machine
+    monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 0.0)
     image = sample_images()[0].read_bytes()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(Settings(model_path=demo_model(), allow_anonymous=True))) as client:
         deadline = time.monotonic() + 30
         while client.get("/health").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
 
-        def predict() -> bool:
-            assert client.post("/predict", files={"file": ("a.jpg", image)}).status_code == 200
+        def on_loop(**fields: str) -> bool:
+            r = client.post("/predict", files={"file": ("a.jpg", image)}, data=fields)
+            assert r.status_code == 200, r.text
             return ran[-1][0]
 
-        first = predict()
-        idle = []
-        for _ in range(8):
-            time.sleep(0.06)
-            idle.append(predict())
-        assert not first and idle[-1], (first, idle)
+        assert on_loop()
         monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 60.0)
-        assert not predict()  # another predict ended within the quiet time
+        assert not on_loop()  # another predict ended within the quiet time
         monkeypatch.setattr(predict_service, "INLINE_QUIET_S", 0.0)
-        assert predict()
         works[0]._busy += 1  # an inference a timed-out predict left running in a worker
-        assert not predict()
+        assert not on_loop()
         works[0]._busy -= 1
-        monkeypatch.setattr(predict_service, "INLINE_MAX_SERVICE_S", 0.0)
-        assert not predict()  # a model slower than the limit
+        assert on_loop(imgsz="128")  # smaller than the model's own (256)
+        assert not on_loop(imgsz="1280")
+        monkeypatch.setattr(predict_service, "INLINE_MAX_PIXELS", 100)
+        assert not on_loop()
+        monkeypatch.setattr(predict_service, "INLINE_MAX_PIXELS", 4_000_000)
+        monkeypatch.setattr(predict_service, "INLINE_MAX_INFERENCE_S", 0.0)
+        assert not on_loop()
     assert all(cpus == CPUS for _, cpus in ran)
 
 
-def test_a_predict_runs_on_the_event_loop_only_if_quick_against_the_request_timeout() -> None:
-    """The 504 cannot interrupt work on the loop: a model whose predicts take 80 ms runs there under a 60 s request
-    timeout, not under 0.5 s (more than a tenth of it)."""
+def test_a_predict_runs_on_the_event_loop_only_if_quick_against_the_request_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 504 cannot interrupt work on the loop: a model whose inference takes 80 ms runs there under a 60 s
+    request timeout, not under 0.5 s (more than a tenth of it)."""
+    model = Model(demo_model())
+    model.warm_inference_ms = model.last_inference_ms = 80.0
+    monkeypatch.setattr(predict_service, "INLINE_MAX_INFERENCE_S", 0.1)
+    upload = open_image(sample_images()[0].read_bytes(), 50_000_000)
+
     async def on_loop(service: PredictService) -> bool:
         async with service.admission.slot():
-            return service._alone_on_idle_server()
+            return service._runs_on_loop(model, upload, parse_params({}, model.info, 1280))
 
     for timeout, expected in ((60.0, True), (0.5, False)):
         service = PredictService(Settings(model_path=demo_model(), allow_anonymous=True, request_timeout=timeout),
                                  Metrics())
-        service.admission.service_s = 0.08
         assert asyncio.run(on_loop(service)) is expected, timeout
         service.close()
