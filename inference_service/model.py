@@ -122,8 +122,13 @@ class Model:
             kpt_shape=tuple(kpt_shape) if kpt_shape else None,
             max_det=out_shape[1] if end2end and isinstance(out_shape[1], int) else None,
         )
-        # the warm-up's time: an inference at the model's own size (predict_service.py's inline rule reads it)
-        self.warm_inference_ms = self.last_inference_ms = self._warm_up(self.session)
+        self.last_inference_ms = self._warm_up(self.session)
+        self.last_imgsz = self.info.imgsz  # the size the last inference was asked at
+
+    def expected_inference_ms(self, imgsz: tuple[int, int]) -> float:
+        """An inference at ``imgsz``: the last one scaled by area (a YOLO graph's work grows with its input's)."""
+        (h, w), (last_h, last_w) = imgsz, self.last_imgsz
+        return self.last_inference_ms * (h * w) / (last_h * last_w)
 
     def _warm_up(self, session: ort.InferenceSession) -> float:
         """First ``run`` allocates arenas and picks kernels: pay that before the first user does."""

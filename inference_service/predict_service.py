@@ -5,12 +5,12 @@ A lone predict on an idle server skips the hop: its CPU work runs on the event l
 wait for the worker. The hop wakes a thread each way, and on a small instance that cost a lone predict 0.5-0.8 ms
 at the median (benchmarks/RESULTS.md, server section). The loop is blocked meanwhile (health probes and new
 arrivals wait, and the 504 below cannot interrupt the work), so only a short predict runs there: its model's
-inference at its own size took at most ``INLINE_MAX_INFERENCE_S`` (and a tenth of the request timeout) when it
-was loaded and the last time, the request asks no larger size, and the image has at most ``INLINE_MAX_PIXELS``
-(the image header is read first, on the loop). And only on an idle server: no other predict ran in the last
-``INLINE_QUIET_S`` (another client's request may have arrived while the previous predict ran and wait unread: it
-must not queue behind this one with its decode undone), and no timed-out predict's inference still runs (the loop
-would wait for its turn). Under load every predict hops, so requests decode while others infer.
+last inference, scaled to the size this request asks, took at most ``INLINE_MAX_INFERENCE_S`` (and a tenth of the
+request timeout), and its image has at most ``INLINE_MAX_PIXELS`` (the header is read first, on the loop). And
+only on an idle server: no other predict ran in the last ``INLINE_QUIET_S`` (another client's request may have
+arrived while the previous predict ran and wait unread: it must not queue behind this one with its decode undone),
+and no timed-out predict's inference still runs (the loop would wait for its turn). Under load every predict
+hops, so requests decode while others infer.
 
 Capacity (admission.py): beyond ``max_concurrency`` predicts running, a predict waits for a turn while its
 expected wait is within ``max_wait_seconds`` (and fewer than ``max_queue`` wait), and is otherwise refused at once
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from inference_service.settings import ServerSettings as Settings
 
 MAX_FILES = 2  # one more than the form takes: a second image gets "given more than once", a third "Too many files"
-INLINE_MAX_INFERENCE_S = 0.05  # a predict runs on the event loop only if its model's inference takes at most this,
+INLINE_MAX_INFERENCE_S = 0.05  # a predict runs on the event loop only if its inference should take at most this,
 INLINE_MAX_PIXELS = 4_000_000  # its image has at most this many pixels (a 4 MP JPEG decodes in about 10 ms here),
 INLINE_QUIET_S = 0.01  # and no predict ended in this long: other clients' requests read after one start sooner
 URLENCODED = "application/x-www-form-urlencoded"  # curl's type for --data-binary: a form of ASCII text, never an image
@@ -181,7 +181,7 @@ class PredictService:
         else:
             shape, results, timings = await asyncio.get_running_loop().run_in_executor(
                 self.workers, self.cpu_work.run, model, upload, params, deadline)
-        model.last_inference_ms = timings["inference"]
+        model.last_inference_ms, model.last_imgsz = timings["inference"], params.imgsz or model.info.imgsz
         for stage, ms in timings.items():
             self.metrics.stage.labels(stage).observe(ms / 1000)
         return JSONResponse(predict_body(model.info, shape, results, timings, started))
@@ -190,11 +190,11 @@ class PredictService:
         """Whether this predict's CPU work may run on the event loop: a short predict on an idle server (see the
         module docstring)."""
         width, height = upload.image.size
-        quick = max(model.warm_inference_ms, model.last_inference_ms) <= 1000 * min(INLINE_MAX_INFERENCE_S,
-                                                                                     self.request_timeout / 10)
-        own_size = params.imgsz is None or all(a <= b for a, b in zip(params.imgsz, model.info.imgsz, strict=True))
-        short = quick and own_size and width * height <= INLINE_MAX_PIXELS
-        return short and self.admission.lone_after_quiet(INLINE_QUIET_S) and self.cpu_work.idle()
+        limit_ms = 1000 * min(INLINE_MAX_INFERENCE_S, self.request_timeout / 10)
+        short = model.expected_inference_ms(params.imgsz or model.info.imgsz) <= limit_ms
+        small = width * height <= INLINE_MAX_PIXELS
+        return short and small and self.admission.lone_after_quiet(INLINE_QUIET_S) and self.cpu_work.idle()
+
 
 def split_form(parts: list[Part]) -> tuple[bytes | None, dict[str, str]]:
     """The image's bytes (if sent) and the text fields, refusing what the wire format does not allow: a field

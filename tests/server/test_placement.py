@@ -94,7 +94,8 @@ def test_a_lone_predict_infers_on_one_cpu_and_an_overlapping_one_anywhere(monkey
 def test_a_short_lone_predict_on_an_idle_server_runs_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its CPU work skips the hop to a worker thread (predict_service.py), and the loop's thread gets every CPU back
     afterwards. A predict hops when another ended within the quiet time, while an inference a timed-out predict left
-    still runs, when its model's inference is slower than the limit, its image larger, or it asks a larger size."""
+    still runs, when its inference should take longer than the limit (the last one scaled to the size asked), or its
+    image is larger than the limit."""
     ran: list[tuple[bool, set[int]]] = []  # per predict: on the event loop?, the CPUs its thread has afterwards
     works: list[CpuWork] = []
     run = CpuWork.run
@@ -131,8 +132,11 @@ def test_a_short_lone_predict_on_an_idle_server_runs_on_the_event_loop(monkeypat
         works[0]._busy += 1  # an inference a timed-out predict left running in a worker
         assert not on_loop()
         works[0]._busy -= 1
-        assert on_loop(imgsz="128")  # smaller than the model's own (256)
+        model = client.app.state.provider.model
+        model.last_inference_ms = 50.0  # at the model's own 256 px: 1250 ms at 1280 px, 12.5 at 128
         assert not on_loop(imgsz="1280")
+        model.last_inference_ms = 50.0
+        assert on_loop(imgsz="128")
         monkeypatch.setattr(predict_service, "INLINE_MAX_PIXELS", 100)
         assert not on_loop()
         monkeypatch.setattr(predict_service, "INLINE_MAX_PIXELS", 4_000_000)
@@ -146,7 +150,7 @@ def test_a_predict_runs_on_the_event_loop_only_if_quick_against_the_request_time
     """The 504 cannot interrupt work on the loop: a model whose inference takes 80 ms runs there under a 60 s
     request timeout, not under 0.5 s (more than a tenth of it)."""
     model = Model(demo_model())
-    model.warm_inference_ms = model.last_inference_ms = 80.0
+    model.last_inference_ms = 80.0
     monkeypatch.setattr(predict_service, "INLINE_MAX_INFERENCE_S", 0.1)
     upload = open_image(sample_images()[0].read_bytes(), 50_000_000)
 
