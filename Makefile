@@ -84,7 +84,7 @@ $(NATIVE): inference_service/letterbox.c inference_service/jpeg_letterbox.c infe
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache .mypy_cache $(NATIVE)
 
-# `make serve` gets a venv of its own with only the server's runtime requirements (the image's, ~200 MB): no
+# `make serve` gets a venv of its own with only the server's runtime requirements (the image's, ~215 MB): no
 # torch, ultralytics or Playwright (~7 GB), and it proves the server runs on exactly what the image installs.
 # The server prints the address once it listens (--ready-message), so a failed start (busy port: exit 2)
 # never shows a URL. Each port has its own key file (port 0, any free port, one per run), written only once the
