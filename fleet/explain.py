@@ -56,12 +56,12 @@ def explain_service(service: ServicePlan) -> list[dict[str, Any]]:
     for name in type(service.settings).model_fields:
         value = getattr(service.settings, name)
         layer = origin[name]
-        at = next((i for i, each in enumerate(layers) if each is layer), 0)  # not there: the built-in default
+        at = next((i for i, each in enumerate(layers) if each is layer), None)  # None: the built-in default
         beaten = [{"layer": lower.kind, "source": lower.source, "value": set_by[name]}
-                  for lower, set_by in zip(layers[:at], changes[:at], strict=True)
+                  for lower, set_by in zip(layers[:at or 0], changes[:at or 0], strict=True)
                   if name in set_by and set_by[name] != value]
         kind, source = layer.kind, layer.source
-        layered = layer.values.changes().get(name, getattr(built_in, name))
+        layered = (changes[at] if at is not None else {}).get(name, getattr(built_in, name))
         if layered != value:  # changed after the layers: a GPU service's max_instances fitted to the quota
             beaten = [{"layer": kind, "source": source, "value": layered}, *beaten]
             kind, source = GPU_QUOTA_FIT, GPU_QUOTA_SOURCE

@@ -176,22 +176,23 @@ class PredictService:
     async def _run(self, model: Model, data: bytes, params: PredictParams, started: float,
                    deadline: float) -> JSONResponse:
         upload = open_image(data, self.max_pixels)  # the header: a bad or oversized image is refused before any work
-        if self._runs_on_loop(model, upload, params):
+        imgsz = params.imgsz or model.info.imgsz
+        if self._runs_on_loop(model, upload, imgsz):
             shape, results, timings = self.cpu_work.run(model, upload, params, deadline)
         else:
             shape, results, timings = await asyncio.get_running_loop().run_in_executor(
                 self.workers, self.cpu_work.run, model, upload, params, deadline)
-        model.last_inference_ms, model.last_imgsz = timings["inference"], params.imgsz or model.info.imgsz
+        model.last_inference_ms, model.last_imgsz = timings["inference"], imgsz
         for stage, ms in timings.items():
             self.metrics.stage.labels(stage).observe(ms / 1000)
         return JSONResponse(predict_body(model.info, shape, results, timings, started))
 
-    def _runs_on_loop(self, model: Model, upload: OpenedImage, params: PredictParams) -> bool:
-        """Whether this predict's CPU work may run on the event loop: a short predict on an idle server (see the
-        module docstring)."""
+    def _runs_on_loop(self, model: Model, upload: OpenedImage, imgsz: tuple[int, int]) -> bool:
+        """Whether this predict's CPU work (at ``imgsz``) may run on the event loop: a short predict on an idle
+        server (see the module docstring)."""
         width, height = upload.image.size
         limit_ms = 1000 * min(INLINE_MAX_INFERENCE_S, self.request_timeout / 10)
-        short = model.expected_inference_ms(params.imgsz or model.info.imgsz) <= limit_ms
+        short = model.expected_inference_ms(imgsz) <= limit_ms
         small = width * height <= INLINE_MAX_PIXELS
         return short and small and self.admission.lone_after_quiet(INLINE_QUIET_S) and self.cpu_work.idle()
 

@@ -68,12 +68,17 @@ class DeadlineProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._in_message:  # httptools skips blank lines before a request without a callback
             self._start_header_timer()
-        if self._in_headers or not self._in_message:
+        if self._reading_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        if (self._in_headers or not self._in_message) and self._header_bytes > MAX_HEADER_BYTES:
+        if self._reading_headers and self._header_bytes > MAX_HEADER_BYTES:
             self._refuse(b"431 Request Header Fields Too Large",
                          f"request headers are over the {MAX_HEADER_BYTES // 1024} KiB limit")
+
+    @property
+    def _reading_headers(self) -> bool:
+        """Between requests (a next one may be starting) or inside one's request line and headers."""
+        return self._in_headers or not self._in_message
 
     def on_message_begin(self) -> None:
         self._in_message = self._in_headers = True

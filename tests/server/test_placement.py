@@ -156,7 +156,7 @@ def test_a_predict_runs_on_the_event_loop_only_if_quick_against_the_request_time
 
     async def on_loop(service: PredictService) -> bool:
         async with service.admission.slot():
-            return service._runs_on_loop(model, upload, parse_params({}, model.info, 1280))
+            return service._runs_on_loop(model, upload, model.info.imgsz)
 
     for timeout, expected in ((60.0, True), (0.5, False)):
         service = PredictService(Settings(model_path=demo_model(), allow_anonymous=True, request_timeout=timeout),
